@@ -1,0 +1,561 @@
+"""
+The model catalog: what every image model accepts, where it is served, and its documented limits.
+
+One table serves both sides: the client validates and routes requests with it before any I/O, and
+the emulator in `aioqwenimage.testing` rejects with it what the real service rejects, so the two can
+never disagree. Every fact here is from ``dashscope-api.md`` §2, §3 and §7; where the documentation
+is silent the choice is marked ``[I]`` and explained.
+
+This module is pure: no I/O, no aiohttp, no clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+__all__ = [
+    "IMAGE_GENERATION_PATH",
+    "MODELS",
+    "MULTIMODAL_PATH",
+    "TEXT2IMAGE_PATH",
+    "DefaultLimits",
+    "ModelSpec",
+    "Protocol",
+    "SizeRule",
+    "Violation",
+    "format_size",
+    "parse_size",
+    "resolve",
+]
+
+TEXT2IMAGE_PATH: Final = "/services/aigc/text2image/image-synthesis"  # E1
+MULTIMODAL_PATH: Final = "/services/aigc/multimodal-generation/generation"  # E2
+IMAGE_GENERATION_PATH: Final = "/services/aigc/image-generation/generation"  # E3
+
+SEED_MAX: Final = 2_147_483_647
+NEGATIVE_PROMPT_MAX: Final = 500
+EDIT_IMAGES_MAX: Final = 3
+
+
+class Protocol(enum.Enum):
+    """How a model is called: which endpoint, which body shape, sync or async."""
+
+    TEXT2IMAGE = "text2image"
+    """E1: async task, ``input.prompt`` string body."""
+    MULTIMODAL = "multimodal"
+    """E2: synchronous, ``input.messages`` body; the response carries the images."""
+    IMAGE_GENERATION = "image-generation"
+    """E3: async task, ``input.messages`` body (wan2.6)."""
+
+    @property
+    def path(self) -> str:
+        """The endpoint path under ``/api/v1``."""
+        return _PATHS[self]
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the endpoint creates a task (and needs ``X-DashScope-Async: enable``)."""
+        return self is not Protocol.MULTIMODAL
+
+
+_PATHS: Final = {
+    Protocol.TEXT2IMAGE: TEXT2IMAGE_PATH,
+    Protocol.MULTIMODAL: MULTIMODAL_PATH,
+    Protocol.IMAGE_GENERATION: IMAGE_GENERATION_PATH,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Violation:
+    """One broken rule: which parameter, what the rule is, for which model."""
+
+    parameter: str
+    rule: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.parameter}: {self.rule} (model {self.model!r})"
+
+
+_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
+
+
+def parse_size(value: object) -> tuple[int, int]:
+    """
+    Read a size given as ``"W*H"``, ``"WxH"`` or ``(w, h)``.
+
+    Raises:
+        ValueError: The value is none of those forms, or a side is not a positive integer.
+    """
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match is None:
+            msg = f"size must look like 'W*H' or 'WxH', got {value!r}"
+            raise ValueError(msg)
+        width, height = int(match[1]), int(match[2])
+    elif (
+        isinstance(value, tuple | list)
+        and len(value) == 2  # noqa: PLR2004 - a pair
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        width, height = value
+    else:
+        msg = f"size must be 'W*H', 'WxH' or a (width, height) pair, got {value!r}"
+        raise ValueError(msg)
+    if width <= 0 or height <= 0:
+        msg = f"size sides must be positive, got {width}*{height}"
+        raise ValueError(msg)
+    return width, height
+
+
+def format_size(size: tuple[int, int]) -> str:
+    """The wire form of a size: ``"W*H"``."""
+    return f"{size[0]}*{size[1]}"
+
+
+class _SizeKind(enum.Enum):
+    FIXED = "fixed"
+    TOTAL_PIXELS = "total-pixels"
+    PER_SIDE = "per-side"
+    NOT_SETTABLE = "not-settable"
+
+
+@attrs.frozen(kw_only=True)
+class SizeRule:
+    """
+    Which output sizes a model accepts.
+
+    Build one with the class methods; `check` says what is wrong with a size, or ``None``.
+    """
+
+    kind: _SizeKind
+    default: tuple[int, int]
+    choices: tuple[tuple[int, int], ...] = ()
+    min_pixels: int = 0
+    max_pixels: int = 0
+    min_side: int = 0
+    max_side: int = 0
+    max_aspect: float = 0.0
+
+    @classmethod
+    def fixed(cls, *choices: tuple[int, int]) -> SizeRule:
+        """Only these sizes; the first is the default."""
+        return cls(kind=_SizeKind.FIXED, default=choices[0], choices=choices)
+
+    @classmethod
+    def total_pixels(
+        cls,
+        low: int,
+        high: int,
+        *,
+        default: tuple[int, int],
+        max_aspect: float = 0.0,
+    ) -> SizeRule:
+        """Any ``W*H`` whose pixel count is in [low, high] (and aspect within 1:max..max:1)."""
+        return cls(
+            kind=_SizeKind.TOTAL_PIXELS,
+            default=default,
+            min_pixels=low,
+            max_pixels=high,
+            max_aspect=max_aspect,
+        )
+
+    @classmethod
+    def per_side(cls, low: int, high: int, *, default: tuple[int, int]) -> SizeRule:
+        """Width and height each in [low, high]."""
+        return cls(kind=_SizeKind.PER_SIDE, default=default, min_side=low, max_side=high)
+
+    @classmethod
+    def not_settable(cls, *, default: tuple[int, int]) -> SizeRule:
+        """The model picks the size; sending one is an error."""
+        return cls(kind=_SizeKind.NOT_SETTABLE, default=default)
+
+    @property
+    def settable(self) -> bool:
+        """Whether a request may name a size at all."""
+        return self.kind is not _SizeKind.NOT_SETTABLE
+
+    def describe(self) -> str:
+        """The rule in words, for error messages."""
+        if self.kind is _SizeKind.FIXED:
+            return "must be one of " + ", ".join(format_size(c) for c in self.choices)
+        if self.kind is _SizeKind.TOTAL_PIXELS:
+            text = (
+                f"total pixels must be in [{_square(self.min_pixels)}, {_square(self.max_pixels)}]"
+            )
+            if self.max_aspect:
+                text += f" and the aspect ratio within 1:{self.max_aspect:g} to {self.max_aspect:g}:1"
+            return text
+        if self.kind is _SizeKind.PER_SIDE:
+            return f"width and height must each be in [{self.min_side}, {self.max_side}]"
+        return "cannot be set for this model"
+
+    def check(self, size: tuple[int, int]) -> str | None:
+        """``None`` when the size is accepted, else the rule it breaks."""
+        width, height = size
+        if self.kind is _SizeKind.FIXED:
+            ok = size in self.choices
+        elif self.kind is _SizeKind.TOTAL_PIXELS:
+            ok = self.min_pixels <= width * height <= self.max_pixels
+            if ok and self.max_aspect:
+                ok = max(width, height) / min(width, height) <= self.max_aspect
+        elif self.kind is _SizeKind.PER_SIDE:
+            ok = all(self.min_side <= side <= self.max_side for side in size)
+        else:
+            ok = False
+        return None if ok else self.describe()
+
+
+def _square(pixels: int) -> str:
+    root = int(pixels**0.5)
+    return f"{root}*{root}" if root * root == pixels else str(pixels)
+
+
+@attrs.frozen(kw_only=True)
+class DefaultLimits:
+    """
+    A model's documented per-account limits (``dashscope-api.md`` §7).
+
+    Attributes:
+        submits: How many submissions are allowed per `period` seconds.
+        period: The window of `submits`, in seconds (1 or 60).
+        in_flight: Concurrent async tasks allowed, or ``None`` where unlimited (sync calls).
+    """
+
+    submits: int
+    period: float
+    in_flight: int | None
+
+    @property
+    def submits_per_second(self) -> float:
+        """The submission rate as a per-second figure."""
+        return self.submits / self.period
+
+
+@attrs.frozen(kw_only=True)
+class ModelSpec:
+    """
+    Everything the client and the emulator need to know about one model.
+
+    Attributes:
+        name: The model name as sent on the wire.
+        family: A coarse grouping used for routing unknown snapshots and for emulated durations.
+        protocols: The endpoints serving the model; the first is the one the client prefers.
+        size: The accepted output sizes.
+        n_range: Allowed images per request, inclusive.
+        n_default: Images per request when ``n`` is not given.
+        prompt_limit: The documented prompt length; longer prompts are truncated server-side.
+        prompt_extend: Whether the model takes ``prompt_extend``.
+        edit: ``"required"`` for edit models, ``"optional"`` for models that also edit, else ``"no"``.
+        limits: Documented limits per region name; ``"*"`` is the fallback.
+        duration: The typical (low, high) seconds from submission to the end of a task.
+    """
+
+    name: str
+    family: str
+    protocols: tuple[Protocol, ...]
+    size: SizeRule
+    n_range: tuple[int, int]
+    n_default: int
+    prompt_limit: int
+    prompt_extend: bool = True
+    edit: str = "no"
+    limits: Mapping[str, DefaultLimits]
+    duration: tuple[float, float]
+
+    @property
+    def async_protocol(self) -> Protocol | None:
+        """The task-creating endpoint, when the model has one."""
+        return next((p for p in self.protocols if p.is_async), None)
+
+    @property
+    def preferred(self) -> Protocol:
+        """The endpoint the client uses: async where offered (it survives restarts), else sync."""
+        return self.async_protocol or self.protocols[0]
+
+    def default_limits(self, region: str) -> DefaultLimits:
+        """The documented limits in `region`, or the fallback row."""
+        return self.limits.get(region) or self.limits["*"]
+
+    def validate(  # noqa: PLR0913 - mirrors the request's own fields
+        self,
+        *,
+        prompt: object,
+        size: tuple[int, int] | None = None,
+        n: object = None,
+        seed: object = None,
+        negative_prompt: object = None,
+        prompt_extend: object = None,
+        watermark: object = None,
+        images: int = 0,
+    ) -> list[Violation]:
+        """
+        Every rule of this model that the request breaks (empty when it is valid).
+
+        Prompts longer than the documented limit are not a violation: the service truncates them.
+        """
+        found: list[Violation] = []
+
+        def add(parameter: str, rule: str) -> None:
+            found.append(Violation(parameter=parameter, rule=rule, model=self.name))
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            add("prompt", "must be a non-empty string")
+        if size is not None:
+            problem = self.size.check(size)
+            if problem is not None:
+                add("size", f"{format_size(size)} is not accepted: {problem}")
+        if n is not None:
+            low, high = self.n_range
+            if not _is_int(n) or not low <= n <= high:  # type: ignore[operator]
+                rule = f"must be {low}" if low == high else f"must be an integer in [{low}, {high}]"
+                add("n", f"{rule}, got {n!r}")
+        if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):  # type: ignore[operator]
+            add("seed", f"must be an integer in [0, {SEED_MAX}], got {seed!r}")
+        if negative_prompt is not None:
+            if not isinstance(negative_prompt, str):
+                add("negative_prompt", "must be a string")
+            elif len(negative_prompt) > NEGATIVE_PROMPT_MAX:
+                add("negative_prompt", f"must be at most {NEGATIVE_PROMPT_MAX} characters")
+        if prompt_extend is not None:
+            if not self.prompt_extend:
+                add("prompt_extend", "is not supported by this model")
+            elif not isinstance(prompt_extend, bool):
+                add("prompt_extend", "must be a boolean")
+        if watermark is not None and not isinstance(watermark, bool):
+            add("watermark", "must be a boolean")
+        if self.edit == "required" and not 1 <= images <= EDIT_IMAGES_MAX:
+            add("images", f"an edit model needs 1 to {EDIT_IMAGES_MAX} input images, got {images}")
+        elif self.edit == "optional" and images > EDIT_IMAGES_MAX:
+            add("images", f"at most {EDIT_IMAGES_MAX} input images, got {images}")
+        elif self.edit == "no" and images:
+            add("images", "this model does not take input images")
+        return found
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+_QWEN_FIXED: Final = SizeRule.fixed((1664, 928), (1472, 1104), (1328, 1328), (1104, 1472), (928, 1664))
+_QWEN2_SIZE: Final = SizeRule.total_pixels(512 * 512, 2048 * 2048, default=(2048, 2048))
+_EDIT_SIZE: Final = SizeRule.per_side(512, 2048, default=(1024, 1024))
+_WAN_SIZE: Final = SizeRule.per_side(512, 1440, default=(1024, 1024))
+# [!] §3 says [1280*1280, 1440*1440] but recommends 1104*1472 and 960*1696, which are below it;
+# the older bound of 768*768 admits every recommended size, so it is the one enforced.
+_WAN25_SIZE: Final = SizeRule.total_pixels(
+    768 * 768, 1440 * 1440, default=(1280, 1280), max_aspect=4.0
+)
+
+_PER_SECOND_2: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=None)}
+_PER_MINUTE_2: Final = {"*": DefaultLimits(submits=2, period=60, in_flight=None)}
+_QWEN_ASYNC: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=2)}
+_WAN_OLD: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=2)}
+_WAN_NEW: Final = {
+    "*": DefaultLimits(submits=5, period=1, in_flight=5),
+    # Beijing's table lists wan2.6-t2i at 1 submission/s (wan2.5's merged cell reads 5/5).
+    "beijing": DefaultLimits(submits=1, period=1, in_flight=5),
+}
+
+_E1: Final = (Protocol.TEXT2IMAGE,)
+_E2: Final = (Protocol.MULTIMODAL,)
+
+
+def _family(
+    family: str,
+    names: tuple[str, ...],
+    **fields: object,
+) -> dict[str, ModelSpec]:
+    return {name: ModelSpec(name=name, family=family, **fields) for name in names}  # type: ignore[arg-type]
+
+
+MODELS: Final[Mapping[str, ModelSpec]] = {
+    **_family(
+        "qwen-image-2.0",
+        (
+            "qwen-image-2.0-pro",
+            "qwen-image-2.0-pro-2026-06-22",
+            "qwen-image-2.0-pro-2026-04-22",
+            "qwen-image-2.0-pro-2026-03-03",
+            "qwen-image-2.0",
+            "qwen-image-2.0-2026-03-03",
+        ),
+        protocols=_E2,
+        size=_QWEN2_SIZE,
+        n_range=(1, 6),
+        n_default=1,
+        prompt_limit=1300,
+        edit="optional",
+        # [I] §7 does not list the 2.0 series; the doc's own suggestion is to treat it like max.
+        limits=_PER_MINUTE_2,
+        duration=(12.0, 25.0),
+    ),
+    **_family(
+        "qwen-image-max",
+        ("qwen-image-max", "qwen-image-max-2025-12-30"),
+        protocols=_E2,
+        size=_QWEN_FIXED,
+        n_range=(1, 1),
+        n_default=1,
+        prompt_limit=800,
+        limits=_PER_MINUTE_2,
+        duration=(12.0, 20.0),
+    ),
+    **_family(
+        "qwen-image",
+        ("qwen-image-plus", "qwen-image"),
+        protocols=(Protocol.TEXT2IMAGE, Protocol.MULTIMODAL),
+        size=_QWEN_FIXED,
+        n_range=(1, 1),
+        n_default=1,
+        prompt_limit=800,
+        limits=_QWEN_ASYNC,
+        duration=(18.0, 30.0),
+    ),
+    **_family(
+        "qwen-image",
+        ("qwen-image-plus-2026-01-09",),
+        protocols=_E2,
+        size=_QWEN_FIXED,
+        n_range=(1, 1),
+        n_default=1,
+        prompt_limit=800,
+        limits=_PER_SECOND_2,
+        duration=(6.0, 12.0),
+    ),
+    **_family(
+        "qwen-image-edit",
+        ("qwen-image-edit-max", "qwen-image-edit-max-2026-01-16"),
+        protocols=_E2,
+        size=_EDIT_SIZE,
+        n_range=(1, 6),
+        n_default=1,
+        prompt_limit=800,
+        edit="required",
+        limits=_PER_MINUTE_2,
+        duration=(12.0, 25.0),
+    ),
+    **_family(
+        "qwen-image-edit",
+        ("qwen-image-edit-plus", "qwen-image-edit-plus-2025-12-15", "qwen-image-edit-plus-2025-10-30"),
+        protocols=_E2,
+        size=_EDIT_SIZE,
+        n_range=(1, 6),
+        n_default=1,
+        prompt_limit=800,
+        edit="required",
+        limits=_PER_SECOND_2,
+        duration=(8.0, 20.0),
+    ),
+    **_family(
+        "qwen-image-edit",
+        ("qwen-image-edit",),
+        protocols=_E2,
+        size=SizeRule.not_settable(default=(1024, 1024)),
+        n_range=(1, 1),
+        n_default=1,
+        prompt_limit=800,
+        prompt_extend=False,
+        edit="required",
+        limits=_PER_SECOND_2,
+        duration=(8.0, 20.0),
+    ),
+    **_family(
+        "wan2.6",
+        ("wan2.6-t2i",),
+        # The client prefers E3 (a task survives a restart); E2 is the synchronous alternative.
+        protocols=(Protocol.IMAGE_GENERATION, Protocol.MULTIMODAL),
+        size=_WAN25_SIZE,
+        n_range=(1, 4),
+        n_default=4,
+        prompt_limit=2100,
+        limits=_WAN_NEW,
+        duration=(20.0, 35.0),
+    ),
+    **_family(
+        "wan",
+        ("wan2.5-t2i-preview",),
+        protocols=_E1,
+        size=_WAN25_SIZE,
+        n_range=(1, 4),
+        n_default=4,
+        prompt_limit=2000,
+        limits=_WAN_NEW,
+        duration=(8.0, 15.0),
+    ),
+    **_family(
+        "wan",
+        (
+            "wan2.2-t2i-flash",
+            "wan2.2-t2i-plus",
+            "wanx2.1-t2i-turbo",
+            "wanx2.1-t2i-plus",
+            # Singapore spells the 2.1 models without the x (§7).
+            "wan2.1-t2i-turbo",
+            "wan2.1-t2i-plus",
+        ),
+        protocols=_E1,
+        size=_WAN_SIZE,
+        n_range=(1, 4),
+        n_default=4,
+        prompt_limit=500,
+        limits=_WAN_OLD,
+        duration=(5.0, 15.0),
+    ),
+    **_family(
+        "wan",
+        ("wanx2.0-t2i-turbo",),
+        protocols=_E1,
+        size=_WAN_SIZE,
+        n_range=(1, 4),
+        n_default=4,
+        prompt_limit=800,
+        limits=_WAN_OLD,
+        duration=(5.0, 15.0),
+    ),
+}
+
+# Unknown names (new dated snapshots appear monthly) are routed by their longest known prefix;
+# order matters only between prefixes of each other, so longest first.
+_FAMILY_PREFIXES: Final = tuple(
+    sorted(
+        (
+            ("qwen-image-2.0-pro", "qwen-image-2.0-pro"),
+            ("qwen-image-2.0", "qwen-image-2.0"),
+            ("qwen-image-max", "qwen-image-max"),
+            ("qwen-image-edit-max", "qwen-image-edit-max"),
+            ("qwen-image-edit-plus", "qwen-image-edit-plus"),
+            ("qwen-image-edit", "qwen-image-edit"),
+            # A dated qwen-image-plus snapshot is sync-only, like qwen-image-plus-2026-01-09.
+            ("qwen-image-plus-", "qwen-image-plus-2026-01-09"),
+            ("qwen-image", "qwen-image-plus"),
+            ("wan2.6-", "wan2.6-t2i"),
+            ("wan2.5-", "wan2.5-t2i-preview"),
+            ("wan", "wan2.2-t2i-flash"),
+        ),
+        key=lambda pair: -len(pair[0]),
+    )
+)
+
+
+def resolve(model: str) -> tuple[ModelSpec, bool] | None:
+    """
+    The spec for `model`, and whether the catalog knows it by name.
+
+    A name the catalog does not know takes the rules of its family's base model (by the longest
+    known prefix), under its own name. ``None`` when not even the family is recognised.
+    """
+    spec = MODELS.get(model)
+    if spec is not None:
+        return spec, True
+    for prefix, base in _FAMILY_PREFIXES:
+        if model.startswith(prefix):
+            return attrs.evolve(MODELS[base], name=model), False
+    return None
