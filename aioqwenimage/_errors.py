@@ -1,0 +1,293 @@
+"""
+Every error aioqwenimage raises, and the one place where HTTP answers become them.
+
+::
+
+    QwenImageError
+    ├── APIError                      the service answered with an error (status, code, message, request_id)
+    │   ├── AuthenticationError       401, or no API key configured
+    │   ├── PermissionDeniedError     403: model, workspace or endpoint not allowed for this key
+    │   ├── InvalidRequestError       400/404/413/415, or rejected by the model catalog before any I/O
+    │   ├── ContentModerationError    DataInspectionFailed and kin: never retried
+    │   │   └── TaskModeratedError    ...reported by a task that ended FAILED (also a TaskFailedError)
+    │   ├── RateLimitError            429 throttling that outlasted the retry budget
+    │   ├── QuotaExceededError        arrears, exhausted quota: never retried
+    │   └── ServerError               5xx
+    ├── TransportError                the network failed (connect, reset, timeout)
+    ├── SubmissionUncertainError      a create was sent but its outcome is unknown; it was not re-sent
+    ├── ImageExpiredError             a result URL is past its expiry
+    └── TaskError                     about one task (task_id)
+        ├── TaskFailedError           the task ended FAILED
+        ├── TaskCanceledError         the task ended CANCELED, or its handle was cancelled
+        ├── TaskExpiredError          the service no longer knows the task (UNKNOWN: never existed or >24 h)
+        └── TaskTimeoutError          waiting outlasted the caller's timeout (also a TimeoutError)
+
+No message ever contains the API key: messages come from the service or from this library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ContentModerationError",
+    "ImageExpiredError",
+    "InvalidRequestError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "QwenImageError",
+    "RateLimitError",
+    "ServerError",
+    "SubmissionUncertainError",
+    "TaskCanceledError",
+    "TaskError",
+    "TaskExpiredError",
+    "TaskFailedError",
+    "TaskModeratedError",
+    "TaskTimeoutError",
+    "TransportError",
+    "error_from_response",
+    "is_moderation_code",
+    "is_throttling_code",
+]
+
+
+class QwenImageError(Exception):
+    """The base of every error this library raises."""
+
+
+class APIError(QwenImageError):
+    """
+    The service answered with an error.
+
+    Attributes:
+        status: The HTTP status, or ``None`` when the error was found without a request.
+        code: DashScope's error code, e.g. ``"InvalidParameter"``.
+        message: DashScope's message, or this library's.
+        request_id: The id of the failed request, for support tickets.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [f"{self.code}: {self.message}" if self.code else self.message]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " | ".join(parts)
+
+
+class AuthenticationError(APIError):
+    """Raised on 401 ``InvalidApiKey``, and at first use when no API key is configured."""
+
+
+class PermissionDeniedError(APIError):
+    """Raised on 403: the key may not use this model, workspace or endpoint."""
+
+
+class InvalidRequestError(APIError):
+    """
+    Raised when a request is malformed: by the service (400, 404, 413, 415), or by the model
+    catalog before any network I/O, naming the parameter, the rule and the model.
+
+    Attributes:
+        parameter: The offending parameter, when known.
+        model: The model the rule belongs to, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.parameter = parameter
+        self.model = model
+
+
+class ContentModerationError(APIError):
+    """Raised when moderation rejects a prompt, an input or an output (``DataInspectionFailed``)."""
+
+
+class RateLimitError(APIError):
+    """Raised when throttling (429) outlasted the retry budget.
+
+    Attributes:
+        retry_after: The service's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class QuotaExceededError(APIError):
+    """Raised on arrears or an exhausted quota; retrying cannot help, so it never happens."""
+
+
+class ServerError(APIError):
+    """Raised on a 5xx answer that outlasted the retry budget (or on a create, at once)."""
+
+
+class TransportError(QwenImageError):
+    """Raised when the network failed: connection refused or reset, DNS, TLS, timeout."""
+
+
+class SubmissionUncertainError(QwenImageError):
+    """
+    Raised when a create request was sent but its outcome is unknown (the connection dropped
+    after sending, a timeout, a 5xx other than 503). The request was *not* re-sent, because a
+    second create could order and bill the same image twice. Look the task up with
+    `Client.list_tasks` if you need to know.
+
+    Attributes:
+        model: The model of the request.
+        prompt: The prompt of the request.
+    """
+
+    def __init__(self, message: str, *, model: str, prompt: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.prompt = prompt
+
+
+class ImageExpiredError(QwenImageError):
+    """Raised when a result image is fetched after its signed URL expired (24 h after the task)."""
+
+
+class TaskError(QwenImageError):
+    """
+    The base of errors about one task.
+
+    Attributes:
+        task_id: The task's id; ``None`` for a synchronous call, which has none.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskFailedError(TaskError):
+    """
+    Raised when a task ends ``FAILED`` (or a synchronous call produced no image).
+
+    Attributes:
+        code: The task's error code.
+        message: The task's error message.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None, code: str | None) -> None:
+        super().__init__(f"{code}: {message}" if code else message, task_id=task_id)
+        self.code = code
+        self.message = message
+
+
+class TaskModeratedError(TaskFailedError, ContentModerationError):
+    """Raised when a task ends ``FAILED`` because moderation rejected its input or output."""
+
+    def __init__(self, message: str, *, task_id: str | None, code: str | None) -> None:
+        TaskFailedError.__init__(self, message, task_id=task_id, code=code)
+        self.status = None
+        self.request_id = None
+
+
+class TaskCanceledError(TaskError):
+    """Raised when a task ends ``CANCELED``, or its handle was cancelled locally."""
+
+
+class TaskExpiredError(TaskError):
+    """Raised when the service answers ``UNKNOWN``: no such task, or it is past the 24 h retention."""
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """Raised when ``wait(timeout=...)`` ran out; the task goes on and can be awaited again."""
+
+
+_MODERATION_CODES = frozenset(
+    {"DataInspectionFailed", "IPInfringementSuspect", "DataInspection", "Inappropriate"}
+)
+_QUOTA_CODES = frozenset(
+    {
+        "Arrearage",
+        "AllocationQuota.FreeTierOnly",
+        # A 429, but an exhausted allocation ("increase your quota limit"): waiting won't help.
+        "Throttling.AllocationQuota",
+        "CommodityNotPurchased",
+        "PrepaidBillOverdue",
+        "PostpaidBillOverdue",
+    }
+)
+
+
+def is_moderation_code(code: str | None) -> bool:
+    """Whether a DashScope code means moderation rejected the content."""
+    return code is not None and (code in _MODERATION_CODES or code.startswith("DataInspection"))
+
+
+def is_throttling_code(code: str | None) -> bool:
+    """Whether a 429's code is transient throttling (worth waiting for), not a spent quota."""
+    return code is not None and code.startswith("Throttling") and code not in _QUOTA_CODES
+
+
+def error_from_response(
+    status: int,
+    body: Mapping[str, Any] | None,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIError:
+    """
+    The error for a non-2xx answer, from its HTTP status and DashScope ``code``.
+
+    The code decides where it is specific (moderation, quota), the status otherwise
+    (``dashscope-api.md`` §6).
+    """
+    body = body or {}
+    code = body.get("code") if isinstance(body.get("code"), str) else None
+    raw_message = body.get("message")
+    message = raw_message if isinstance(raw_message, str) and raw_message else f"HTTP {status}"
+    request_id = request_id or (body.get("request_id") if isinstance(body.get("request_id"), str) else None)
+    fields: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
+    if code in _QUOTA_CODES:
+        return QuotaExceededError(message, **fields)
+    if is_moderation_code(code):
+        return ContentModerationError(message, **fields)
+    if status == 401:  # noqa: PLR2004
+        return AuthenticationError(message, **fields)
+    if status == 403:  # noqa: PLR2004
+        return PermissionDeniedError(message, **fields)
+    if status == 429:  # noqa: PLR2004
+        return RateLimitError(message, retry_after=retry_after, **fields)
+    if status >= 500:  # noqa: PLR2004
+        return ServerError(message, **fields)
+    return InvalidRequestError(message, **fields)

@@ -1,0 +1,343 @@
+"""
+The records users get back, parsed from the wire at the boundary.
+
+Everything here is a frozen attrs record or an enum; nothing holds an aiohttp type. Parsing is
+lenient about what the documentation leaves open (missing millisecond parts, absent
+``task_metrics``) and strict about what it promises (``task_status``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = [
+    "EventKind",
+    "GeneratedImage",
+    "GenerationResult",
+    "ImageFailure",
+    "TaskEvent",
+    "TaskInfo",
+    "TaskSnapshot",
+    "TaskStatus",
+    "parse_server_time",
+]
+
+# Task timestamps are Beijing time without a zone marker (dashscope-api.md §5.2).
+_SERVER_TZ = dt.timezone(dt.timedelta(hours=8))
+
+
+class TaskStatus(enum.Enum):
+    """Where a task is in its lifecycle."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the task will not change any more (UNKNOWN included: the service forgot it)."""
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+    @classmethod
+    def parse(cls, value: object) -> TaskStatus:
+        """The status for a wire value; undocumented ones (the SDK knows SUSPENDED) are RUNNING."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.RUNNING
+
+
+def parse_server_time(value: object) -> dt.datetime | None:
+    """A task timestamp (``YYYY-MM-DD HH:mm:ss[.SSS]``, UTC+8) or epoch milliseconds, as UTC."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
+    if not isinstance(value, str) or not value:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=_SERVER_TZ)
+        except ValueError:
+            continue
+        return parsed.astimezone(dt.timezone.utc)
+    return None
+
+
+class ImageFetcher(Protocol):
+    """What a `GeneratedImage` needs to fetch itself: the client's downloader."""
+
+    async def read(self, url: str) -> bytes: ...
+
+    async def save(self, url: str, destination: str | Path, *, default_name: str) -> Path: ...
+
+
+@attrs.frozen(kw_only=True)
+class GeneratedImage:
+    """
+    One generated image.
+
+    Attributes:
+        url: Signed result URL; valid for 24 hours.
+        actual_prompt: The prompt after server-side rewriting, when it was enabled.
+        index: The image's position in its request.
+        name: A file name for `save` into a directory: ``{task id or request id}-{index}.png``.
+    """
+
+    url: str
+    actual_prompt: str | None = None
+    index: int = 0
+    name: str = "image.png"
+    _fetcher: ImageFetcher | None = attrs.field(default=None, repr=False, eq=False, alias="fetcher")
+
+    async def read(self) -> bytes:
+        """
+        Download the image into memory.
+
+        Raises:
+            ImageExpiredError: The URL's expiry has passed.
+            TransportError: The download failed after retries.
+        """
+        return await self._require_fetcher().read(self.url)
+
+    async def save(self, destination: str | Path) -> Path:
+        """
+        Stream the image to disk and return the file's path.
+
+        A directory (existing, or given with a trailing slash) receives `name`; any other path is
+        the file itself. The file appears atomically: it is written under a temporary name and
+        renamed, so a crash never leaves half an image under the final name.
+
+        Raises:
+            ImageExpiredError: The URL's expiry has passed.
+            TransportError: The download failed after retries.
+        """
+        return await self._require_fetcher().save(self.url, destination, default_name=self.name)
+
+    def _require_fetcher(self) -> ImageFetcher:
+        if self._fetcher is None:
+            msg = "this image is not bound to a client; use Client.download_image(url) instead"
+            raise RuntimeError(msg)
+        return self._fetcher
+
+
+@attrs.frozen(kw_only=True)
+class ImageFailure:
+    """One image of a request that failed while others succeeded (partial success, n > 1)."""
+
+    index: int
+    code: str | None
+    message: str | None
+
+
+@attrs.frozen(kw_only=True)
+class GenerationResult:
+    """
+    The outcome of one successful generation (a task, or a synchronous call).
+
+    Attributes:
+        images: The generated images, in request order.
+        failures: Images that failed while others succeeded.
+        task_id: The task's id; ``None`` for a synchronous call.
+        request_id: The id of the request that returned the result.
+        model: The model that generated the images.
+        usage: The service's usage record, as sent (``image_count``, sizes...).
+        submitted_at: When the service accepted the task (UTC), if it said.
+        scheduled_at: When the service started it.
+        finished_at: When it ended.
+    """
+
+    images: tuple[GeneratedImage, ...]
+    failures: tuple[ImageFailure, ...] = ()
+    task_id: str | None = None
+    request_id: str | None = None
+    model: str
+    usage: Mapping[str, Any] = attrs.field(factory=dict)
+    submitted_at: dt.datetime | None = None
+    scheduled_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TaskSnapshot:
+    """
+    One parsed answer about a task: a query (E4) or a synchronous call (E2).
+
+    Internal to the client: users see `GenerationResult` and the errors.
+    """
+
+    task_id: str | None
+    status: TaskStatus
+    request_id: str | None = None
+    submitted_at: dt.datetime | None = None
+    scheduled_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    urls: tuple[tuple[int, str, str | None], ...] = ()
+    failures: tuple[ImageFailure, ...] = ()
+    code: str | None = None
+    message: str | None = None
+    usage: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from submission to end by the server's own clock, when both are known."""
+        if self.submitted_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.submitted_at).total_seconds()
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any], *, task_id: str | None = None) -> TaskSnapshot:
+        """
+        Parse a task query or a synchronous response.
+
+        Results come as ``output.results[]`` (E1 tasks: ``url`` or ``code``/``message`` per
+        image) or ``output.choices[0].message.content[]`` (E2 responses and E3 tasks).
+        """
+        output = body.get("output")
+        output = output if isinstance(output, Mapping) else {}
+        raw_status = output.get("task_status")
+        # A synchronous response has no status: its images are the success.
+        status = TaskStatus.parse(raw_status) if raw_status is not None else TaskStatus.SUCCEEDED
+        urls: list[tuple[int, str, str | None]] = []
+        failures: list[ImageFailure] = []
+        results = output.get("results")
+        if isinstance(results, Sequence):
+            for index, item in enumerate(results):
+                if not isinstance(item, Mapping):
+                    continue
+                url = item.get("url")
+                if isinstance(url, str) and url:
+                    urls.append((index, url, _opt_str(item.get("actual_prompt"))))
+                else:
+                    failures.append(
+                        ImageFailure(
+                            index=index,
+                            code=_opt_str(item.get("code")),
+                            message=_opt_str(item.get("message")),
+                        )
+                    )
+        for index, url in enumerate(_choice_images(output)):
+            urls.append((index, url, None))
+        usage = body.get("usage")
+        return cls(
+            task_id=_opt_str(output.get("task_id")) or task_id,
+            status=status,
+            request_id=_opt_str(body.get("request_id")),
+            submitted_at=parse_server_time(output.get("submit_time")),
+            scheduled_at=parse_server_time(output.get("scheduled_time")),
+            finished_at=parse_server_time(output.get("end_time")),
+            urls=tuple(urls),
+            failures=tuple(failures),
+            code=_opt_str(output.get("code")),
+            message=_opt_str(output.get("message")),
+            usage=dict(usage) if isinstance(usage, Mapping) else {},
+        )
+
+
+def _choice_images(output: Mapping[str, Any]) -> list[str]:
+    choices = output.get("choices")
+    if not isinstance(choices, Sequence) or not choices:
+        return []
+    found: list[str] = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, Sequence):
+            found.extend(
+                item["image"]
+                for item in content
+                if isinstance(item, Mapping) and isinstance(item.get("image"), str)
+            )
+    return found
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@attrs.frozen(kw_only=True)
+class TaskInfo:
+    """
+    One row of `Client.list_tasks`.
+
+    Attributes:
+        task_id: The task's id.
+        model: The model name the service recorded.
+        status: The task's status at listing time.
+        created_at: When the task was created (UTC).
+        started_at: When it started running, if it did.
+        ended_at: When it ended, if it did.
+        request_id: The create request's id.
+        region: The service region, e.g. ``"ap-southeast-1"``.
+    """
+
+    task_id: str
+    model: str | None
+    status: TaskStatus
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    request_id: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> TaskInfo:
+        """Parse one ``data[]`` row of the list endpoint (epoch-millisecond times)."""
+        return cls(
+            task_id=str(row.get("task_id", "")),
+            model=_opt_str(row.get("model_name")),
+            status=TaskStatus.parse(row.get("status")),
+            created_at=parse_server_time(row.get("gmt_create")),
+            started_at=parse_server_time(row.get("start_time")),
+            ended_at=parse_server_time(row.get("end_time")),
+            request_id=_opt_str(row.get("request_id")),
+            region=_opt_str(row.get("region")),
+        )
+
+
+class EventKind(enum.Enum):
+    """What happened to a task; see `TaskEvent`."""
+
+    SUBMITTED = "submitted"
+    """The create request succeeded; the task exists remotely (or a sync call started)."""
+    RUNNING = "running"
+    """A poll saw the task running."""
+    POLLED = "polled"
+    """A poll answered (any status)."""
+    THROTTLED = "throttled"
+    """A request about this task got a 429; it will be retried after ``Retry-After``."""
+    RETRIED = "retried"
+    """A request about this task failed transiently and will be retried."""
+    FINISHED = "finished"
+    """The task reached a terminal status; ``status`` says which."""
+    DOWNLOADED = "downloaded"
+    """One of the task's images was saved to disk."""
+
+
+@attrs.frozen(kw_only=True)
+class TaskEvent:
+    """
+    One lifecycle event, delivered to the client's ``event_hooks``.
+
+    Attributes:
+        kind: What happened.
+        model: The task's model, when known.
+        task_id: The task's id (``None`` for synchronous calls and before creation).
+        status: The task's status after the event.
+        at: ``time.time()`` when the event happened.
+        detail: Extra facts: the status code of a retried request, a saved path...
+    """
+
+    kind: EventKind
+    model: str | None
+    task_id: str | None
+    status: TaskStatus | None
+    at: float
+    detail: Mapping[str, Any] = attrs.field(factory=dict)
