@@ -1,0 +1,704 @@
+# Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
+"""
+When to poll which task: pure schedule logic, and the one driver task per client that runs it.
+
+Every task is polled from one min-heap of due times, and every poll of every task spends one token
+of one global budget (the API allows 20 task queries per second per account, ``dashscope-api.md``
+§7). The first poll of a task comes at a low quantile of the durations the server reported for
+its model's recent tasks (a conservative default until a few are known); then intervals a fixed
+fraction of the learned spread of durations, so a task is found finished soon after it ends with
+few polls; past the usual durations they widen slowly. A 429 pauses the whole budget; a 5xx or
+network error backs off that task; neither ever ends a wait (``DESIGN.md``, Polling).
+
+Everything here but `PollScheduler.run` is synchronous and takes the time as an argument or from
+an injected clock, so the schedule is tested on simulated time.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import ClassVar, Final, Generic, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import attrs
+
+from aioqwenimage._limits import Clock, Sleep, SlidingWindow, rate_window
+
+__all__ = [
+    "DurationModel",
+    "OutcomeKind",
+    "PollOutcome",
+    "PollPolicy",
+    "PollQueue",
+    "PollScheduler",
+    "PollStats",
+    "QueryBudget",
+]
+
+logger = logging.getLogger("aioqwenimage")
+
+K = TypeVar("K", bound=Hashable)
+
+# Samples of a model needed before its learned quantiles replace the policy's defaults.
+WARMUP: Final = 3
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        msg = f"PollPolicy.{name} must be a positive finite number, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class PollPolicy:
+    """
+    How tasks are polled. All durations are in seconds; `scaled` compresses them for tests.
+
+    Attributes:
+        first_poll: Delay after submission of the first poll while nothing has been learned about
+            the model (its fastest tasks take about 5 s).
+        min_interval: The first interval after an unfinished poll, while nothing is learned; the
+            smallest interval ever; and the first step of the retry backoff.
+        max_interval: The largest interval between two polls of an unfinished task.
+        growth: Each further interval is the previous times this, up to `max_interval`.
+        jitter: Each delay is spread by up to this fraction either way, so that tasks submitted
+            together are not polled together.
+        learn: Learn the first poll and the intervals per model from finished tasks.
+        samples: Recent durations kept per model.
+        quantile: Once learned, the first poll comes at this quantile of recent durations; the
+            learned window of durations runs from it to ``1 - quantile``.
+        spread: Once learned, the interval inside that window is this fraction of its width (so
+            about ``1 / spread`` polls cover it), kept within `min_interval`..`max_interval`.
+        max_backoff: The largest delay after a failed poll (5xx, network error, 429).
+    """
+
+    first_poll: float = 5.0
+    min_interval: float = 1.0
+    max_interval: float = 5.0
+    growth: float = 1.25
+    jitter: float = 0.1
+    learn: bool = True
+    samples: int = 64
+    quantile: float = 0.2
+    spread: float = 0.35
+    max_backoff: float = 30.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("first_poll", "min_interval", "max_interval", "spread", "max_backoff"):
+            _positive(name, getattr(self, name))
+        if self.min_interval > self.max_interval:
+            msg = (
+                f"PollPolicy.min_interval ({self.min_interval}) must not exceed "
+                f"max_interval ({self.max_interval})"
+            )
+            raise ValueError(msg)
+        if not (math.isfinite(self.growth) and self.growth >= 1):
+            msg = f"PollPolicy.growth must be at least 1, got {self.growth!r}"
+            raise ValueError(msg)
+        if not 0 <= self.jitter < 1:
+            msg = f"PollPolicy.jitter must be in [0, 1), got {self.jitter!r}"
+            raise ValueError(msg)
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int):
+            msg = f"PollPolicy.samples must be an integer, got {self.samples!r}"
+            raise TypeError(msg)
+        if self.samples < WARMUP:
+            msg = f"PollPolicy.samples must be at least {WARMUP}, got {self.samples!r}"
+            raise ValueError(msg)
+        if not 0 < self.quantile < 0.5:  # noqa: PLR2004 - a low quantile, below the median
+            msg = f"PollPolicy.quantile must be in (0, 0.5), got {self.quantile!r}"
+            raise ValueError(msg)
+
+    def scaled(self, factor: float) -> PollPolicy:
+        """The same policy with every duration times `factor` (tests compress time with it)."""
+        _positive("scaled() factor", factor)
+        return attrs.evolve(
+            self,
+            first_poll=self.first_poll * factor,
+            min_interval=self.min_interval * factor,
+            max_interval=self.max_interval * factor,
+            max_backoff=self.max_backoff * factor,
+        )
+
+    def jittered(self, delay: float, rng: random.Random) -> float:
+        """`delay` spread by up to `jitter` either way."""
+        return delay * (1.0 + rng.uniform(-self.jitter, self.jitter))
+
+    def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
+        """
+        The delay after failure number `attempt` (1-based) in a row: capped exponential.
+
+        Half of it is random ("equal jitter": spread out, never near zero). A server's
+        ``Retry-After`` (`floor`) is respected, plus up to `jitter` of it.
+        """
+        delay = min(self.max_backoff, self.min_interval * 2.0 ** min(attempt - 1, 64))
+        delay = delay / 2 + rng.uniform(0, delay / 2)
+        if floor is not None and floor > 0:
+            delay = max(delay, floor * (1.0 + rng.uniform(0, self.jitter)))
+        return delay
+
+
+PollPolicy.__module__ = "aioqwenimage"
+
+
+class DurationModel:
+    """
+    What a model's tasks take, learned from the server's own timestamps of finished tasks.
+
+    Feed it `observe` (``end_time - submit_time`` of each finished task); it answers when to
+    poll a task first (`first_delay`) and how long to wait after each unfinished poll
+    (`next_interval`). A model with fewer than `WARMUP` samples, a model of ``None``, and any
+    model when the policy does not learn get the policy's defaults.
+    """
+
+    def __init__(self, policy: PollPolicy | None = None) -> None:
+        self._policy = policy or PollPolicy()
+        self._samples: dict[str, deque[float]] = {}
+        self._sorted: dict[str, list[float]] = {}  # cache, dropped on observe
+
+    @property
+    def policy(self) -> PollPolicy:
+        """The policy the schedule follows."""
+        return self._policy
+
+    def observe(self, model: str | None, seconds: float) -> None:
+        """Record one finished task's duration; nonsense (negative, not finite) is ignored."""
+        if model is None or not math.isfinite(seconds) or seconds < 0:
+            return
+        samples = self._samples.get(model)
+        if samples is None:
+            samples = self._samples[model] = deque(maxlen=self._policy.samples)
+        samples.append(float(seconds))
+        self._sorted.pop(model, None)
+
+    def count(self, model: str | None) -> int:
+        """Durations kept for `model`."""
+        return len(self._samples.get(model, ())) if model is not None else 0
+
+    def quantile(self, model: str | None, q: float) -> float | None:
+        """The `q` quantile of recent durations (interpolated), or ``None`` until learned."""
+        if not self._policy.learn or model is None or self.count(model) < WARMUP:
+            return None
+        ordered = self._sorted.get(model)
+        if ordered is None:
+            ordered = self._sorted[model] = sorted(self._samples[model])
+        position = q * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    def _window(self, model: str | None) -> tuple[float, float] | None:
+        low = self.quantile(model, self._policy.quantile)
+        high = self.quantile(model, 1.0 - self._policy.quantile)
+        return None if low is None or high is None else (low, high)
+
+    def first_delay(self, model: str | None) -> float:
+        """Delay after submission of a task's first poll."""
+        window = self._window(model)
+        # A low quantile: most tasks are still running at the first poll (one wasted query),
+        # and the few that were done are late by less than the spread of the fastest ones.
+        return self._policy.first_poll if window is None else window[0]
+
+    def next_interval(self, model: str | None, polls_so_far: int) -> float:
+        """
+        Delay before the next poll of a task whose `polls_so_far` polls all found it unfinished.
+
+        Unlearned: ``min_interval * growth**k``, capped. Learned: a constant interval that covers
+        the window of usual durations in about ``1 / spread`` polls, so that detection lags a task's
+        end by half an interval on average whatever the time scale; past the window (a slow task)
+        it grows by `growth` per poll, capped.
+        """
+        policy = self._policy
+        window = self._window(model)
+        k = max(0, polls_so_far - 1)
+        if window is None:
+            return min(policy.max_interval, policy.min_interval * policy.growth ** min(k, 256))
+        low, high = window
+        step = min(policy.max_interval, max(policy.min_interval, policy.spread * (high - low)))
+        inside = math.ceil((high - low) / step)  # intervals that end inside the window
+        beyond = max(0, polls_so_far - inside)
+        return min(policy.max_interval, step * policy.growth ** min(beyond, 256))
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{model}={len(s)}" for model, s in self._samples.items())
+        return f"<DurationModel {counts}>"
+
+
+class Budget(Protocol):
+    """Anything `PollQueue.pop_ready` can spend tokens of."""
+
+    def try_acquire(self, now: float) -> bool:
+        """Take one token at `now`, or return False and take nothing."""
+        ...  # pragma: no cover
+
+
+class QueryBudget:
+    """
+    The one budget of task queries (polls, lists, cancels) of a client, over all models.
+
+    A sliding window of `queries_per_second` per second, and a pause: a 429 on a query means the
+    account's quota is in use elsewhere too, so every query waits, not just the one throttled.
+    Polls take tokens with `try_acquire`; other calls wait with `acquire`, which reserves the
+    next free token and so goes before polls that are due later.
+
+    Args:
+        queries_per_second: The rate.
+        scale: Multiplies the window (tests compress time with it).
+        clock: Current time in seconds.
+        sleep: Waits that many seconds.
+    """
+
+    def __init__(
+        self,
+        queries_per_second: float = 15.0,
+        *,
+        scale: float = 1.0,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        limit, window = rate_window(queries_per_second)
+        if not (math.isfinite(scale) and scale > 0):
+            msg = f"scale must be a positive finite number, got {scale!r}"
+            raise ValueError(msg)
+        self._window = SlidingWindow(limit, window * scale, clock, sleep=sleep)
+        self._paused_until = -math.inf
+        self.spent = 0
+
+    @property
+    def limit(self) -> int:
+        """Queries allowed per window."""
+        return self._window.limit
+
+    @property
+    def window(self) -> float:
+        """The window's length in seconds."""
+        return self._window.window
+
+    @property
+    def paused_until(self) -> float:
+        """No query before this time (``-inf`` when never paused)."""
+        return self._paused_until
+
+    def pause_until(self, until: float) -> None:
+        """Hold every query until `until`; an earlier time never shortens a pause."""
+        self._paused_until = max(self._paused_until, until)
+
+    def next_free(self, now: float) -> float:
+        """The earliest time, not before `now`, at which a query would be allowed."""
+        return max(self._paused_until, self._window.next_free(now))
+
+    def try_acquire(self, now: float) -> bool:
+        """Take a token at `now` when allowed; else take nothing."""
+        if now < self._paused_until or not self._window.try_acquire(now):
+            return False
+        self.spent += 1
+        return True
+
+    async def acquire(self) -> None:
+        """Wait for a token, FIFO among callers of this method, and take it."""
+        await self._window.acquire(not_before=lambda: self._paused_until)
+        self.spent += 1
+
+    def __repr__(self) -> str:
+        return f"<QueryBudget {self.limit}/{self.window:g}s spent={self.spent}>"
+
+
+class PollQueue(Generic[K]):
+    """
+    Keys by due time: a min-heap of ``(due, seq, key)`` with lazy deletion.
+
+    `schedule` of a queued key moves it (the old entry goes stale); `discard` forgets it; stale
+    entries are skipped when they reach the top and purged when they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        self._live: dict[K, tuple[float, int]] = {}
+        self._seq = itertools.count()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def due(self, key: K) -> float | None:
+        """When `key` is due, or ``None`` when it is not queued."""
+        entry = self._live.get(key)
+        return None if entry is None else entry[0]
+
+    def schedule(self, key: K, due: float) -> None:
+        """Queue `key` for `due`, replacing its earlier due time if it had one."""
+        seq = next(self._seq)
+        self._live[key] = (due, seq)
+        heapq.heappush(self._heap, (due, seq, key))
+        self._compact()
+
+    def discard(self, key: K) -> None:
+        """Never pop `key` again (unless scheduled anew); unknown keys are fine."""
+        if self._live.pop(key, None) is not None:
+            self._compact()
+
+    def _compact(self) -> None:
+        # Keeps memory and pop cost proportional to the live keys despite lazy deletion.
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = [(due, seq, key) for key, (due, seq) in self._live.items()]
+            heapq.heapify(self._heap)
+
+    def _drop_stale(self) -> None:
+        heap, live = self._heap, self._live
+        while heap:
+            due, seq, key = heap[0]
+            if live.get(key) == (due, seq):
+                return
+            heapq.heappop(heap)
+
+    def next_due(self) -> float | None:
+        """The earliest due time, or ``None`` when nothing is queued."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_ready(
+        self, now: float, budget: Budget | None = None, limit: int | None = None
+    ) -> list[K]:
+        """
+        Unqueue and return the keys due by `now`, earliest first, each spending a token.
+
+        Stops when `budget` refuses a token or after `limit` keys, leaving the rest queued.
+        """
+        ready: list[K] = []
+        while limit is None or len(ready) < limit:
+            self._drop_stale()
+            if not self._heap or self._heap[0][0] > now:
+                break
+            if budget is not None and not budget.try_acquire(now):
+                break
+            _, _, key = heapq.heappop(self._heap)
+            del self._live[key]
+            ready.append(key)
+        return ready
+
+    def __repr__(self) -> str:
+        return f"<PollQueue live={len(self._live)} heap={len(self._heap)}>"
+
+
+class OutcomeKind(enum.Enum):
+    """What one poll found."""
+
+    FINISHED = "finished"
+    """The task is terminal (the callback resolved it) or gone: never poll it again."""
+    PENDING = "pending"
+    """Not finished yet: poll again after the next interval."""
+    THROTTLED = "throttled"
+    """429: pause the whole budget, then poll again."""
+    RETRY = "retry"
+    """5xx or a network error: back off this task, then poll again."""
+
+
+@attrs.frozen
+class PollOutcome:
+    """
+    The answer of the poll callback: `FINISHED`, `PENDING`, `THROTTLED`, `RETRY`, or one made by
+    `throttled` / `retry` to carry the server's ``Retry-After``.
+
+    Attributes:
+        kind: What the poll found.
+        delay: For `THROTTLED` and `RETRY`: the server's ``Retry-After``, a floor of the backoff.
+    """
+
+    kind: OutcomeKind
+    delay: float | None = None
+
+    FINISHED: ClassVar[PollOutcome]
+    PENDING: ClassVar[PollOutcome]
+    THROTTLED: ClassVar[PollOutcome]
+    RETRY: ClassVar[PollOutcome]
+
+    @classmethod
+    def throttled(cls, retry_after: float | None = None) -> PollOutcome:
+        """A 429, with the server's ``Retry-After`` when it sent one."""
+        return cls(OutcomeKind.THROTTLED, retry_after)
+
+    @classmethod
+    def retry(cls, delay: float | None = None) -> PollOutcome:
+        """A 5xx or network error, with the server's ``Retry-After`` when it sent one."""
+        return cls(OutcomeKind.RETRY, delay)
+
+
+PollOutcome.FINISHED = PollOutcome(OutcomeKind.FINISHED)
+PollOutcome.PENDING = PollOutcome(OutcomeKind.PENDING)
+PollOutcome.THROTTLED = PollOutcome(OutcomeKind.THROTTLED)
+PollOutcome.RETRY = PollOutcome(OutcomeKind.RETRY)
+
+
+@attrs.frozen(kw_only=True)
+class PollStats:
+    """
+    A snapshot of a scheduler's counters.
+
+    Attributes:
+        polls: Polls started.
+        finished: Polls that found their task terminal.
+        throttled: Polls answered 429.
+        retried: Polls that failed otherwise (5xx, network, a callback error).
+        errors: Of those, callback exceptions (a bug in the callback; logged).
+        live: Tasks being polled.
+        in_air: Polls awaiting their answer.
+    """
+
+    polls: int
+    finished: int
+    throttled: int
+    retried: int
+    errors: int
+    live: int
+    in_air: int
+
+
+@attrs.define
+class _Track:
+    model: str | None
+    polls: int = 0  # answered unfinished, for the intervals
+    failures: int = 0  # in a row, for the backoff
+
+
+class PollScheduler(Generic[K]):
+    """
+    Polls every registered task through one callback, within one query budget.
+
+    `run` is the one driver task (in the client's task group); `add` and `remove` register and
+    forget tasks from anywhere in the same event loop. The callback polls one task, resolves it
+    when terminal, and says what it found; it should not raise (an exception is logged and
+    treated as `PollOutcome.RETRY`, so a bug never ends all waits).
+
+    Args:
+        poll: The callback.
+        policy: The schedule; defaults to that of `durations`.
+        budget: The query budget shared with the client's other task queries.
+        clock: Current time in seconds, the clock of `add`'s ``submitted_at``.
+        sleep: Waits that many seconds.
+        durations: What was learned about the models' durations (shared with the client).
+        rng: The source of jitter.
+        max_in_air: At most this many polls await their answer at once; due ones wait.
+    """
+
+    def __init__(
+        self,
+        poll: Callable[[K], Awaitable[PollOutcome]],
+        *,
+        policy: PollPolicy | None = None,
+        budget: QueryBudget | None = None,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+        durations: DurationModel | None = None,
+        rng: random.Random | None = None,
+        max_in_air: int = 64,
+    ) -> None:
+        if max_in_air < 1:
+            msg = f"max_in_air must be at least 1, got {max_in_air!r}"
+            raise ValueError(msg)
+        self._poll = poll
+        self._durations = durations or DurationModel(policy)
+        self._policy = policy or self._durations.policy
+        self._budget = budget or QueryBudget(clock=clock, sleep=sleep)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._max_in_air = max_in_air
+        self._queue: PollQueue[K] = PollQueue()
+        self._tracks: dict[K, _Track] = {}
+        self._wakeup: anyio.Event | None = None
+        self._deadline = math.inf  # when the sleeping driver wakes by itself
+        self._running = False
+        self._in_air = 0
+        self._throttles = 0  # in a row, budget-wide
+        self._polls = self._finished = self._throttled = self._retried = self._errors = 0
+
+    @property
+    def budget(self) -> QueryBudget:
+        """The query budget the polls spend."""
+        return self._budget
+
+    @property
+    def durations(self) -> DurationModel:
+        """What was learned about durations."""
+        return self._durations
+
+    @property
+    def stats(self) -> PollStats:
+        """A snapshot of the counters."""
+        return PollStats(
+            polls=self._polls,
+            finished=self._finished,
+            throttled=self._throttled,
+            retried=self._retried,
+            errors=self._errors,
+            live=len(self._tracks),
+            in_air=self._in_air,
+        )
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tracks
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def add(
+        self,
+        key: K,
+        model: str | None,
+        submitted_at: float,
+        *,
+        first_due: float | None = None,
+    ) -> None:
+        """
+        Poll `key` until its poll says it is finished or it is `remove`d.
+
+        Args:
+            key: The task (any hashable); adding it again restarts its schedule.
+            model: Whose learned durations to use; ``None`` for the defaults.
+            submitted_at: When the task was created, by this scheduler's clock.
+            first_due: When to poll first, by this scheduler's clock, instead of the learned time
+                after `submitted_at` (a re-attached task may be long done).
+        """
+        self._tracks[key] = _Track(model)
+        if first_due is None:
+            delay = self._durations.first_delay(model)
+            first_due = submitted_at + self._policy.jittered(delay, self._rng)
+        self._schedule(key, first_due)
+
+    def remove(self, key: K) -> None:
+        """Never poll `key` again; a poll of it in the air is ignored when it answers."""
+        self._tracks.pop(key, None)
+        self._queue.discard(key)
+
+    def poll_now(self, key: K) -> bool:
+        """Bring the next poll of `key` forward to now; False when none is queued."""
+        if key not in self._queue:
+            return False
+        self._schedule(key, self._clock())
+        return True
+
+    def wake(self) -> None:
+        """Make the driver look at the queue and the budget again (after outside changes)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _schedule(self, key: K, due: float) -> None:
+        self._queue.schedule(key, due)
+        if due < self._deadline:
+            self.wake()
+
+    async def run(self) -> None:
+        """
+        Poll due tasks until cancelled.
+
+        Raises:
+            RuntimeError: It is already running.
+        """
+        if self._running:
+            msg = "PollScheduler.run() is already running"
+            raise RuntimeError(msg)
+        self._running = True
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    await self._step(tg)
+        finally:
+            self._running = False
+            self._wakeup = None
+            self._deadline = math.inf
+
+    async def _step(self, tg: anyio.abc.TaskGroup) -> None:
+        self._wakeup = anyio.Event()
+        now = self._clock()
+        room = self._max_in_air - self._in_air
+        for key in self._queue.pop_ready(now, self._budget, room):
+            self._in_air += 1
+            self._polls += 1
+            tg.start_soon(self._poll_one, key)
+        due = self._queue.next_due()
+        if due is None or self._in_air >= self._max_in_air:
+            # Nothing queued, or no room: an add, a schedule or an answer wakes us.
+            self._deadline = math.inf
+        elif due <= now:
+            self._deadline = self._budget.next_free(now)  # due, but out of tokens
+        else:
+            self._deadline = due
+        await self._sleep_until(self._deadline, now)
+
+    async def _sleep_until(self, deadline: float, now: float) -> None:
+        wakeup = self._wakeup
+        assert wakeup is not None  # noqa: S101 - set by _step
+        if deadline == math.inf:
+            await wakeup.wait()
+            return
+        async with anyio.create_task_group() as race:
+
+            async def alarm() -> None:
+                await self._sleep(deadline - now)
+                race.cancel_scope.cancel()
+
+            race.start_soon(alarm)
+            await wakeup.wait()
+            race.cancel_scope.cancel()
+
+    async def _poll_one(self, key: K) -> None:
+        track = self._tracks.get(key)
+        try:
+            outcome = await self._poll(key)
+        except Exception:
+            logger.exception("the poll callback failed; polling again later")
+            self._errors += 1
+            outcome = PollOutcome.RETRY
+        finally:
+            self._in_air -= 1
+            if self._in_air == self._max_in_air - 1:
+                self.wake()  # there is room again
+        now = self._clock()
+        kind = outcome.kind
+        if kind is OutcomeKind.FINISHED:
+            self._finished += 1
+            self._throttles = 0
+        elif kind is OutcomeKind.PENDING:
+            self._throttles = 0
+        elif kind is OutcomeKind.THROTTLED:
+            self._throttled += 1
+            # Polls in the air when the first 429 came in are answered 429 too: they belong to
+            # the same episode and must not escalate the backoff.
+            if now >= self._budget.paused_until:
+                self._throttles += 1
+                pause = self._policy.backoff(self._throttles, self._rng, outcome.delay)
+                self._budget.pause_until(now + pause)
+        else:
+            self._retried += 1
+        if track is None or self._tracks.get(key) is not track:
+            return  # removed (or added anew) while in the air
+        if kind is OutcomeKind.FINISHED:
+            del self._tracks[key]
+            return
+        if kind is OutcomeKind.PENDING:
+            track.failures = 0
+            track.polls += 1
+            interval = self._durations.next_interval(track.model, track.polls)
+            due = now + self._policy.jittered(interval, self._rng)
+        elif kind is OutcomeKind.THROTTLED:
+            due = self._budget.paused_until
+        else:
+            track.failures += 1
+            due = now + self._policy.backoff(track.failures, self._rng, outcome.delay)
+        self._schedule(key, due)
+
+    def __repr__(self) -> str:
+        return (
+            f"<PollScheduler live={len(self._tracks)} in_air={self._in_air} "
+            f"polls={self._polls} running={self._running}>"
+        )
