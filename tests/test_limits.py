@@ -655,6 +655,11 @@ def test_lane_scale_compresses_durations():
     assert "submits=2/0.001s" in repr(lane)
 
 
+def test_lane_fractional_rate():
+    """A fractional rate keeps its whole part per stretched window: 2.5/s is 2 per 0.8 s."""
+    assert "submits=2/0.8s" in repr(_lane(submits_per_second=2.5))
+
+
 def test_lane_from_limits_two_per_minute():
     """The max models' 2 per minute is a burst of two, then a minute."""
     lane = SubmitLane.from_limits(DefaultLimits(submits=2, period=60, in_flight=None))
