@@ -1,0 +1,229 @@
+"""
+Fault injection: what goes wrong, for which requests, how often.
+
+A `Fault` names a kind, the endpoints it applies to, and either a probability (drawn from the
+emulator's seeded RNG, so a run is reproducible) or a count of the next matching requests. Each
+request draws once, after it has been authenticated and parsed and before it changes any state, so a
+"before" fault never leaves a trace and an "after" fault always does.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from aioqwenimage.testing._wire import Endpoint
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterable, Iterator, Mapping
+
+__all__ = ["Fault", "FaultKind", "Faults", "Fired"]
+
+
+class FaultKind(enum.Enum):
+    """What an injected fault does."""
+
+    THROTTLE = "throttle"
+    """429 ``Throttling.RateQuota`` with ``Retry-After``; nothing happens."""
+    INTERNAL_ERROR = "internal_error"
+    """500 ``InternalError``; nothing happens."""
+    UNAVAILABLE = "unavailable"
+    """503 ``ModelUnavailable``; nothing happens."""
+    DROP_BEFORE = "drop_before"
+    """The connection is closed without an answer; nothing happens."""
+    DROP_AFTER = "drop_after"
+    """The request takes effect (a task is created, a cancel done), then the connection is closed
+    without an answer: the ambiguous case a client must not blindly retry."""
+    DELAY = "delay"
+    """The answer comes `Fault.delay` simulated seconds late."""
+    MALFORMED = "malformed"
+    """The request takes effect, and the answer is a 200 whose JSON body is cut short."""
+    TASK_FAILED = "task_failed"
+    """The task ends FAILED (a sync call answers the error); create and sync only."""
+    MODERATION = "moderation"
+    """400 ``DataInspectionFailed`` at submission; create and sync only."""
+    IMAGE_MODERATION = "image_moderation"
+    """Some images fail ``DataInspectionFailed`` (partial success); create and sync only."""
+
+
+_GENERATION_ONLY: Final = frozenset(
+    {FaultKind.TASK_FAILED, FaultKind.MODERATION, FaultKind.IMAGE_MODERATION}
+)
+_GENERATION: Final = frozenset({Endpoint.CREATE, Endpoint.SYNC})
+_FAULTABLE: Final = frozenset(
+    {Endpoint.CREATE, Endpoint.SYNC, Endpoint.QUERY, Endpoint.LIST, Endpoint.CANCEL, Endpoint.FILE}
+)
+
+
+def _to_kind(value: FaultKind | str) -> FaultKind:
+    return value if isinstance(value, FaultKind) else FaultKind(value)
+
+
+def _to_endpoints(value: Endpoint | str | Iterable[Endpoint | str] | None) -> frozenset[Endpoint]:
+    if value is None:
+        return _FAULTABLE
+    items = [value] if isinstance(value, Endpoint | str) else list(value)
+    endpoints = frozenset(e if isinstance(e, Endpoint) else Endpoint(e) for e in items)
+    if not endpoints or not endpoints <= _FAULTABLE:
+        msg = f"endpoints must be among {sorted(e.value for e in _FAULTABLE)}, got {value!r}"
+        raise ValueError(msg)
+    return endpoints
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """
+    One injected fault.
+
+    With neither `rate` nor `times`, it fires on every matching request.
+
+    Attributes:
+        kind: What happens.
+        endpoints: Where: any of ``"create"``, ``"sync"``, ``"query"``, ``"list"``,
+            ``"cancel"``, ``"file"``; default every endpoint the kind applies to.
+        rate: The probability of firing on each matching request.
+        times: Fire on the next `times` matching requests, then retire.
+        model: Only requests for this model (create and sync requests name one).
+        delay: For `FaultKind.DELAY`, in simulated seconds.
+        retry_after: For `FaultKind.THROTTLE`, the simulated seconds in ``Retry-After``.
+        code: Overrides the error code (FAILED tasks, sync errors, moderation items).
+        message: Overrides the error message.
+        images: For `FaultKind.IMAGE_MODERATION`, how many of the request's images fail (the
+            last ones); when it covers all of them the task is FAILED.
+    """
+
+    kind: FaultKind = attrs.field(converter=_to_kind)
+    endpoints: frozenset[Endpoint] = attrs.field(default=None, converter=_to_endpoints)
+    rate: float | None = None
+    times: int | None = None
+    model: str | None = None
+    delay: float = 0.0
+    retry_after: float = 1.0
+    code: str | None = None
+    message: str | None = None
+    images: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
+            msg = f"rate must be in [0, 1], got {self.rate!r}"
+            raise ValueError(msg)
+        if self.times is not None and self.times < 1:
+            msg = f"times must be at least 1, got {self.times!r}"
+            raise ValueError(msg)
+        if self.rate is not None and self.times is not None:
+            msg = "give rate or times, not both"
+            raise ValueError(msg)
+        if self.delay < 0 or self.retry_after < 0 or self.images < 1:
+            msg = "delay and retry_after must be >= 0, images >= 1"
+            raise ValueError(msg)
+        if self.kind in _GENERATION_ONLY:
+            object.__setattr__(self, "endpoints", self.endpoints & _GENERATION)
+            if not self.endpoints:
+                msg = f"{self.kind.value} applies to create and sync requests only"
+                raise ValueError(msg)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Fault:
+        """
+        A fault from its JSON form (the admin endpoint), e.g. ``{"kind": "throttle", "times": 2}``.
+
+        Raises:
+            ValueError: Unknown keys or invalid values.
+        """
+        known = {a.name for a in attrs.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            msg = f"unknown fault keys: {sorted(unknown)}"
+            raise ValueError(msg)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form `from_json` reads."""
+        data = attrs.asdict(self, recurse=False)
+        data["kind"] = self.kind.value
+        data["endpoints"] = sorted(e.value for e in self.endpoints)
+        return data
+
+
+@attrs.frozen
+class Fired:
+    """The faults one request drew, by kind."""
+
+    by_kind: Mapping[FaultKind, Fault] = attrs.field(factory=dict)
+
+    def __contains__(self, kind: FaultKind) -> bool:
+        return kind in self.by_kind
+
+    def get(self, kind: FaultKind) -> Fault | None:
+        """The fault of `kind` that fired, if any."""
+        return self.by_kind.get(kind)
+
+
+NOTHING_FIRED: Final = Fired()
+
+
+@attrs.define
+class _Armed:
+    fault: Fault
+    remaining: int | None
+
+
+class Faults:
+    """
+    The faults armed on a running emulator; change them at any time.
+
+    Args:
+        rng: The seeded source of `Fault.rate` draws.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._armed: list[_Armed] = []
+
+    def __repr__(self) -> str:
+        return f"<Faults armed={len(self._armed)}>"
+
+    def __len__(self) -> int:
+        return len(self._armed)
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter([armed.fault for armed in self._armed])
+
+    def add(self, *faults: Fault) -> None:
+        """Arm `faults`, after those already armed."""
+        self._armed.extend(_Armed(fault, fault.times) for fault in faults)
+
+    def clear(self) -> None:
+        """Disarm every fault."""
+        self._armed.clear()
+
+    def draw(self, endpoint: Endpoint, model: str | None = None) -> Fired:
+        """
+        The faults that fire for one request; scripted ones count down as they fire.
+
+        The first armed fault of each kind that fires wins; later ones of that kind are not
+        drawn, so their counts and the RNG are untouched.
+        """
+        if not self._armed:
+            return NOTHING_FIRED
+        fired: dict[FaultKind, Fault] = {}
+        for armed in list(self._armed):
+            fault = armed.fault
+            if fault.kind in fired or endpoint not in fault.endpoints:
+                continue
+            if fault.model is not None and fault.model != model:
+                continue
+            if fault.rate is not None and self._rng.random() >= fault.rate:
+                continue
+            fired[fault.kind] = fault
+            if armed.remaining is not None:
+                armed.remaining -= 1
+                if armed.remaining == 0:
+                    self._armed.remove(armed)
+        return Fired(fired) if fired else NOTHING_FIRED
