@@ -148,6 +148,7 @@ class GenerationResult:
         task_id: The task's id; ``None`` for a synchronous call.
         request_id: The id of the request that returned the result.
         model: The model that generated the images.
+        prompt: The prompt as the service echoed it (``orig_prompt``), else as it was sent.
         usage: The service's usage record, as sent (``image_count``, sizes...).
         submitted_at: When the service accepted the task (UTC), if it said.
         scheduled_at: When the service started it.
@@ -159,6 +160,7 @@ class GenerationResult:
     task_id: str | None = None
     request_id: str | None = None
     model: str
+    prompt: str | None = None
     usage: Mapping[str, Any] = attrs.field(factory=dict)
     submitted_at: dt.datetime | None = None
     scheduled_at: dt.datetime | None = None
@@ -183,6 +185,7 @@ class TaskSnapshot:
     failures: tuple[ImageFailure, ...] = ()
     code: str | None = None
     message: str | None = None
+    prompt: str | None = None
     usage: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -207,11 +210,13 @@ class TaskSnapshot:
         status = TaskStatus.parse(raw_status) if raw_status is not None else TaskStatus.SUCCEEDED
         urls: list[tuple[int, str, str | None]] = []
         failures: list[ImageFailure] = []
+        prompt: str | None = None
         results = output.get("results")
         if isinstance(results, Sequence):
             for index, item in enumerate(results):
                 if not isinstance(item, Mapping):
                     continue
+                prompt = prompt or _opt_str(item.get("orig_prompt"))
                 url = item.get("url")
                 if isinstance(url, str) and url:
                     urls.append((index, url, _opt_str(item.get("actual_prompt"))))
@@ -237,6 +242,7 @@ class TaskSnapshot:
             failures=tuple(failures),
             code=_opt_str(output.get("code")),
             message=_opt_str(output.get("message")),
+            prompt=prompt,
             usage=dict(usage) if isinstance(usage, Mapping) else {},
         )
 
