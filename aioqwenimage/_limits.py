@@ -74,8 +74,9 @@ class ModelLimits:
 
     Attributes:
         in_flight: Async tasks of this model in flight at once; ``None`` keeps the catalog default.
-        submits_per_second: Submissions of this model per second (fractions allowed: ``1/30`` is
-            two a minute); ``None`` keeps the catalog default.
+        submits_per_second: Submissions of this model per second; a rate below one means one
+            submission every ``1 / submits_per_second`` seconds (``1 / 30``: one every 30 s).
+            ``None`` keeps the catalog default.
     """
 
     in_flight: int | None = None
@@ -553,7 +554,15 @@ class SubmitLane:
         """
         A create was throttled (429): lower the in-flight limit and pause the lane.
 
-        Call it while the throttled create still holds its slot. Returns the end of the pause.
+        Call it while the throttled create still holds its slot, then release or reuse the slot.
+        Called after the release, the limit lands one lower than the server's cap; the additive
+        increase repairs that within `limit` successes.
+
+        Args:
+            retry_after: The server's ``Retry-After``, a floor of the pause.
+
+        Returns:
+            The end of the pause.
         """
         self.throttled += 1
         self._successes = 0

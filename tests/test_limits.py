@@ -751,3 +751,38 @@ def test_lane_lowered_limit_holds_back_waiters_until_growth():
         assert (3, 3) == (lane.in_flight, lane.limit)
 
     run_virtual(main)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    limit=st.integers(1, 4),
+    waiters=st.lists(st.none() | st.floats(0.1, 5.0), min_size=1, max_size=12),
+    hold=st.floats(0.1, 2.0),
+)
+def test_in_flight_limiter_random_cancellations_leak_nothing(limit, waiters, hold):
+    """Waiters that give up at random times never leak a slot; the others are served in order."""
+    served: list[int] = []
+
+    async def main() -> InFlightLimiter:
+        slots = InFlightLimiter(limit)
+
+        async def user(i: int, patience: float | None) -> None:
+            with anyio.move_on_after(math.inf if patience is None else patience):
+                await slots.acquire()
+                served.append(i)
+                try:
+                    await anyio.sleep(hold)
+                finally:
+                    slots.release()
+
+        async with anyio.create_task_group() as tg:
+            for i, patience in enumerate(waiters):
+                tg.start_soon(user, i, patience)
+                await anyio.lowlevel.checkpoint()
+        return slots
+
+    slots = run_virtual(main)
+    assert (0, 0) == (slots.in_flight, slots.waiting)
+    assert served == sorted(served)
+    patient = [i for i, patience in enumerate(waiters) if patience is None]
+    assert set(patient) <= set(served)

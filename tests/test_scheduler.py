@@ -899,3 +899,80 @@ async def test_driver_with_an_injected_clock_and_sleep():
             await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
     assert [5.0, 6.0, 7.25, 8.8125] == seen
+
+
+_plans = st.lists(
+    st.tuples(
+        st.floats(0, 20),
+        st.lists(st.sampled_from(["pending", "throttled", "retry", "error"]), max_size=5),
+        st.none() | st.floats(0, 30),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(plans=_plans, qps=st.sampled_from([1, 3, 15]), max_in_air=st.integers(1, 4))
+def test_driver_invariants(plans, qps, max_in_air):
+    """Any adds, removals and outcomes: budget kept, removed keys left alone, the rest finished."""
+    outcomes = {
+        "pending": PollOutcome.PENDING,
+        "throttled": PollOutcome.throttled(0.5),
+        "retry": PollOutcome.RETRY,
+    }
+    polls: list[tuple[int, float]] = []
+    removed_at: dict[int, float] = {}
+    finished: set[int] = set()
+    scripts = {key: list(script) for key, (_, script, _) in enumerate(plans)}
+
+    async def poll(key: int) -> PollOutcome:
+        polls.append((key, anyio.current_time()))
+        await anyio.sleep(0.05)  # the request takes a while
+        if not scripts[key]:
+            finished.add(key)
+            return PollOutcome.FINISHED
+        step = scripts[key].pop(0)
+        if step == "error":
+            msg = "callback bug"
+            raise RuntimeError(msg)
+        return outcomes[step]
+
+    async def main() -> None:
+        scheduler = PollScheduler(
+            poll,
+            policy=PollPolicy(learn=False),
+            budget=QueryBudget(qps),
+            rng=random.Random(3),
+            max_in_air=max_in_air,
+        )
+
+        async def life(key: int, add_at: float, remove_after: float | None) -> None:
+            await anyio.sleep(add_at)
+            scheduler.add(key, "m", submitted_at=anyio.current_time())
+            if remove_after is not None:
+                await anyio.sleep(remove_after)
+                scheduler.remove(key)
+                removed_at[key] = anyio.current_time()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            async with anyio.create_task_group() as lives:
+                for key, (add_at, _, remove_after) in enumerate(plans):
+                    lives.start_soon(life, key, add_at, remove_after)
+            await _until_done(scheduler)
+            tg.cancel_scope.cancel()
+
+    logging.getLogger("aioqwenimage").disabled = True
+    try:
+        run_virtual(main)
+    finally:
+        logging.getLogger("aioqwenimage").disabled = False
+    assert _admissible([t for _, t in polls], qps, 1.0)
+    for key, (_, script, _) in enumerate(plans):
+        times = [t for k, t in polls if k == key]
+        if key in removed_at:
+            assert all(t <= removed_at[key] for t in times)
+        else:
+            assert key in finished
+            assert len(script) + 1 == len(times)
