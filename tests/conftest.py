@@ -24,3 +24,53 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+# --- the emulator and a client matched to its compressed time ----------------------------------
+
+import pytest  # noqa: E402
+
+import aioqwenimage as q  # noqa: E402
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota  # noqa: E402
+
+SCALE = 0.001
+"""One simulated second lasts a millisecond: tests never wait real seconds."""
+
+
+def roomy_limits(in_flight: int = 50) -> EmulatorLimits:
+    """Documented limits, but enough room that tests are not paced by qwen-image-plus's 2 slots."""
+    return EmulatorLimits(
+        models={
+            name: ModelQuota(in_flight=in_flight, submits=1000)
+            for name in ("qwen-image-plus", "qwen-image", "wan2.2-t2i-flash", "wan2.6-t2i", "wan2.5-t2i-preview")
+        }
+    )
+
+
+def client_limits(in_flight: int = 50) -> q.Limits:
+    """Client limits matching `roomy_limits`."""
+    return q.Limits(
+        models={
+            name: q.ModelLimits(in_flight=in_flight, submits_per_second=1000)
+            for name in ("qwen-image-plus", "qwen-image", "wan2.2-t2i-flash", "wan2.6-t2i", "wan2.5-t2i-preview")
+        }
+    )
+
+
+def make_client(fake: FakeDashScope, **kwargs: Any) -> q.Client:
+    """A client pointed at `fake`, in its compressed time."""
+    kwargs.setdefault("limits", client_limits())
+    kwargs.setdefault("seed", 7)
+    return q.Client(api_key=fake.api_key, base_url=fake.base_url, time_scale=fake.time_scale, **kwargs)
+
+
+@pytest.fixture
+async def fake():
+    async with FakeDashScope(time_scale=SCALE, seed=3, limits=roomy_limits()) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def client(fake):
+    async with make_client(fake) as c:
+        yield c
