@@ -809,6 +809,8 @@ class Client:
         """One synchronous generation, resolving its handle; runs in the client's task group."""
         request, handle, lane = flight.request, flight.handle, flight.lane
         assert request is not None and lane is not None and flight.sync_scope is not None  # noqa: S101
+        if handle.done():  # cancelled before this coroutine first ran: nothing was sent
+            return
         self._submitted += 1
         self._emit(EventKind.SUBMITTED, handle)
         handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001

@@ -113,7 +113,8 @@ class TaskHandle:
         self._task_id = task_id
 
     def _set_status(self, status: TaskStatus) -> None:
-        self._status = status
+        if not self._done.is_set():  # an outcome's status is final
+            self._status = status
 
     def _resolve(self, result: GenerationResult) -> None:
         if not self._done.is_set():

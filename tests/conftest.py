@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The package's own pytest plugin (the `fake_dashscope` fixture), loaded here rather than through
+# its entry point (disabled in pyproject.toml) so that coverage is running when it is imported.
+pytest_plugins = ["aioqwenimage.testing._pytest_plugin"]
+
 from typing import Any
 
 import aiohttp
