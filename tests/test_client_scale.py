@@ -1,0 +1,75 @@
+"""Thousands of concurrent generations on one client, in compressed time."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import anyio
+
+import aioqwenimage as q
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from tests.conftest import SCALE
+
+COUNT = 2000
+
+
+async def test_two_thousand_concurrent_generations():
+    """2,000 generations: none lost, no duplicate create, budget held, pools bound connections."""
+    limits = EmulatorLimits(
+        # The documented 20 task queries per (compressed) second; the client spends 15.
+        task_queries_per_second=20,
+        models={"qwen-image-plus": ModelQuota(in_flight=COUNT, submits=COUNT)},
+    )
+    before = asyncio.all_tasks()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Tasks last 1-1.5 s of real time, so that all 2,000 are in flight at once on the server.
+        durations = {"qwen-image-plus": (1000.0, 1500.0)}
+        async with FakeDashScope(time_scale=SCALE, seed=11, limits=limits, durations=durations) as fake:
+            client = q.Client(
+                api_key=fake.api_key,
+                base_url=fake.base_url,
+                time_scale=SCALE,
+                seed=5,
+                # Polls in proportion to those durations, as a client that has learned them.
+                poll=q.PollPolicy(first_poll=1000, min_interval=20, max_interval=100),
+                limits=q.Limits(
+                    queries_per_second=15,
+                    models={"qwen-image-plus": q.ModelLimits(in_flight=COUNT, submits_per_second=COUNT)},
+                ),
+            )
+            async with client:
+                outcomes: dict[int, object] = {}
+
+                async def one(index: int) -> None:
+                    try:
+                        outcomes[index] = await client.generate(f"prompt {index}", model="qwen-image-plus")
+                    except q.QwenImageError as exc:
+                        outcomes[index] = exc
+
+                with anyio.fail_after(120):
+                    async with anyio.create_task_group() as tg:
+                        for index in range(COUNT):
+                            tg.start_soon(one, index)
+                pools = q.PoolLimits()
+            stats = fake.stats
+
+    # Nothing lost: every item ended in a result or a typed error (here: all results).
+    assert COUNT == len(outcomes)
+    results = [o for o in outcomes.values() if isinstance(o, q.GenerationResult)]
+    assert COUNT == len(results)
+    # No duplicate creates: one task per prompt, one create request per task.
+    assert COUNT == stats.tasks_created["qwen-image-plus"]
+    assert COUNT == len({r.task_id for r in results})
+    assert {200: COUNT} == dict(stats.requests["create"])
+    # The query budget held: the emulator (20 per compressed second) never had to throttle a poll.
+    assert 429 not in stats.requests["query"]
+    # Connections are bounded by the pools, not by the number of requests.
+    assert stats.connections <= pools.control + pools.long
+    assert sum(stats.requests["query"].values()) > 10 * stats.connections
+    # Nothing left running after aclose(), and no warning of any kind.
+    assert set() == asyncio.all_tasks() - before
+    assert [] == [str(w.message) for w in caught]
+    assert COUNT == stats.peak_in_flight  # truly concurrent, not merely many

@@ -1,0 +1,79 @@
+"""
+Never executed: type-checked by mypy to pin the public API as users write it (stamina's way).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aioqwenimage
+from aioqwenimage.testing import FakeDashScope
+
+
+async def generate() -> Path:
+    async with aioqwenimage.Client(
+        api_key="sk-...",
+        region="singapore",
+        base_url=None,
+        workspace=None,
+        limits=aioqwenimage.Limits(
+            queries_per_second=15,
+            max_in_flight=None,
+            models={"qwen-image-plus": aioqwenimage.ModelLimits(in_flight=50, submits_per_second=10)},
+        ),
+        poll=aioqwenimage.PollPolicy(first_poll=5.0),
+        timeouts=aioqwenimage.Timeouts(generation=300),
+        pools=aioqwenimage.PoolLimits(control=32),
+        retry=aioqwenimage.RetryPolicy(attempts=5),
+        event_hooks=[print],
+    ) as client:
+        result: aioqwenimage.GenerationResult = await client.generate(
+            "a red fox in snow", model="qwen-image-plus", size="1328*1328"
+        )
+        path: Path = await result.images[0].save("out/")
+        data: bytes = await result.images[0].read()
+        assert data
+
+        handle: aioqwenimage.TaskHandle = await client.submit("a lighthouse at dusk", n=1, seed=7)
+        task_id: str | None = handle.task_id
+        status: aioqwenimage.TaskStatus = handle.status
+        again: aioqwenimage.GenerationResult = await handle
+        waited: aioqwenimage.GenerationResult = await handle.wait(timeout=120)
+        await handle.cancel()
+        seen: list[object] = [task_id, status, again, waited]
+
+        attached: aioqwenimage.TaskHandle = client.attach("task-id")
+        seen.append(attached)
+        async for outcome in client.map(["a", {"prompt": "b", "n": 2}], model="wan2.2-t2i-flash"):
+            ok: bool = outcome.ok
+            error: aioqwenimage.QwenImageError | None = outcome.error
+            assert ok or error
+        async for info in client.list_tasks(status=aioqwenimage.TaskStatus.SUCCEEDED):
+            row: aioqwenimage.TaskInfo = info
+            seen.append(row)
+        cancelled: bool = await client.cancel("task-id")
+        stats: aioqwenimage.ClientStats = client.stats
+        seen.extend([cancelled, stats])
+        return path
+
+
+async def emulate() -> None:
+    async with FakeDashScope(time_scale=0.01) as fake:
+        base_url: str = fake.base_url
+        key: str = fake.api_key
+        assert base_url and key
+
+
+def errors() -> None:
+    try:
+        pass
+    except aioqwenimage.SubmissionUncertainError as exc:
+        model: str = exc.model
+        assert model
+    except aioqwenimage.TaskTimeoutError as exc:
+        task: str | None = exc.task_id
+        assert task
+    except aioqwenimage.APIError as exc:
+        code: str | None = exc.code
+        http: int | None = exc.status
+        assert code or http
