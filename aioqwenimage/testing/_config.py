@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from aioqwenimage.testing._wire import public
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -52,6 +54,7 @@ def _check_positive_or_none(_instance: Any, attribute: attrs.Attribute[Any], val
         raise ValueError(msg)
 
 
+@public
 @attrs.frozen(kw_only=True)
 class ModelQuota:
     """
@@ -73,6 +76,7 @@ class ModelQuota:
     over_cap: OverCap | _Inherit = attrs.field(default=INHERIT, validator=_check_over_cap)
 
 
+@public
 @attrs.frozen(kw_only=True)
 class EmulatorLimits:
     """

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from aioqwenimage.testing._wire import Endpoint
+from aioqwenimage.testing._wire import Endpoint, public
 
 if TYPE_CHECKING:
     import random
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Fault", "FaultKind", "Faults", "Fired"]
 
 
+@public
 class FaultKind(enum.Enum):
     """What an injected fault does."""
 
@@ -73,6 +74,7 @@ def _to_endpoints(value: Endpoint | str | Iterable[Endpoint | str] | None) -> fr
     return endpoints
 
 
+@public
 @attrs.frozen(kw_only=True)
 class Fault:
     """
@@ -174,6 +176,7 @@ class _Armed:
     remaining: int | None
 
 
+@public
 class Faults:
     """
     The faults armed on a running emulator; change them at any time.

@@ -21,7 +21,7 @@ from aioqwenimage._catalog import Protocol
 from aioqwenimage.testing._api import Handlers
 from aioqwenimage.testing._config import EmulatorLimits, build_limits
 from aioqwenimage.testing._engine import Engine
-from aioqwenimage.testing._wire import Endpoint
+from aioqwenimage.testing._wire import Endpoint, public
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -99,6 +99,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@public
 class FakeDashScope:
     """
     A local DashScope image-generation service, on 127.0.0.1.

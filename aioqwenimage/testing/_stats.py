@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from aioqwenimage.testing._wire import Endpoint
+from aioqwenimage.testing._wire import Endpoint, public
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Stats", "SyncCallReport", "TaskReport"]
 
 
+@public
 @attrs.frozen(kw_only=True)
 class TaskReport:
     """
@@ -62,6 +63,7 @@ class TaskReport:
         )
 
 
+@public
 @attrs.frozen(kw_only=True)
 class SyncCallReport:
     """One synchronous (E2) call: when it arrived and when it was answered (real epoch seconds)."""
@@ -74,6 +76,7 @@ class SyncCallReport:
     status: int
 
 
+@public
 @attrs.define
 class Stats:
     """

@@ -13,7 +13,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 __all__ = [
     "JSON_POST",
@@ -58,6 +58,16 @@ MSG_OUTPUT_INSPECTION: Final = "Output data may contain inappropriate content."
 MSG_DATA_URI: Final = "Exceeded limit on max bytes per data-uri item : 10485760"
 
 
+_T = TypeVar("_T", bound=type)
+
+
+def public(cls: _T) -> _T:
+    """Show `cls` under its public path, ``aioqwenimage.testing``, in reprs and docs."""
+    cls.__module__ = "aioqwenimage.testing"
+    return cls
+
+
+@public
 class Endpoint(enum.Enum):
     """Which kind of request: the unit of stats and of fault injection."""
 
