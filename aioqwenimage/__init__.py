@@ -12,8 +12,6 @@ Wan, Qwen-Image editing), with a faithful local emulator in `aioqwenimage.testin
 from importlib.metadata import version as _version
 
 from ._client import Client as Client
-from ._client import ClientStats as ClientStats
-from ._client import Outcome as Outcome
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ContentModerationError as ContentModerationError
@@ -35,10 +33,12 @@ from ._errors import TransportError as TransportError
 from ._handle import TaskHandle as TaskHandle
 from ._limits import Limits as Limits
 from ._limits import ModelLimits as ModelLimits
+from ._models import ClientStats as ClientStats
 from ._models import EventKind as EventKind
 from ._models import GeneratedImage as GeneratedImage
 from ._models import GenerationResult as GenerationResult
 from ._models import ImageFailure as ImageFailure
+from ._models import Outcome as Outcome
 from ._models import TaskEvent as TaskEvent
 from ._models import TaskInfo as TaskInfo
 from ._models import TaskStatus as TaskStatus

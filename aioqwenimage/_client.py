@@ -17,9 +17,7 @@ import enum
 import logging
 import math
 import random
-import time
 import warnings
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,126 +26,48 @@ from typing import Any, Final
 
 import aiohttp
 import anyio
-import attrs
 
 from aioqwenimage import _config
 from aioqwenimage._download import Downloader
 from aioqwenimage._errors import (
     InvalidRequestError,
     QwenImageError,
-    SubmissionUncertainError,
-    TaskCanceledError,
-    TaskExpiredError,
-    TaskFailedError,
-    TaskModeratedError,
-    TransportError,
-    is_moderation_code,
 )
+from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._limits import Limits, SubmitLane, make_overall_cap
+from aioqwenimage._limits import Limits
 from aioqwenimage._models import (
-    EventKind,
+    ClientStats,
     GeneratedImage,
     GenerationResult,
+    Outcome,
     TaskEvent,
     TaskInfo,
-    TaskSnapshot,
     TaskStatus,
 )
-from aioqwenimage._requests import ImageInput, PreparedRequest, encode_images, prepare
+from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._scheduler import (
-    DurationModel,
-    PollOutcome,
     PollPolicy,
     PollScheduler,
-    QueryBudget,
 )
 from aioqwenimage._transport import (
-    ConnectFailedError,
-    PoolKind,
     PoolLimits,
-    Response,
     RetryPolicy,
     Timeouts,
     Transport,
 )
 
-__all__ = ["Client", "ClientStats", "Outcome"]
+__all__ = ["Client"]
 
 logger = logging.getLogger("aioqwenimage")
 
 DEFAULT_MODEL: Final = "qwen-image-plus"
-EventHook = Callable[[TaskEvent], object]
 
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
-
-
-@attrs.frozen(kw_only=True)
-class ClientStats:
-    """
-    Counters since the client opened; a snapshot, taken by `Client.stats`.
-
-    Attributes:
-        requests: HTTP requests sent, by kind: ``create``, ``sync``, ``poll``, ``list``,
-            ``cancel``, ``download``.
-        polls: Task queries answered.
-        throttled: 429 answers received.
-        retries: Requests sent again after a transient failure.
-        submitted: Generations started (tasks created, synchronous calls begun).
-        finished: Generations that reached an outcome, by terminal status.
-        in_flight: Generations holding an in-flight slot, by model.
-        uncertain: Creates whose outcome was unknown (raised `SubmissionUncertainError`).
-    """
-
-    requests: Mapping[str, int]
-    polls: int
-    throttled: int
-    retries: int
-    submitted: int
-    finished: Mapping[str, int]
-    in_flight: Mapping[str, int]
-    uncertain: int
-
-
-@attrs.frozen(kw_only=True)
-class Outcome:
-    """
-    One item of `Client.map`: its position, its prompt, and a result or an error.
-
-    Attributes:
-        index: The item's position in the input.
-        prompt: The item's prompt.
-        result: The generation's result, when it succeeded.
-        error: Why it did not, when it failed.
-        task_id: The task's id, when one was created.
-    """
-
-    index: int
-    prompt: str
-    result: GenerationResult | None = None
-    error: QwenImageError | None = None
-    task_id: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the item succeeded."""
-        return self.result is not None
-
-
-@attrs.define
-class _Flight:
-    """What the client holds for one generation until it ends."""
-
-    handle: TaskHandle
-    request: PreparedRequest | None
-    lane: SubmitLane | None
-    holds_slot: bool = False
-    sync_scope: anyio.CancelScope | None = None
-    on_sending: Callable[[], Awaitable[object]] | None = None
 
 
 class Client:
@@ -208,7 +128,6 @@ class Client:
         self._limits = limits or Limits()
         self._poll_policy = (poll or PollPolicy()).scaled(time_scale)
         self._rng = random.Random(seed)  # noqa: S311 - jitter only
-        self._hooks = tuple(event_hooks)
         self._transport = Transport(
             base_url=self._base_url,
             api_key=self._key.reveal() if self._key else "",
@@ -225,16 +144,18 @@ class Client:
             retry=self._transport.retry,
             rng=self._rng,
         )
+        self._engine = Engine(
+            self._transport,
+            self._downloader,
+            limits=self._limits,
+            region=self._region,
+            time_scale=self._time_scale,
+            poll_policy=self._poll_policy,
+            rng=self._rng,
+            hooks=event_hooks,
+        )
         self._state = _State.UNOPENED
-        self._lanes: dict[str, SubmitLane] = {}
-        self._overall = make_overall_cap(self._limits.max_in_flight)
-        self._flights: dict[TaskHandle, _Flight] = {}
-        self._requests: Counter[str] = Counter()
-        self._finished: Counter[str] = Counter()
-        self._polls = self._throttled = self._retries = self._submitted = self._uncertain = 0
         # Created on open, inside the running loop.
-        self._budget: QueryBudget | None = None
-        self._durations = DurationModel(self._poll_policy)
         self._scheduler: PollScheduler[TaskHandle] | None = None
         self._host: asyncio.Task[None] | None = None
         self._started: anyio.Event | None = None
@@ -266,14 +187,7 @@ class Client:
             raise _config.missing_key_error()
         self._state = _State.OPENED
         self._transport.open()
-        self._budget = QueryBudget(self._limits.queries_per_second, scale=self._time_scale)
-        self._scheduler = PollScheduler(
-            self._poll,
-            policy=self._poll_policy,
-            budget=self._budget,
-            durations=self._durations,
-            rng=self._rng,
-        )
+        self._scheduler = self._engine.open(self._task_group)
         self._started = anyio.Event()
         self._stop = anyio.Event()
         # The host owns the task group, so `aclose` may run in another task than the opener
@@ -308,14 +222,7 @@ class Client:
             self._state = _State.CLOSED
             return
         self._state = _State.CLOSED
-        for flight in list(self._flights.values()):
-            self._end_flight(
-                flight,
-                TaskCanceledError(
-                    "the client was closed before the generation ended",
-                    task_id=flight.handle.task_id,
-                ),
-            )
+        self._engine.abandon_all()
         assert self._stop is not None and self._host is not None  # noqa: S101
         self._stop.set()
         with anyio.CancelScope(shield=True):
@@ -333,8 +240,10 @@ class Client:
             )
 
     def __repr__(self) -> str:
-        in_flight = sum(1 for f in self._flights.values() if not f.handle.done())
-        return f"<Client state={self._state.value} base_url={self._base_url!r} in_flight={in_flight}>"
+        return (
+            f"<Client state={self._state.value} base_url={self._base_url!r} "
+            f"in_flight={self._engine.live}>"
+        )
 
     # --- the public API ----------------------------------------------------------------------
 
@@ -451,28 +360,7 @@ class Client:
             extra_parameters=extra_parameters,
         )
         self._ensure_open()
-        lane = self._lane(request)
-        handle = TaskHandle(
-            model=request.model, task_id=None, canceller=self._cancel, prompt=request.prompt
-        )
-        flight = _Flight(handle=handle, request=request, lane=lane, on_sending=on_sending)
-        if request.protocol.is_async:
-            await self._create(flight)
-            assert self._scheduler is not None  # noqa: S101
-            self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
-        else:
-            await self._acquire_slot(flight)
-            try:
-                await lane.acquire_submit()
-                if on_sending is not None:
-                    await on_sending()
-            except BaseException:
-                self._release_slot(flight)
-                raise
-            flight.sync_scope = anyio.CancelScope()
-            self._flights[handle] = flight
-            (await self._task_group()).start_soon(self._run_sync, flight)
-        return handle
+        return await self._engine.start(request, on_sending)
 
     def attach(self, task_id: str, *, model: str | None = None) -> TaskHandle:
         """
@@ -489,12 +377,7 @@ class Client:
             msg = "task_id must be a non-empty string"
             raise ValueError(msg)
         self._ensure_open()
-        handle = TaskHandle(model=model, task_id=task_id, canceller=self._cancel)
-        self._flights[handle] = _Flight(handle=handle, request=None, lane=None)
-        assert self._scheduler is not None  # noqa: S101
-        # An attached task may be long done: poll it at once.
-        self._scheduler.add(handle, model, submitted_at=anyio.current_time(), first_due=0.0)
-        return handle
+        return self._engine.attach(task_id, model)
 
     async def map(  # noqa: PLR0913 - the generation parameters
         self,
@@ -524,7 +407,7 @@ class Client:
         items = list(prompts)
         self._ensure_open()
         if concurrency is None:
-            configured = self._lane_for_model(model).configured
+            configured = self._engine.lane(prepare("concurrency", model=model)).configured
             concurrency = max(16, 2 * configured) if configured else 64
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         scope = anyio.CancelScope()
@@ -586,12 +469,8 @@ class Client:
         Returns:
             Whether the service cancelled it (``False``: it was no longer pending).
         """
-        for flight in list(self._flights.values()):
-            if flight.handle.task_id == task_id:
-                await flight.handle.cancel()
-                return flight.handle.status is TaskStatus.CANCELED
         self._ensure_open()
-        return await self._remote_cancel(task_id)
+        return await self._engine.cancel(task_id)
 
     async def list_tasks(
         self,
@@ -625,10 +504,10 @@ class Client:
         page = 1
         while True:
             params["page_no"] = str(page)
-            await self._spend_query()
-            self._requests["list"] += 1
+            await self._engine.spend_query()
+            self._engine.count("list")
             response = await self._transport.call(
-                "GET", "/tasks", params=params, on_retry=self._count_retry
+                "GET", "/tasks", params=params, on_retry=self._engine.count_retry
             )
             body = response.body or {}
             rows = body.get("data")
@@ -662,409 +541,7 @@ class Client:
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
-        in_flight = {model: lane.in_flight for model, lane in self._lanes.items() if lane.in_flight}
-        requests = dict(self._requests)
-        requests["download"] = self._downloader.downloads
-        return ClientStats(
-            requests=requests,
-            polls=self._polls,
-            throttled=self._throttled,
-            retries=self._retries + self._downloader.retries,
-            submitted=self._submitted,
-            finished=dict(self._finished),
-            in_flight=in_flight,
-            uncertain=self._uncertain,
-        )
-
-    # --- lanes and slots ---------------------------------------------------------------------
-
-    def _lane(self, request: PreparedRequest) -> SubmitLane:
-        lane = self._lanes.get(request.model)
-        if lane is None:
-            documented = request.spec.default_limits(self._region)
-            lane = SubmitLane.from_limits(
-                self._limits.for_model(request.model, documented),
-                scale=self._time_scale,
-                rng=self._rng,
-            )
-            self._lanes[request.model] = lane
-        return lane
-
-    def _lane_for_model(self, model: str) -> SubmitLane:
-        return self._lane(prepare("x", model=model))
-
-    async def _acquire_slot(self, flight: _Flight) -> None:
-        assert flight.lane is not None  # noqa: S101
-        await self._overall.acquire()
-        try:
-            await flight.lane.acquire_slot()
-        except BaseException:
-            self._overall.release()
-            raise
-        flight.holds_slot = True
-
-    def _release_slot(self, flight: _Flight) -> None:
-        if flight.holds_slot and flight.lane is not None:
-            flight.holds_slot = False
-            flight.lane.release_slot()
-            self._overall.release()
-
-    # --- creating tasks ----------------------------------------------------------------------
-
-    async def _create(self, flight: _Flight) -> None:
-        """POST the create until the task exists, re-sending only when nothing was created."""
-        request, lane, handle = flight.request, flight.lane, flight.handle
-        assert request is not None and lane is not None  # noqa: S101
-        attempts = 0
-        while True:
-            attempts += 1
-            await self._acquire_slot(flight)
-            try:
-                await lane.acquire_submit()
-                if flight.on_sending is not None:
-                    await flight.on_sending()
-                # Shielded: once the request may have left, we must learn its outcome even if
-                # our caller is cancelled, or a created (billed) task would be lost.
-                with anyio.CancelScope(shield=True):
-                    self._requests["create"] += 1
-                    response = await self._transport.send(
-                        PoolKind.CONTROL,
-                        "POST",
-                        request.protocol.path,
-                        body=request.body,
-                        async_task=True,
-                    )
-            except ConnectFailedError as exc:
-                self._release_slot(flight)
-                if attempts >= self._transport.retry.attempts:
-                    raise
-                await self._backoff(handle, attempts, None, exc)
-                continue
-            except TransportError as exc:
-                self._release_slot(flight)
-                self._uncertain += 1
-                raise self._uncertain_error(request, f"the connection failed after sending: {exc}") from exc
-            except BaseException:
-                self._release_slot(flight)
-                raise
-            task_id = _created_task_id(response)
-            if task_id is not None:
-                lane.on_success()
-                handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
-                self._flights[handle] = flight
-                self._submitted += 1
-                self._emit(EventKind.SUBMITTED, handle)
-                await self._cancel_if_cancelled(handle)
-                return
-            error = response.error()
-            if response.status == 429 and response.retryable:  # noqa: PLR2004
-                # Told while the slot is still held: the lane learns how many the server took.
-                lane.on_throttled(response.retry_after)
-            self._release_slot(flight)
-            if response.status == 429 and response.retryable:  # noqa: PLR2004
-                self._throttled += 1
-                self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
-                if attempts >= max(8, self._transport.retry.attempts):
-                    raise error
-                continue
-            if response.status == 503:  # noqa: PLR2004 - "ModelUnavailable": nothing was created
-                if attempts >= self._transport.retry.attempts:
-                    raise error
-                await self._backoff(handle, attempts, response.retry_after, error)
-                continue
-            if response.ok or response.status >= 500:  # noqa: PLR2004
-                self._uncertain += 1
-                raise self._uncertain_error(request, str(error)) from error
-            raise error
-
-    async def _cancel_if_cancelled(self, handle: TaskHandle) -> None:
-        """After a shielded create: if our caller was cancelled meanwhile, cancel the new task."""
-        try:
-            await anyio.lowlevel.checkpoint()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                await self._cancel(handle)
-            raise
-
-    def _uncertain_error(self, request: PreparedRequest, why: str) -> SubmissionUncertainError:
-        return SubmissionUncertainError(
-            f"the create request for model {request.model!r} was sent but its outcome is unknown "
-            f"({why}); it was not re-sent, so that no image is ordered twice. "
-            "Check Client.list_tasks before retrying.",
-            model=request.model,
-            prompt=request.prompt,
-        )
-
-    async def _backoff(
-        self, handle: TaskHandle, attempt: int, floor: float | None, error: BaseException
-    ) -> None:
-        delay = self._transport.retry.backoff(attempt, self._rng, floor)
-        self._retries += 1
-        self._emit(EventKind.RETRIED, handle, error=type(error).__name__, delay=delay)
-        await anyio.sleep(delay)
-
-    # --- synchronous calls -------------------------------------------------------------------
-
-    async def _run_sync(self, flight: _Flight) -> None:
-        """One synchronous generation, resolving its handle; runs in the client's task group."""
-        request, handle, lane = flight.request, flight.handle, flight.lane
-        assert request is not None and lane is not None and flight.sync_scope is not None  # noqa: S101
-        if handle.done():  # cancelled before this coroutine first ran: nothing was sent
-            return
-        self._submitted += 1
-        self._emit(EventKind.SUBMITTED, handle)
-        handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
-        attempts = 0
-        with flight.sync_scope:
-            try:
-                while True:
-                    attempts += 1
-                    try:
-                        self._requests["sync"] += 1
-                        response = await self._transport.send(
-                            PoolKind.LONG, "POST", request.protocol.path, body=request.body
-                        )
-                    except ConnectFailedError as exc:
-                        if attempts >= self._transport.retry.attempts:
-                            raise
-                        await self._backoff(handle, attempts, None, exc)
-                        continue
-                    except TransportError as exc:
-                        self._uncertain += 1
-                        raise self._uncertain_error(request, str(exc)) from exc
-                    if response.ok and response.body is not None:
-                        lane.on_success()
-                        snapshot = TaskSnapshot.from_json(response.body)
-                        self._finish(flight, snapshot)
-                        return
-                    error = response.error()
-                    if response.status == 429 and response.retryable:  # noqa: PLR2004
-                        self._throttled += 1
-                        lane.on_throttled(response.retry_after)
-                        self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
-                        if attempts >= max(8, self._transport.retry.attempts):
-                            raise error
-                        await lane.acquire_submit()
-                        continue
-                    if response.status == 503:  # noqa: PLR2004
-                        if attempts >= self._transport.retry.attempts:
-                            raise error
-                        await self._backoff(handle, attempts, response.retry_after, error)
-                        continue
-                    if response.ok or response.status >= 500:  # noqa: PLR2004
-                        self._uncertain += 1
-                        raise self._uncertain_error(request, str(error)) from error
-                    raise error
-            except QwenImageError as exc:
-                self._end_flight(flight, exc)
-            except Exception as exc:  # a bug must fail this handle, not the client's host
-                logger.exception("synchronous generation failed unexpectedly")
-                self._end_flight(flight, exc)
-        if flight.sync_scope.cancelled_caught:
-            self._end_flight(
-                flight, TaskCanceledError("the synchronous call was cancelled", task_id=None)
-            )
-
-    # --- polling -----------------------------------------------------------------------------
-
-    async def _poll(self, handle: TaskHandle) -> PollOutcome:
-        """One query of one task, for the scheduler; never raises."""
-        flight = self._flights.get(handle)
-        task_id = handle.task_id
-        if flight is None or task_id is None:
-            return PollOutcome.FINISHED
-        self._requests["poll"] += 1
-        try:
-            response = await self._transport.send(PoolKind.CONTROL, "GET", f"/tasks/{task_id}")
-        except TransportError as exc:
-            self._retries += 1
-            self._emit(EventKind.RETRIED, handle, error=type(exc).__name__)
-            return PollOutcome.RETRY
-        if response.status == 429:  # noqa: PLR2004
-            self._throttled += 1
-            self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
-            return PollOutcome.throttled(response.retry_after)
-        if response.status >= 500 or (response.ok and response.body is None):  # noqa: PLR2004
-            self._retries += 1
-            self._emit(EventKind.RETRIED, handle, status=response.status)
-            return PollOutcome.RETRY
-        if not response.ok:
-            self._end_flight(flight, response.error())
-            return PollOutcome.FINISHED
-        assert response.body is not None  # noqa: S101
-        self._polls += 1
-        handle.polls += 1
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
-        self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
-        if not snapshot.status.is_terminal:
-            if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
-                handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
-                self._emit(EventKind.RUNNING, handle)
-            return PollOutcome.PENDING
-        if snapshot.duration is not None and handle.model is not None:
-            self._durations.observe(handle.model, snapshot.duration)
-        self._finish(flight, snapshot)
-        return PollOutcome.FINISHED
-
-    def _finish(self, flight: _Flight, snapshot: TaskSnapshot) -> None:
-        """Resolve a flight from its terminal snapshot."""
-        handle = flight.handle
-        task_id = snapshot.task_id
-        status = snapshot.status
-        if status is TaskStatus.SUCCEEDED and snapshot.urls:
-            result = self._result(handle, snapshot)
-            self._end_flight(flight, None, result=result)
-            return
-        error: QwenImageError
-        if status is TaskStatus.CANCELED:
-            error = TaskCanceledError("the task was cancelled", task_id=task_id)
-        elif status is TaskStatus.UNKNOWN:
-            error = TaskExpiredError(
-                "the service does not know this task: it never existed, or it is older than "
-                "the 24-hour retention",
-                task_id=task_id,
-            )
-        else:
-            failure = snapshot.failures[0] if snapshot.failures else None
-            code = snapshot.code or (failure.code if failure else None)
-            message = snapshot.message or (failure.message if failure else None) or "no image"
-            kind = TaskModeratedError if is_moderation_code(code) else TaskFailedError
-            error = kind(message, task_id=task_id, code=code)
-            status = TaskStatus.FAILED
-        self._end_flight(flight, error, status=status)
-
-    def _result(self, handle: TaskHandle, snapshot: TaskSnapshot) -> GenerationResult:
-        stem = snapshot.task_id or snapshot.request_id or "image"
-        fetcher = _EventfulFetcher(self._downloader, lambda path: self._emit(
-            EventKind.DOWNLOADED, handle, path=str(path)
-        ))
-        images = tuple(
-            GeneratedImage(
-                url=url,
-                actual_prompt=actual,
-                index=index,
-                name=f"{stem}-{index}.png",
-                fetcher=fetcher,
-            )
-            for index, url, actual in snapshot.urls
-        )
-        return GenerationResult(
-            images=images,
-            failures=snapshot.failures,
-            task_id=snapshot.task_id,
-            request_id=snapshot.request_id,
-            model=handle.model or "",
-            prompt=snapshot.prompt or handle.prompt,
-            usage=snapshot.usage,
-            submitted_at=snapshot.submitted_at,
-            scheduled_at=snapshot.scheduled_at,
-            finished_at=snapshot.finished_at,
-        )
-
-    def _end_flight(
-        self,
-        flight: _Flight,
-        error: BaseException | None,
-        *,
-        result: GenerationResult | None = None,
-        status: TaskStatus | None = None,
-    ) -> None:
-        """The one place a generation ends: slot released, polling stopped, handle resolved."""
-        handle = flight.handle
-        self._flights.pop(handle, None)
-        self._release_slot(flight)
-        if self._scheduler is not None:
-            self._scheduler.remove(handle)
-        if flight.sync_scope is not None:
-            flight.sync_scope.cancel()
-        if handle.done():
-            return
-        if result is not None:
-            handle._resolve(result)  # noqa: SLF001
-        else:
-            assert error is not None  # noqa: S101
-            handle._fail(error, status)  # noqa: SLF001
-        final = handle.status
-        self._finished[final.value if result is not None or status else "ERROR"] += 1
-        self._emit(EventKind.FINISHED, handle, error=type(error).__name__ if error else None)
-
-    # --- cancelling --------------------------------------------------------------------------
-
-    async def _cancel(self, handle: TaskHandle) -> None:
-        flight = self._flights.get(handle)
-        if flight is None:
-            return
-        cancelled = False
-        if handle.task_id is not None:
-            cancelled = await self._remote_cancel(handle.task_id)
-        self._end_flight(
-            flight,
-            TaskCanceledError(
-                "cancelled" + ("" if cancelled or handle.task_id is None else " locally; the "
-                "service could not cancel it (no longer PENDING), so it may still finish and bill"),
-                task_id=handle.task_id,
-            ),
-            status=TaskStatus.CANCELED if cancelled or handle.task_id is None else None,
-        )
-
-    async def _remote_cancel(self, task_id: str) -> bool:
-        await self._spend_query()
-        self._requests["cancel"] += 1
-        try:
-            await self._transport.call(
-                "POST", f"/tasks/{task_id}/cancel", on_retry=self._count_retry
-            )
-        except QwenImageError as exc:
-            # 400 UnsupportedOperation: the task is not PENDING any more. Anything else that
-            # outlasted the retries leaves it running too; the caller learns it from the status.
-            logger.debug("remote cancel of task %s failed: %s", task_id, exc)
-            return False
-        return True
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    async def _spend_query(self) -> None:
-        """Take one query from the global budget shared with the scheduler's polls."""
-        assert self._budget is not None  # noqa: S101
-        await self._budget.acquire()
-
-    async def _count_retry(self, response: Response | None, delay: float) -> None:
-        self._retries += 1
-        if response is not None and response.status == 429:  # noqa: PLR2004
-            self._throttled += 1
-
-    def _emit(self, kind: EventKind, handle: TaskHandle, **detail: Any) -> None:
-        event = TaskEvent(
-            kind=kind,
-            model=handle.model,
-            task_id=handle.task_id,
-            status=handle.status,
-            at=time.time(),
-            detail=detail,
-        )
-        logger.debug("%s task=%s model=%s %s", kind.value, handle.task_id, handle.model, detail)
-        for hook in self._hooks:
-            try:
-                hook(event)
-            except Exception:
-                logger.exception("an event hook raised; ignoring it")
-
-
-@attrs.frozen
-class _EventfulFetcher:
-    """The downloader, reporting each saved image as a `DOWNLOADED` event of its task."""
-
-    downloader: Downloader
-    on_saved: Callable[[Path], object]
-
-    async def read(self, url: str) -> bytes:
-        return await self.downloader.read(url)
-
-    async def save(self, url: str, destination: str | Path, *, default_name: str) -> Path:
-        path = await self.downloader.save(url, destination, default_name=default_name)
-        self.on_saved(path)
-        return path
-
+        return self._engine.stats()
 
 def _positive_number(value: object) -> bool:
     return (
@@ -1077,14 +554,6 @@ def _positive_number(value: object) -> bool:
 
 def _nonempty_str(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
-
-
-def _created_task_id(response: Response) -> str | None:
-    if not response.ok or response.body is None:
-        return None
-    output = response.body.get("output")
-    task_id = output.get("task_id") if isinstance(output, Mapping) else None
-    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def _list_time(value: datetime) -> str:

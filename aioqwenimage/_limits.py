@@ -44,6 +44,10 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 DEFAULT_QUERIES_PER_SECOND: Final = 15.0
+# The service counts a window by arrival, we by sending: network jitter can squeeze `limit`
+# sends spaced exactly one window apart into less than a window on arrival. Holding our windows
+# this much longer keeps that from ever costing a 429 (and a 429 would cost a lane pause).
+RATE_MARGIN: Final = 0.05
 
 
 # --- the public settings -------------------------------------------------------------------------
@@ -465,7 +469,7 @@ class SubmitLane:
             count = round(count)
         limit, window = rate_window(count, period)
         self._clock = clock
-        self._window = SlidingWindow(limit, window * scale, clock, sleep=sleep)
+        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
         self._slots = InFlightLimiter(in_flight)
         self._configured = in_flight
         self._rng = rng or random.Random()
@@ -552,7 +556,8 @@ class SubmitLane:
 
     def on_throttled(self, retry_after: float | None = None) -> float:
         """
-        A create was throttled (429): lower the in-flight limit and pause the lane.
+        A create was throttled (429): pause the lane and, unless the lane's own rate window is
+        full (then the rate, not the in-flight cap, is the likely cause), lower its in-flight limit.
 
         Call it while the throttled create still holds its slot, then release or reuse the slot.
         Called after the release, the limit lands one lower than the server's cap; the additive
@@ -567,6 +572,19 @@ class SubmitLane:
         self.throttled += 1
         self._successes = 0
         self._throttles += 1
+        now = self._clock()
+        # DashScope answers the same 429 for "too many submissions per second" and "too many
+        # tasks in flight". With our own rate window full, the rate is the likelier cause: pause,
+        # but keep the in-flight limit (cutting it would slow the lane for hundreds of tasks).
+        if self._window.used(now) < self._window.limit:
+            self._step_down()
+        floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
+        delay = max(retry_after or 0.0, min(floor, self._max_backoff))
+        until = now + delay * (1.0 + self._rng.uniform(0.0, self._jitter))
+        self.pause_until(until)
+        return until
+
+    def _step_down(self) -> None:
         # The server accepted the other in_flight - 1 tasks and refused this one, so its cap, if
         # this was a concurrency throttle, is at most in_flight - 1: step straight down to it
         # rather than halving (a hidden cap is found in one throttle, not log(n) of them). Throttles
@@ -575,11 +593,6 @@ class SubmitLane:
         current = self._slots.limit
         lowered = max(1, self._slots.in_flight - 1)
         self._slots.set_limit(lowered if current is None else min(current, lowered))
-        floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
-        delay = max(retry_after or 0.0, min(floor, self._max_backoff))
-        until = self._clock() + delay * (1.0 + self._rng.uniform(0.0, self._jitter))
-        self.pause_until(until)
-        return until
 
     def __repr__(self) -> str:
         limit = "unlimited" if self.limit is None else self.limit

@@ -16,11 +16,15 @@ from typing import Any, Protocol
 
 import attrs
 
+from aioqwenimage._errors import QwenImageError
+
 __all__ = [
+    "ClientStats",
     "EventKind",
     "GeneratedImage",
     "GenerationResult",
     "ImageFailure",
+    "Outcome",
     "TaskEvent",
     "TaskInfo",
     "TaskSnapshot",
@@ -347,3 +351,55 @@ class TaskEvent:
     status: TaskStatus | None
     at: float
     detail: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class ClientStats:
+    """
+    Counters since the client opened; a snapshot, taken by `Client.stats`.
+
+    Attributes:
+        requests: HTTP requests sent, by kind: ``create``, ``sync``, ``poll``, ``list``,
+            ``cancel``, ``download``.
+        polls: Task queries answered.
+        throttled: 429 answers received.
+        retries: Requests sent again after a transient failure.
+        submitted: Generations started (tasks created, synchronous calls begun).
+        finished: Generations that reached an outcome, by terminal status.
+        in_flight: Generations holding an in-flight slot, by model.
+        uncertain: Creates whose outcome was unknown (raised `SubmissionUncertainError`).
+    """
+
+    requests: Mapping[str, int]
+    polls: int
+    throttled: int
+    retries: int
+    submitted: int
+    finished: Mapping[str, int]
+    in_flight: Mapping[str, int]
+    uncertain: int
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """
+    One item of `Client.map`: its position, its prompt, and a result or an error.
+
+    Attributes:
+        index: The item's position in the input.
+        prompt: The item's prompt.
+        result: The generation's result, when it succeeded.
+        error: Why it did not, when it failed.
+        task_id: The task's id, when one was created.
+    """
+
+    index: int
+    prompt: str
+    result: GenerationResult | None = None
+    error: QwenImageError | None = None
+    task_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item succeeded."""
+        return self.result is not None

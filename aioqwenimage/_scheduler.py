@@ -31,7 +31,7 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from aioqwenimage._limits import Clock, Sleep, SlidingWindow, rate_window
+from aioqwenimage._limits import RATE_MARGIN, Clock, Sleep, SlidingWindow, rate_window
 
 __all__ = [
     "DurationModel",
@@ -268,7 +268,7 @@ class QueryBudget:
         if not (math.isfinite(scale) and scale > 0):
             msg = f"scale must be a positive finite number, got {scale!r}"
             raise ValueError(msg)
-        self._window = SlidingWindow(limit, window * scale, clock, sleep=sleep)
+        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
         self._paused_until = -math.inf
         self.spent = 0
 

@@ -126,6 +126,11 @@ async def test_cancel_running_task_is_local_only(client, fake):
     with pytest.raises(q.TaskCanceledError, match="locally"):
         await handle
     assert 1 == fake.stats.requests["cancel"][400]
+    # The task still runs remotely, so it keeps its slot until a quiet poll sees it end.
+    assert {"qwen-image-plus": 1} == client.stats.in_flight
+    while client.stats.in_flight:
+        await fake_tick()
+    assert "SUCCEEDED" == str(fake.stats.tasks[handle.task_id].status)
 
 
 async def fake_tick() -> None:

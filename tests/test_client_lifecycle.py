@@ -193,9 +193,10 @@ async def test_leaving_map_early_cancels_the_rest(fake):
         async for outcome in client.map([f"p{i}" for i in range(30)], model="qwen-image-plus", concurrency=4):
             assert outcome.ok
             break
-        for _ in range(50):
-            await anyio.sleep(SCALE)
-        assert {} == client.stats.in_flight
+        # Running tasks keep their slots until they really end remotely; pending ones are gone.
+        with anyio.fail_after(5):
+            while client.stats.in_flight:
+                await anyio.sleep(SCALE)
     assert sum(fake.stats.tasks_created.values()) < 30
 
 

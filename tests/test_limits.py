@@ -530,6 +530,25 @@ def _lane(**kwargs: Any) -> SubmitLane:
     return SubmitLane(**kwargs)
 
 
+def test_lane_throttle_with_a_full_rate_window_keeps_the_limit():
+    """A 429 right after a full window of submissions is taken as a rate throttle: pause only."""
+    now = [0.0]
+    lane = _lane(in_flight=10, submits_per_second=2, clock=lambda: now[0])
+
+    async def main() -> None:
+        for _ in range(2):  # the whole window's worth
+            assert lane.try_acquire_slot()
+            await lane.acquire_submit()
+
+    run_virtual(main)
+    until = lane.on_throttled(1.0)
+    assert 10 == lane.limit
+    assert until >= 1.0
+    now[0] = 5.0  # later, with room in the window: now it must be the in-flight cap
+    lane.on_throttled(None)
+    assert 1 == lane.limit  # 2 held, the throttled one included
+
+
 def test_lane_throttle_steps_down_to_accepted_count():
     """A throttle with 4 slots held (the rejected create's included) sets the limit to 3."""
     lane = _lane(in_flight=10)
@@ -652,19 +671,19 @@ def test_lane_scale_compresses_durations():
     """scale multiplies the window and the backoffs."""
     lane = _lane(clock=lambda: 0.0, jitter=0.0, scale=0.001)
     assert pytest.approx(0.001) == lane.on_throttled(None)
-    assert "submits=2/0.001s" in repr(lane)
+    assert "submits=2/0.00105s" in repr(lane)
 
 
 def test_lane_fractional_rate():
     """A fractional rate keeps its whole part per stretched window: 2.5/s is 2 per 0.8 s."""
-    assert "submits=2/0.8s" in repr(_lane(submits_per_second=2.5))
+    assert "submits=2/0.84s" in repr(_lane(submits_per_second=2.5))
 
 
 def test_lane_from_limits_two_per_minute():
     """The max models' 2 per minute is a burst of two, then a minute."""
     lane = SubmitLane.from_limits(DefaultLimits(submits=2, period=60, in_flight=None))
     assert (None, None) == (lane.limit, lane.configured)
-    assert "submits=2/60s" in repr(lane)
+    assert "submits=2/63s" in repr(lane)
     assert "in_flight=0/unlimited" in repr(lane)
 
 
@@ -701,7 +720,8 @@ def test_lane_submissions_wait_for_window_and_pause_fifo():
     run_virtual(main)
     assert [0, 1, 2, 3, 4, 5] == [i for i, _ in served]
     times = [round(t, 6) for _, t in served]
-    assert [0.0, 0.0, 3.5, 3.5, 4.5, 4.5] == times
+    # After the pause, windows of 1 s plus the 5% RATE_MARGIN.
+    assert [0.0, 0.0, 3.5, 3.5, 4.55, 4.55] == times
 
 
 def test_lane_slots_across_coroutines():

@@ -1,0 +1,566 @@
+"""
+The engine of a client: it runs generations from admission to outcome.
+
+A generation flows: the model's lane (in-flight slot, submission rate; ``_limits``) -> the create
+request over the control pool (``_transport``), re-sent only when it provably created nothing ->
+the one poll scheduler (``_scheduler``) -> a terminal snapshot -> the handle resolves and the slot
+is released. Synchronous-only models take the long-call pool and resolve from the response.
+`Client` owns one engine and the task group its background work runs in.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from aioqwenimage._download import Downloader
+from aioqwenimage._errors import (
+    QwenImageError,
+    SubmissionUncertainError,
+    TaskCanceledError,
+    TransportError,
+)
+from aioqwenimage._handle import TaskHandle
+from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
+from aioqwenimage._limits import Limits, SubmitLane, make_overall_cap
+from aioqwenimage._models import (
+    ClientStats,
+    EventKind,
+    GenerationResult,
+    TaskEvent,
+    TaskSnapshot,
+    TaskStatus,
+)
+from aioqwenimage._requests import PreparedRequest
+from aioqwenimage._scheduler import (
+    DurationModel,
+    PollOutcome,
+    PollPolicy,
+    PollScheduler,
+    QueryBudget,
+)
+from aioqwenimage._transport import ConnectFailedError, PoolKind, Response, Transport
+
+__all__ = ["Engine", "EventHook"]
+
+logger = logging.getLogger("aioqwenimage")
+
+EventHook = Callable[[TaskEvent], object]
+
+
+@attrs.define
+class _Flight:
+    """What the engine holds for one generation until it ends."""
+
+    handle: TaskHandle
+    request: PreparedRequest | None
+    lane: SubmitLane | None
+    holds_slot: bool = False
+    sync_scope: anyio.CancelScope | None = None
+    on_sending: Callable[[], Awaitable[object]] | None = None
+
+
+class Engine:
+    """
+    Lanes, flights, the poll scheduler and the counters of one client.
+
+    Build it anywhere; `open` it inside the event loop, which creates the query budget and the
+    scheduler (whose `run` the client starts in its task group).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        downloader: Downloader,
+        *,
+        limits: Limits,
+        region: str,
+        time_scale: float,
+        poll_policy: PollPolicy,
+        rng: random.Random,
+        hooks: Iterable[EventHook],
+    ) -> None:
+        self._transport = transport
+        self._downloader = downloader
+        self._limits = limits
+        self._region = region
+        self._time_scale = time_scale
+        self._poll_policy = poll_policy
+        self._rng = rng
+        self._hooks = tuple(hooks)
+        self._lanes: dict[str, SubmitLane] = {}
+        self._overall = make_overall_cap(limits.max_in_flight)
+        self._flights: dict[TaskHandle, _Flight] = {}
+        self._requests: Counter[str] = Counter()
+        self._finished: Counter[str] = Counter()
+        self._polls = self._throttled = self._retries = self._submitted = self._uncertain = 0
+        self._durations = DurationModel(poll_policy)
+        self._budget: QueryBudget | None = None
+        self._scheduler: PollScheduler[TaskHandle] | None = None
+        self._task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]] | None = None
+
+    def open(self, task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]]) -> PollScheduler[TaskHandle]:
+        """Create the query budget and the scheduler; returns the scheduler to run."""
+        self._task_group = task_group
+        self._budget = QueryBudget(self._limits.queries_per_second, scale=self._time_scale)
+        self._scheduler = PollScheduler(
+            self._poll,
+            policy=self._poll_policy,
+            budget=self._budget,
+            durations=self._durations,
+            rng=self._rng,
+        )
+        return self._scheduler
+
+    @property
+    def live(self) -> int:
+        """Generations not yet resolved."""
+        return sum(1 for flight in self._flights.values() if not flight.handle.done())
+
+    # --- what the client asks of it ----------------------------------------------------------
+
+    async def start(
+        self,
+        request: PreparedRequest,
+        on_sending: Callable[[], Awaitable[object]] | None = None,
+    ) -> TaskHandle:
+        """Admit and start one generation; returns once the task exists (or the call started)."""
+        lane = self.lane(request)
+        handle = TaskHandle(
+            model=request.model, task_id=None, canceller=self._cancel, prompt=request.prompt
+        )
+        flight = _Flight(handle=handle, request=request, lane=lane, on_sending=on_sending)
+        if request.protocol.is_async:
+            await self._create(flight)
+            return handle
+        await self._acquire_slot(flight)
+        try:
+            await lane.acquire_submit()
+            if on_sending is not None:
+                await on_sending()
+        except BaseException:
+            self._release_slot(flight)
+            raise
+        flight.sync_scope = anyio.CancelScope()
+        self._flights[handle] = flight
+        assert self._task_group is not None  # noqa: S101
+        (await self._task_group()).start_soon(self._run_sync, flight)
+        return handle
+
+    def attach(self, task_id: str, model: str | None) -> TaskHandle:
+        """A handle for an existing task, polled at once."""
+        handle = TaskHandle(model=model, task_id=task_id, canceller=self._cancel)
+        self._flights[handle] = _Flight(handle=handle, request=None, lane=None)
+        assert self._scheduler is not None  # noqa: S101
+        # An attached task may be long done: poll it at once.
+        self._scheduler.add(handle, model, submitted_at=anyio.current_time(), first_due=0.0)
+        return handle
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task by id (tracked or not); whether the service cancelled it."""
+        for flight in list(self._flights.values()):
+            if flight.handle.task_id == task_id:
+                await flight.handle.cancel()
+                return flight.handle.status is TaskStatus.CANCELED
+        return await self._remote_cancel(task_id)
+
+    def abandon_all(self) -> None:
+        """End every flight locally (the client is closing); remote tasks go on."""
+        for flight in list(self._flights.values()):
+            self._end_flight(
+                flight,
+                TaskCanceledError(
+                    "the client was closed before the generation ended",
+                    task_id=flight.handle.task_id,
+                ),
+            )
+
+    def count(self, kind: str) -> None:
+        """Count one HTTP request of `kind` the client sent itself (lists)."""
+        self._requests[kind] += 1
+
+    def stats(self) -> ClientStats:
+        """A snapshot of the counters."""
+        in_flight = {model: lane.in_flight for model, lane in self._lanes.items() if lane.in_flight}
+        requests = dict(self._requests)
+        requests["download"] = self._downloader.downloads
+        return ClientStats(
+            requests=requests,
+            polls=self._polls,
+            throttled=self._throttled,
+            retries=self._retries + self._downloader.retries,
+            submitted=self._submitted,
+            finished=dict(self._finished),
+            in_flight=in_flight,
+            uncertain=self._uncertain,
+        )
+
+    # --- lanes and slots ---------------------------------------------------------------------
+
+    def lane(self, request: PreparedRequest) -> SubmitLane:
+        """The lane of `request`'s model, created with its limits on first use."""
+        lane = self._lanes.get(request.model)
+        if lane is None:
+            documented = request.spec.default_limits(self._region)
+            lane = SubmitLane.from_limits(
+                self._limits.for_model(request.model, documented),
+                scale=self._time_scale,
+                rng=self._rng,
+            )
+            self._lanes[request.model] = lane
+        return lane
+
+    async def _acquire_slot(self, flight: _Flight) -> None:
+        assert flight.lane is not None  # noqa: S101
+        await self._overall.acquire()
+        try:
+            await flight.lane.acquire_slot()
+        except BaseException:
+            self._overall.release()
+            raise
+        flight.holds_slot = True
+
+    def _release_slot(self, flight: _Flight) -> None:
+        if flight.holds_slot and flight.lane is not None:
+            flight.holds_slot = False
+            flight.lane.release_slot()
+            self._overall.release()
+
+    # --- creating tasks ----------------------------------------------------------------------
+
+    async def _create(self, flight: _Flight) -> None:
+        """POST the create until the task exists, re-sending only when nothing was created."""
+        request, lane, handle = flight.request, flight.lane, flight.handle
+        assert request is not None and lane is not None  # noqa: S101
+        attempts = 0
+        while True:
+            attempts += 1
+            await self._acquire_slot(flight)
+            try:
+                await lane.acquire_submit()
+                if flight.on_sending is not None:
+                    await flight.on_sending()
+                # Shielded: once the request may have left, we must learn its outcome even if
+                # our caller is cancelled, or a created (billed) task would be lost.
+                with anyio.CancelScope(shield=True):
+                    self._requests["create"] += 1
+                    response = await self._transport.send(
+                        PoolKind.CONTROL,
+                        "POST",
+                        request.protocol.path,
+                        body=request.body,
+                        async_task=True,
+                    )
+            except ConnectFailedError as exc:
+                self._release_slot(flight)
+                if attempts >= self._transport.retry.attempts:
+                    raise
+                await self._backoff(handle, attempts, None, exc)
+                continue
+            except TransportError as exc:
+                self._release_slot(flight)
+                self._uncertain += 1
+                raise self._uncertain_error(request, f"the connection failed after sending: {exc}") from exc
+            except BaseException:
+                self._release_slot(flight)
+                raise
+            task_id = _created_task_id(response)
+            if task_id is not None:
+                lane.on_success()
+                handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
+                self._flights[handle] = flight
+                # Registered before anything can raise: a task that exists is always polled
+                # until it ends, which is what releases its slot.
+                assert self._scheduler is not None  # noqa: S101
+                self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
+                self._submitted += 1
+                self._emit(EventKind.SUBMITTED, handle)
+                await self._cancel_if_cancelled(handle)
+                return
+            error = response.error()
+            if response.status == 429 and response.retryable:  # noqa: PLR2004
+                # Told while the slot is still held: the lane learns how many the server took.
+                lane.on_throttled(response.retry_after)
+            self._release_slot(flight)
+            if response.status == 429 and response.retryable:  # noqa: PLR2004
+                self._throttled += 1
+                self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
+                if attempts >= max(8, self._transport.retry.attempts):
+                    raise error
+                continue
+            if response.status == 503:  # noqa: PLR2004 - "ModelUnavailable": nothing was created
+                if attempts >= self._transport.retry.attempts:
+                    raise error
+                await self._backoff(handle, attempts, response.retry_after, error)
+                continue
+            if response.ok or response.status >= 500:  # noqa: PLR2004
+                self._uncertain += 1
+                raise self._uncertain_error(request, str(error)) from error
+            raise error
+
+    async def _cancel_if_cancelled(self, handle: TaskHandle) -> None:
+        """After a shielded create: if our caller was cancelled meanwhile, cancel the new task."""
+        try:
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await self._cancel(handle)
+            raise
+
+    def _uncertain_error(self, request: PreparedRequest, why: str) -> SubmissionUncertainError:
+        return SubmissionUncertainError(
+            f"the create request for model {request.model!r} was sent but its outcome is unknown "
+            f"({why}); it was not re-sent, so that no image is ordered twice. "
+            "Check Client.list_tasks before retrying.",
+            model=request.model,
+            prompt=request.prompt,
+        )
+
+    async def _backoff(
+        self, handle: TaskHandle, attempt: int, floor: float | None, error: BaseException
+    ) -> None:
+        delay = self._transport.retry.backoff(attempt, self._rng, floor)
+        self._retries += 1
+        self._emit(EventKind.RETRIED, handle, error=type(error).__name__, delay=delay)
+        await anyio.sleep(delay)
+
+    # --- synchronous calls -------------------------------------------------------------------
+
+    async def _run_sync(self, flight: _Flight) -> None:
+        """One synchronous generation, resolving its handle; runs in the client's task group."""
+        request, handle, lane = flight.request, flight.handle, flight.lane
+        assert request is not None and lane is not None and flight.sync_scope is not None  # noqa: S101
+        if handle.done():  # cancelled before this coroutine first ran: nothing was sent
+            return
+        self._submitted += 1
+        self._emit(EventKind.SUBMITTED, handle)
+        handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
+        attempts = 0
+        with flight.sync_scope:
+            try:
+                while True:
+                    attempts += 1
+                    try:
+                        self._requests["sync"] += 1
+                        response = await self._transport.send(
+                            PoolKind.LONG, "POST", request.protocol.path, body=request.body
+                        )
+                    except ConnectFailedError as exc:
+                        if attempts >= self._transport.retry.attempts:
+                            raise
+                        await self._backoff(handle, attempts, None, exc)
+                        continue
+                    except TransportError as exc:
+                        self._uncertain += 1
+                        raise self._uncertain_error(request, str(exc)) from exc
+                    if response.ok and response.body is not None:
+                        lane.on_success()
+                        snapshot = TaskSnapshot.from_json(response.body)
+                        self._finish(flight, snapshot)
+                        return
+                    error = response.error()
+                    if response.status == 429 and response.retryable:  # noqa: PLR2004
+                        self._throttled += 1
+                        lane.on_throttled(response.retry_after)
+                        self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
+                        if attempts >= max(8, self._transport.retry.attempts):
+                            raise error
+                        await lane.acquire_submit()
+                        continue
+                    if response.status == 503:  # noqa: PLR2004
+                        if attempts >= self._transport.retry.attempts:
+                            raise error
+                        await self._backoff(handle, attempts, response.retry_after, error)
+                        continue
+                    if response.ok or response.status >= 500:  # noqa: PLR2004
+                        self._uncertain += 1
+                        raise self._uncertain_error(request, str(error)) from error
+                    raise error
+            except QwenImageError as exc:
+                self._end_flight(flight, exc)
+            except Exception as exc:  # a bug must fail this handle, not the client's host
+                logger.exception("synchronous generation failed unexpectedly")
+                self._end_flight(flight, exc)
+        if flight.sync_scope.cancelled_caught:
+            self._end_flight(
+                flight, TaskCanceledError("the synchronous call was cancelled", task_id=None)
+            )
+
+    # --- polling -----------------------------------------------------------------------------
+
+    async def _poll(self, handle: TaskHandle) -> PollOutcome:
+        """One query of one task, for the scheduler; never raises."""
+        flight = self._flights.get(handle)
+        task_id = handle.task_id
+        if flight is None or task_id is None:
+            return PollOutcome.FINISHED
+        self._requests["poll"] += 1
+        try:
+            response = await self._transport.send(PoolKind.CONTROL, "GET", f"/tasks/{task_id}")
+        except TransportError as exc:
+            self._retries += 1
+            self._emit(EventKind.RETRIED, handle, error=type(exc).__name__)
+            return PollOutcome.RETRY
+        if response.status == 429:  # noqa: PLR2004
+            self._throttled += 1
+            self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
+            return PollOutcome.throttled(response.retry_after)
+        if response.status >= 500 or (response.ok and response.body is None):  # noqa: PLR2004
+            self._retries += 1
+            self._emit(EventKind.RETRIED, handle, status=response.status)
+            return PollOutcome.RETRY
+        if not response.ok:
+            self._end_flight(flight, response.error())
+            return PollOutcome.FINISHED
+        assert response.body is not None  # noqa: S101
+        self._polls += 1
+        handle.polls += 1
+        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
+        if not snapshot.status.is_terminal:
+            if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
+                handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
+                self._emit(EventKind.RUNNING, handle)
+            return PollOutcome.PENDING
+        if snapshot.duration is not None and handle.model is not None:
+            self._durations.observe(handle.model, snapshot.duration)
+        self._finish(flight, snapshot)
+        return PollOutcome.FINISHED
+
+    def _finish(self, flight: _Flight, snapshot: TaskSnapshot) -> None:
+        """Resolve a flight from its terminal snapshot."""
+        handle = flight.handle
+        if snapshot.status is TaskStatus.SUCCEEDED and snapshot.urls:
+            fetcher = EventfulFetcher(
+                self._downloader,
+                lambda path: self._emit(EventKind.DOWNLOADED, handle, path=str(path)),
+            )
+            result = result_of(
+                snapshot, model=handle.model or "", prompt=handle.prompt, fetcher=fetcher
+            )
+            self._end_flight(flight, None, result=result)
+            return
+        error, status = error_of(snapshot)
+        self._end_flight(flight, error, status=status)
+
+    def _end_flight(
+        self,
+        flight: _Flight,
+        error: BaseException | None,
+        *,
+        result: GenerationResult | None = None,
+        status: TaskStatus | None = None,
+    ) -> None:
+        """The one place a generation ends: slot released, polling stopped, handle resolved."""
+        handle = flight.handle
+        self._flights.pop(handle, None)
+        self._release_slot(flight)
+        if self._scheduler is not None:
+            self._scheduler.remove(handle)
+        if flight.sync_scope is not None:
+            flight.sync_scope.cancel()
+        self._settle(handle, error, result=result, status=status)
+
+    def _settle(
+        self,
+        handle: TaskHandle,
+        error: BaseException | None,
+        *,
+        result: GenerationResult | None = None,
+        status: TaskStatus | None = None,
+    ) -> None:
+        """Resolve the handle (once), count the outcome and report it."""
+        if handle.done():
+            return
+        if result is not None:
+            handle._resolve(result)  # noqa: SLF001
+        else:
+            assert error is not None  # noqa: S101
+            handle._fail(error, status)  # noqa: SLF001
+        self._finished[handle.status.value if result is not None or status else "ERROR"] += 1
+        self._emit(EventKind.FINISHED, handle, error=type(error).__name__ if error else None)
+
+    # --- cancelling --------------------------------------------------------------------------
+
+    async def _cancel(self, handle: TaskHandle) -> None:
+        flight = self._flights.get(handle)
+        if flight is None:
+            return
+        if handle.task_id is None:  # a synchronous call: abandon it
+            error = TaskCanceledError("cancelled", task_id=None)
+            self._end_flight(flight, error, status=TaskStatus.CANCELED)
+        elif await self._remote_cancel(handle.task_id):
+            error = TaskCanceledError("cancelled", task_id=handle.task_id)
+            self._end_flight(flight, error, status=TaskStatus.CANCELED)
+        else:
+            # Not PENDING any more: the service finishes (and bills) it. The waiters are told
+            # now, but the task keeps its slot and is still polled, quietly, until it really
+            # ends, so the lane never counts fewer tasks in flight than the service does.
+            error = TaskCanceledError(
+                "cancelled locally; the service could not cancel it (no longer PENDING), so it "
+                "may still finish and bill",
+                task_id=handle.task_id,
+            )
+            self._settle(handle, error)
+
+    async def _remote_cancel(self, task_id: str) -> bool:
+        await self.spend_query()
+        self._requests["cancel"] += 1
+        try:
+            await self._transport.call(
+                "POST", f"/tasks/{task_id}/cancel", on_retry=self.count_retry
+            )
+        except QwenImageError as exc:
+            # 400 UnsupportedOperation: the task is not PENDING any more. Anything else that
+            # outlasted the retries leaves it running too; the caller learns it from the status.
+            logger.debug("remote cancel of task %s failed: %s", task_id, exc)
+            return False
+        return True
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def spend_query(self) -> None:
+        """Take one query from the global budget shared with the scheduler's polls."""
+        assert self._budget is not None  # noqa: S101
+        await self._budget.acquire()
+
+    async def count_retry(self, response: Response | None, delay: float) -> None:
+        self._retries += 1
+        if response is not None and response.status == 429:  # noqa: PLR2004
+            self._throttled += 1
+
+    def _emit(self, kind: EventKind, handle: TaskHandle, **detail: Any) -> None:
+        event = TaskEvent(
+            kind=kind,
+            model=handle.model,
+            task_id=handle.task_id,
+            status=handle.status,
+            at=time.time(),
+            detail=detail,
+        )
+        logger.debug("%s task=%s model=%s %s", kind.value, handle.task_id, handle.model, detail)
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("an event hook raised; ignoring it")
+
+
+
+
+def _created_task_id(response: Response) -> str | None:
+    if not response.ok or response.body is None:
+        return None
+    output = response.body.get("output")
+    task_id = output.get("task_id") if isinstance(output, Mapping) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
