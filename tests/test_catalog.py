@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioqwenimage import _catalog
@@ -59,12 +59,14 @@ def test_parse_size_rejects_non_positive_sides(value: object):
         parse_size(value)
 
 
+@settings(deadline=None)  # shared CI machines: no per-example deadline
 @given(width=sides, height=sides)
 def test_format_then_parse_round_trips(width: int, height: int):
     """format_size and parse_size are inverse on positive sizes."""
     assert (width, height) == parse_size(format_size((width, height)))
 
 
+@settings(deadline=None)  # shared CI machines: no per-example deadline
 @given(width=sides, height=sides, sep=st.sampled_from(["*", "x", "X", "\N{MULTIPLICATION SIGN}"]))
 def test_every_separator_parses_alike(width: int, height: int, sep: str):
     """The separator never changes the parsed size."""
@@ -81,6 +83,7 @@ def test_fixed_rule_accepts_only_its_sizes():
     assert "must be one of 1664*928, 1328*1328" == rule.check((1024, 1024))
 
 
+@settings(deadline=None)  # shared CI machines: no per-example deadline
 @given(width=sides, height=sides)
 def test_total_pixel_rule_matches_its_bounds(width: int, height: int):
     """A total-pixel rule accepts a size exactly when W*H is within bounds and aspect."""
@@ -90,6 +93,7 @@ def test_total_pixel_rule_matches_its_bounds(width: int, height: int):
     assert inside == (rule.check((width, height)) is None)
 
 
+@settings(deadline=None)  # shared CI machines: no per-example deadline
 @given(width=st.integers(1, 3000), height=st.integers(1, 3000))
 def test_per_side_rule_matches_its_bounds(width: int, height: int):
     """A per-side rule accepts a size exactly when each side is within bounds."""

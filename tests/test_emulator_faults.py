@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import socket
 import struct
 import zlib
@@ -212,6 +213,21 @@ async def test_partial_moderation_keeps_the_task_succeeded(
     } == output["results"][3]
 
 
+async def test_failed_qwen_tasks_carry_no_metrics(
+    fake: FakeDashScope, session: aiohttp.ClientSession, clock: Clock
+):
+    """A FAILED qwen-image-plus task has code and message but no task_metrics."""
+    fake.faults.add(Fault(kind="task_failed", code="DataInspectionFailed", times=1))
+    task_id = await create(session, fake, model="qwen-image-plus")
+    clock.advance(0.01)
+    output = (await query(session, fake, task_id))["output"]
+    assert ("FAILED", "DataInspectionFailed", False) == (
+        output["task_status"],
+        output["code"],
+        "task_metrics" in output,
+    )
+
+
 async def test_full_moderation_fails_the_task(
     fake: FakeDashScope, session: aiohttp.ClientSession, clock: Clock
 ):
@@ -412,6 +428,8 @@ async def test_admin_stats_and_reset(
     assert ({"wan2.2-t2i-flash": 1}, 1) == (stats["tasks_created"], stats["peak_in_flight"])
     async with session.post(f"{fake.admin_url}/reset") as resp:
         assert 200 == resp.status
+    await create(session, fake)
+    fake.reset()
     assert ({}, 0, {}) == (
         fake.stats.tasks,
         fake.stats.peak_in_flight,
@@ -427,6 +445,7 @@ async def test_stats_count_connections_and_expired_reports(
     task_id = await create(session, fake)
     async with aiohttp.ClientSession() as other:
         await query(other, fake, task_id)
+    assert 1 == fake.stats.in_flight
     clock.advance(10)
     assert ("UNKNOWN", 2) == (fake.stats.tasks[task_id].status, fake.stats.connections)
     snapshot = fake.stats.to_dict(tasks=False)
@@ -493,16 +512,34 @@ async def test_unexpected_errors_become_quiet_500s(
     assert (500, "InternalError") == (status, json.loads(raw)["code"])
 
 
-async def test_garbage_requests_are_answered_quietly(fake: FakeDashScope, capsys):
-    """Bytes that are not HTTP get aiohttp's 400, and nothing is printed."""
+async def test_garbage_requests_are_answered_quietly(
+    fake: FakeDashScope, capsys: pytest.CaptureFixture[str]
+):
+    """Bytes that are not HTTP close the connection, and nothing is printed."""
     host, port = fake.base_url.split("//")[1].split("/")[0].split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(b"\x16\x03\x01 garbage\r\n\r\n")
     await writer.drain()
-    assert b"" != await reader.read()
+    await reader.read()  # a 400 or a plain close
     writer.close()
     await writer.wait_closed()
     assert ("", "") == tuple(capsys.readouterr())
+
+
+def test_server_log_records_are_demoted_to_debug(caplog: pytest.LogCaptureFixture):
+    """aiohttp's error and exception records reach the emulator's logger at DEBUG only."""
+    from aioqwenimage.testing._server import _QuietLogger
+
+    caplog.set_level(logging.DEBUG, logger="aioqwenimage.testing.server")
+    quiet = _QuietLogger(logging.getLogger("aioqwenimage.testing.server"), {})
+    try:
+        raise ValueError("boom")  # noqa: TRY301 - a live exception for exc_info
+    except ValueError:
+        quiet.exception("Error handling request")
+    quiet.error("worse")
+    assert [("DEBUG", "Error handling request"), ("DEBUG", "worse")] == [
+        (r.levelname, r.getMessage()) for r in caplog.records
+    ]
 
 
 async def test_large_uploads_stream_fine(fake: FakeDashScope, session: aiohttp.ClientSession):

@@ -687,6 +687,9 @@ async def test_list_pages_and_filters(start: Callable[..., Awaitable[Api]], cloc
     assert [ids[3], ids[1]] == [item["task_id"] for item in by_model["data"]]
     _, by_id, _ = await fast.call("GET", "/tasks", params={"task_id": ids[0]})
     assert [ids[0]] == [item["task_id"] for item in by_id["data"]]
+    pending = await fast.task_id("qwen-image-plus")
+    _, waiting, _ = await fast.call("GET", "/tasks", params={"status": "PENDING"})
+    assert [pending] == [item["task_id"] for item in waiting["data"]]
     _, done, _ = await fast.call("GET", "/tasks", params={"status": "SUCCEEDED"})
     assert sorted(ids) == sorted(i["task_id"] for i in done["data"])
     assert all("end_time" in i and "start_time" in i for i in done["data"])

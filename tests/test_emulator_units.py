@@ -72,7 +72,7 @@ def test_window_rejects_nonsense(limit: int, period: float):
         SlidingWindow(limit, period)
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(
     limit=st.integers(1, 5),
     gaps=st.lists(st.floats(0, 0.7, allow_nan=False), min_size=1, max_size=40),
@@ -391,6 +391,12 @@ def test_fake_refuses_bad_options(kwargs: dict[str, object]):
     """FakeDashScope validates its options before binding anything."""
     with pytest.raises(ValueError):
         FakeDashScope(**kwargs)  # type: ignore[arg-type]
+
+
+def test_localhost_and_explicit_remote_hosts_are_allowed():
+    """localhost is loopback; another host needs allow_remote (the CLI's --force-host)."""
+    assert "new" in repr(FakeDashScope(host="localhost"))
+    assert "new" in repr(FakeDashScope(host="192.0.2.1", allow_remote=True))
 
 
 def test_public_names_are_sorted_complete_and_public():

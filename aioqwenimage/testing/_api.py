@@ -349,7 +349,7 @@ def _oss_resolve(request: web.Request) -> bool:
 
 def _drop(request: web.Request) -> None:
     transport = request.transport
-    if transport is not None:
+    if transport is not None:  # pragma: no branch - None only once the peer has gone already
         transport.abort()
     raise _Dropped
 
