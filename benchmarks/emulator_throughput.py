@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -103,14 +104,23 @@ def _request(method: str, host: str, path: str, key: str, body: bytes = b"") -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def create_tasks(
-    host: str, port: int, prefix: str, key: str, count: int, connections: int
-) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the emulator listens: host, port, API path prefix, and the key."""
+
+    host: str
+    port: int
+    prefix: str
+    key: str
+
+
+async def create_tasks(target: Target, count: int, connections: int) -> list[str]:
     """Create `count` tasks over `connections` connections; their ids."""
+    host, port = target.host, target.port
     body = json.dumps(
         {"model": _MODEL, "input": {"prompt": "a lighthouse at dusk"}, "parameters": {"n": 1}}
     ).encode()
-    raw = _request("POST", host, prefix + _CREATE, key, body)
+    raw = _request("POST", host, target.prefix + _CREATE, target.key, body)
     ids: list[str] = []
 
     async def worker(share: int) -> None:
@@ -131,10 +141,13 @@ async def create_tasks(
 
 
 async def drive_queries(
-    host: str, port: int, prefix: str, key: str, ids: list[str], seconds: float, connections: int
+    target: Target, ids: list[str], seconds: float, connections: int
 ) -> tuple[list[float], int, dict[str, int]]:
     """Query random tasks for `seconds`; (latencies in s, errors, statuses seen)."""
-    requests = [_request("GET", host, f"{prefix}/tasks/{task_id}", key) for task_id in ids]
+    host, port = target.host, target.port
+    requests = [
+        _request("GET", host, f"{target.prefix}/tasks/{task_id}", target.key) for task_id in ids
+    ]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = 0
@@ -151,7 +164,7 @@ async def drive_queries(
                 if status != 200:
                     errors += 1
                     continue
-                # Cheap status sniffing: full JSON decoding would load the generator, not the server.
+                # Sniff the status cheaply: JSON decoding would load the generator, not the server.
                 marker = body.find(b'"task_status":"')
                 state = body[marker + 15 : body.find(b'"', marker + 15)].decode()
                 statuses[state] = statuses.get(state, 0) + 1
@@ -183,14 +196,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     process, base_url, key = start_emulator(args.time_scale)
     try:
         parts = urlsplit(base_url)
-        host, port, prefix = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+        target = Target(parts.hostname or "127.0.0.1", parts.port or 80, parts.path, key)
         started = time.perf_counter()
-        ids = await create_tasks(host, port, prefix, key, args.tasks, args.connections)
+        ids = await create_tasks(target, args.tasks, args.connections)
         create_seconds = time.perf_counter() - started
         latencies, errors, statuses = await drive_queries(
-            host, port, prefix, key, ids, args.seconds, args.connections
+            target, ids, args.seconds, args.connections
         )
-        server = await _stats(host, port)
+        server = await _stats(target.host, target.port)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -216,6 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "errors": errors,
         "answers_terminal": terminal,
         "server_connections": server["connections"],
+        "server_queries_answered": server["requests"]["query"]["200"],  # type: ignore[index]
     }
 
 

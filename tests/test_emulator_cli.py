@@ -1,4 +1,4 @@
-"""The standalone emulator (``aioqwenimage emulator``) and the pytest plugin's fixture and marker."""
+"""The standalone emulator (``aioqwenimage emulator``) and the pytest plugin (fixture, marker)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ E1 = "/services/aigc/text2image/image-synthesis"
 
 
 def _start(*flags: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "aioqwenimage", "emulator", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -145,7 +145,7 @@ def test_plugin_works_through_its_entry_point_in_strict_mode(tmp_path: Path):
             """
         )
     )
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603 - our own interpreter and pytest
         [
             sys.executable,
             "-m",
