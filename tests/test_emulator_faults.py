@@ -397,7 +397,15 @@ async def test_admin_endpoints_need_no_key(fake: FakeDashScope, session: aiohttp
 
 
 @pytest.mark.parametrize(
-    "payload", [{"kind": "boom"}, [], [1], "throttle", {"kind": "throttle", "x": 1}]
+    "payload",
+    [
+        {"kind": "boom"},
+        [],
+        [1],
+        "throttle",
+        {"kind": "throttle", "x": 1},
+        {"kind": "delay", "delay": None},
+    ],
 )
 async def test_admin_refuses_bad_faults(
     fake: FakeDashScope, session: aiohttp.ClientSession, payload: Any
@@ -540,6 +548,28 @@ def test_server_log_records_are_demoted_to_debug(caplog: pytest.LogCaptureFixtur
     assert [("DEBUG", "Error handling request"), ("DEBUG", "worse")] == [
         (r.levelname, r.getMessage()) for r in caplog.records
     ]
+
+
+async def test_deeply_nested_json_is_a_400(fake: FakeDashScope, session: aiohttp.ClientSession):
+    """A body nested past the JSON parser's recursion limit is a 400, not a 500."""
+    async with session.post(
+        fake.base_url + E1,
+        data=b"[" * 100_000,
+        headers={"Authorization": f"Bearer {fake.api_key}", **ASYNC},
+    ) as resp:
+        assert (400, "InvalidParameter") == (resp.status, (await resp.json())["code"])
+
+
+async def test_extreme_but_valid_sizes_are_served(
+    fake: FakeDashScope, session: aiohttp.ClientSession
+):
+    """qwen-image-2.0 accepts any W*H within its pixel bounds; its PNG is drawn as asked."""
+    body = sync_body() | {"parameters": {"size": "64*65536"}}
+    status, raw, _ = await call(session, fake, "POST", E2, body)
+    url = json.loads(raw)["output"]["choices"][0]["message"]["content"][0]["image"]
+    async with session.get(url) as resp:
+        data = await resp.read()
+    assert (200, 200, (64, 65536)) == (status, resp.status, struct.unpack(">II", data[16:24]))
 
 
 async def test_large_uploads_stream_fine(fake: FakeDashScope, session: aiohttp.ClientSession):

@@ -92,7 +92,7 @@ def test_window_never_admits_more_than_limit_per_period(limit: int, gaps: list[f
 # --- PNG -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(1, 1), (3, 2), (1664, 928), (2048, 2048)])
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (1664, 928), (2048, 2048), (1, 262_144)])
 def test_png_decodes_to_the_requested_size(size: tuple[int, int]):
     """The PNG is valid, RGB, and exactly the requested size."""
     width, height, raw = decode_png(encode_png(*size))
@@ -104,7 +104,7 @@ def test_png_is_encoded_once_per_size():
     assert encode_png(640, 480) is encode_png(640, 480)
 
 
-@pytest.mark.parametrize("size", [(0, 5), (5, 16_385)])
+@pytest.mark.parametrize("size", [(0, 5), (5, 0), (8193, 8193)])
 def test_png_refuses_impossible_sizes(size: tuple[int, int]):
     """Sides outside [1, 16384] are refused."""
     with pytest.raises(ValueError, match="PNG sides"):
@@ -220,6 +220,10 @@ def test_the_first_fault_of_a_kind_wins():
         {"kind": "throttle", "endpoints": "admin"},
         {"kind": "throttle", "endpoints": []},
         {"kind": "nonsense"},
+        {"kind": "throttle", "times": 1.5},
+        {"kind": "image_moderation", "images": True},
+        {"kind": "delay", "delay": "1"},
+        {"kind": "throttle", "model": 5},
     ],
 )
 def test_invalid_faults_are_refused(kwargs: dict[str, object]):

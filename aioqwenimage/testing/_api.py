@@ -128,7 +128,7 @@ class Handlers:
             raise ApiError(413, "BadRequest.TooLarge", _wire.MSG_TOO_LARGE) from None
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise ApiError.invalid("The request body is not valid JSON.") from None  # [I]
 
     async def _before(self, request: web.Request, fired: Fired) -> None:

@@ -68,7 +68,7 @@ _SDK_PARAMETERS: Final = frozenset(
         "enable_thinking",
     }
 )
-_WIRE_SIZE: Final = re.compile(r"^(\d{1,6})\*(\d{1,6})$")
+_WIRE_SIZE: Final = re.compile(r"^(\d{1,9})\*(\d{1,9})$")
 _DATA_URI: Final = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,")
 
 

@@ -74,6 +74,29 @@ def _to_endpoints(value: Endpoint | str | Iterable[Endpoint | str] | None) -> fr
     return endpoints
 
 
+def _check_types(fault: Fault) -> None:
+    # Faults also arrive as JSON (the admin endpoint): refuse what would break a request later.
+    numbers: dict[str, object] = {
+        "rate": fault.rate,
+        "delay": fault.delay,
+        "retry_after": fault.retry_after,
+    }
+    integers: dict[str, object] = {"times": fault.times, "images": fault.images}
+    texts: dict[str, object] = {"model": fault.model, "code": fault.code, "message": fault.message}
+    for name, value in numbers.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            msg = f"{name} must be a number, got {value!r}"
+            raise ValueError(msg)
+    for name, value in integers.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            msg = f"{name} must be an integer, got {value!r}"
+            raise ValueError(msg)
+    for name, text in texts.items():
+        if text is not None and not isinstance(text, str):
+            msg = f"{name} must be a string, got {text!r}"
+            raise ValueError(msg)
+
+
 @public
 @attrs.frozen(kw_only=True)
 class Fault:
@@ -109,6 +132,7 @@ class Fault:
     images: int = 1
 
     def __attrs_post_init__(self) -> None:
+        _check_types(self)
         if self.rate is not None and not 0.0 <= self.rate <= 1.0:
             msg = f"rate must be in [0, 1], got {self.rate!r}"
             raise ValueError(msg)

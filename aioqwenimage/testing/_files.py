@@ -26,7 +26,7 @@ __all__ = ["FileRequest", "UrlSigner", "oss_error"]
 
 ACCESS_KEY_ID: Final = "LTAI5tEmulatorFakeKeyId"
 _BUCKET: Final = "dashscope-result-emulator"
-_KEY: Final = re.compile(r"^\d{8}/[\w-]{1,64}-\d{1,2}-(\d{1,5})x(\d{1,5})\.png$")
+_KEY: Final = re.compile(r"^\d{8}/[\w-]{1,64}-\d{1,2}-(\d{1,9})x(\d{1,9})\.png$")
 
 
 @attrs.frozen(kw_only=True)

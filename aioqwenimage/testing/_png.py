@@ -1,9 +1,10 @@
 """
 A tiny PNG writer: real, decodable result images of any size, from the standard library only.
 
-Results are a smooth gradient, so every row is one repeated pixel and zlib shrinks even a
-2048*2048 image to a few kilobytes; each size is encoded once and cached, since the emulator serves
-the same few sizes again and again.
+Results are a vertical gradient: every row is one repeated pixel, and runs of rows share a shade,
+so the image is built from at most 256 distinct blocks and zlib shrinks even a 2048*2048 image to
+a few kilobytes. Each size is encoded once and cached, since the emulator serves the same few
+sizes again and again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Final
 __all__ = ["encode_png"]
 
 _SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
-_MAX_SIDE: Final = 16_384
+# Far beyond any size the catalog accepts (2048*2048 pixels), yet a bound on memory.
+_MAX_PIXELS: Final = 1 << 26
 # Bit depth 8, colour type 2 (truecolour RGB), deflate, adaptive filtering, no interlace.
 _IHDR_TAIL: Final = bytes((8, 2, 0, 0, 0))
 
@@ -36,19 +38,23 @@ def encode_png(width: int, height: int) -> bytes:
     A ``width`` x ``height`` RGB PNG (a vertical gradient), cached per size.
 
     Raises:
-        ValueError: A side is not in [1, 16384].
+        ValueError: A side is below 1, or the image is beyond 2**26 pixels.
     """
-    if not (1 <= width <= _MAX_SIDE and 1 <= height <= _MAX_SIDE):
-        msg = f"PNG sides must be in [1, {_MAX_SIDE}], got {width}*{height}"
+    if width < 1 or height < 1 or width * height > _MAX_PIXELS:
+        msg = f"PNG sides must be positive and the image at most {_MAX_PIXELS} pixels"
         raise ValueError(msg)
     compressor = zlib.compressobj(6)
     parts: list[bytes] = []
     span = max(height - 1, 1)
-    for y in range(height):
+    y = 0
+    while y < height:
         shade = 255 * y // span
-        # Filter byte 0 (None), then one repeated pixel: cheap to build and to deflate.
+        # Rows [y, until) share this shade: ceil((shade + 1) * span / 255) is the next change.
+        until = min(height, -(-(shade + 1) * span // 255))
+        # Filter byte 0 (None), then one repeated pixel per row.
         row = b"\x00" + bytes((shade, 96, 255 - shade)) * width
-        parts.append(compressor.compress(row))
+        parts.append(compressor.compress(row * (until - y)))
+        y = until
     parts.append(compressor.flush())
     header = struct.pack(">II", width, height) + _IHDR_TAIL
     return (
