@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from aioqwenimage._cli import _emulator
+from aioqwenimage._cli import _batch, _emulator, _generate, _tasks
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["main"]
 
-_COMMANDS = (_emulator,)
+_COMMANDS = (_generate, _batch, _tasks, _emulator)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,182 @@
+"""
+``aioqwenimage batch FILE --out DIR``: every line of a prompt file to images, resumably.
+
+Everything that can be checked is checked before the first submission, in this order: the
+connection flags (a missing key is one line), every input line (all problems at once), the output
+directory, and the journal's fingerprint (a journal for another batch is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aioqwenimage._catalog import resolve
+from aioqwenimage._cli._inputs import InputError, Loaded, load_items
+from aioqwenimage._cli._journal import Journal, JournalError
+from aioqwenimage._cli._options import (
+    EXIT_USAGE,
+    Connection,
+    add_connection_options,
+    add_generation_options,
+    check_output_dir,
+    error,
+    generation_defaults,
+    note,
+    resolve_connection,
+)
+from aioqwenimage._cli._runner import BatchOptions, BatchRunner
+
+__all__ = ["fingerprint", "register", "run"]
+
+_DEFAULT_CONCURRENCY_FLOOR = 16
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``batch`` subcommand to `subparsers`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "batch",
+        help="generate images for every line of a prompt file, resumably",
+        description=(
+            "Generate images for every item of FILE (.txt: a prompt a line; .jsonl: an object a "
+            "line with 'prompt' and any generation parameter, optional 'id' and 'file'; .csv: "
+            "the same as columns, with a header). Progress is journaled in DIR: run the same "
+            "command again after a crash or Ctrl-C to resume without paying twice."
+        ),
+        epilog=(
+            "exit status: 0 every item done, 1 some items failed or were not done, "
+            "2 usage or input error, 130 interrupted"
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", type=Path, help="the .txt, .jsonl or .csv input")
+    parser.add_argument(
+        "--out",
+        "-o",
+        metavar="DIR",
+        type=Path,
+        required=True,
+        help="where images, manifest.jsonl and the journal go",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="items in progress at once (waiting for limits included); default: twice the "
+        f"in-flight limit, at least {_DEFAULT_CONCURRENCY_FLOOR}",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="run the valid items even if some lines are invalid (they are reported and skipped)",
+    )
+    parser.add_argument(
+        "--resend-uncertain",
+        action="store_true",
+        help="send again items whose earlier create may or may not have reached the service "
+        "when reconciliation cannot tell (this may pay for an image twice)",
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="send again items that failed in an earlier run (failed tasks are not billed)",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain log lines even on a terminal (the default when output is not a terminal)",
+    )
+    parser.add_argument("--client-seed", type=int, help=argparse.SUPPRESS)
+    add_generation_options(parser, batch=True)
+    add_connection_options(parser)
+    parser.set_defaults(run=run)
+
+
+def fingerprint(
+    path: Path, loaded: Loaded, args: argparse.Namespace, target: str
+) -> dict[str, Any]:
+    """What makes a journal belong to one batch: the input's bytes, the options shaping items."""
+    defaults = generation_defaults(args)
+    return {
+        "input": {"path": str(path.resolve()), "sha256": loaded.sha256},
+        "options": {
+            "model": args.model,
+            **{
+                key: defaults.get(key)
+                for key in ("size", "n", "seed", "negative_prompt", "prompt_extend", "watermark")
+            },
+            "target": target,
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, open the journal, run the batch; the exit code."""
+    connection = resolve_connection(args)
+    if isinstance(connection, str):
+        error(connection)
+        return EXIT_USAGE
+    if args.concurrency is not None and args.concurrency < 1:
+        error("--concurrency must be at least 1")
+        return EXIT_USAGE
+    try:
+        loaded = load_items(args.file, model=args.model, defaults=generation_defaults(args))
+    except InputError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    if loaded.problems:
+        for problem in loaded.problems:
+            note(problem)
+        count = len(loaded.problems)
+        lines = f"{count} invalid line{'s' if count > 1 else ''}"
+        if not args.skip_invalid:
+            error(f"{lines} in {args.file}; nothing was submitted (--skip-invalid runs the rest)")
+            return EXIT_USAGE
+        note(f"aioqwenimage: skipping {lines} (--skip-invalid)")
+    if not loaded.items:
+        error(f"no valid items in {args.file}")
+        return EXIT_USAGE
+    unwritable = check_output_dir(args.out)
+    if unwritable is not None:
+        error(unwritable)
+        return EXIT_USAGE
+    try:
+        target = connection.target
+        journal = Journal.open(
+            args.out,
+            fingerprint=fingerprint(args.file, loaded, args, target),
+            items=loaded.items,
+        )
+    except (JournalError, ValueError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    options = BatchOptions(
+        input_name=str(args.file),
+        out_dir=args.out,
+        concurrency=args.concurrency or default_concurrency(connection, loaded),
+        resend_uncertain=args.resend_uncertain,
+        retry_failed=args.retry_failed,
+        plain=args.plain,
+        seed=args.client_seed,
+    )
+    try:
+        return asyncio.run(BatchRunner(journal, connection, options).run())
+    finally:
+        journal.close()
+
+
+def default_concurrency(connection: Connection, loaded: Loaded) -> int:
+    """Twice the largest in-flight limit among the batch's models, at least 16."""
+    in_flight = connection.in_flight
+    if in_flight is None:
+        from aioqwenimage._config import resolve_region
+
+        region = resolve_region(connection.region)
+        limits = []
+        for model in {item.model for item in loaded.items}:
+            found = resolve(model)
+            if found is not None:
+                limits.append(found[0].default_limits(region).in_flight or 0)
+        in_flight = max(limits, default=0)
+    return max(_DEFAULT_CONCURRENCY_FLOOR, 2 * in_flight)

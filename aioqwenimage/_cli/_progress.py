@@ -1,0 +1,427 @@
+"""
+What the batch shows while it runs and when it ends: a live display on a terminal (rich), plain
+log lines otherwise (or when rich is not installed), and a summary table either way.
+
+The batch runner owns the numbers (a `Tally`); a display only renders them. Both displays take
+the same calls: `Display.log` for one notable line, `Display.refresh` now and then, `Display.close`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import time
+from collections import Counter, deque
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+__all__ = [
+    "Display",
+    "Phase",
+    "PlainDisplay",
+    "RichDisplay",
+    "Summary",
+    "Tally",
+    "format_duration",
+    "make_display",
+    "render_summary_plain",
+]
+
+_RATE_WINDOW: Final = 30.0  # seconds of completions the rate (and so the ETA) is measured over
+_PLAIN_EVERY: Final = 5.0  # seconds between progress lines in plain mode
+_MINUTE: Final = 60
+_HOUR: Final = 3600
+_DECIMALS_BELOW: Final = 10.0  # short runs (the emulator) deserve a decimal
+
+
+class Phase(enum.Enum):
+    """Where an item is in this run (finer than the journal's states, coarser for display)."""
+
+    QUEUED = "queued"
+    WAITING = "waiting"  # inside submit(), waiting for the rate limit or an in-flight slot
+    SENDING = "sending"
+    RECONCILING = "reconciling"
+    RUNNING = "running"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    SKIPPED = "skipped"  # finished by an earlier run
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+    NOT_SENT = "not sent"  # left pending: interrupted, or refused before creation
+
+
+_FINAL: Final = frozenset(
+    {
+        Phase.DONE,
+        Phase.SKIPPED,
+        Phase.FAILED,
+        Phase.UNCERTAIN,
+        Phase.EXPIRED,
+        Phase.CANCELED,
+        Phase.NOT_SENT,
+    }
+)
+
+
+@attrs.define
+class Tally:
+    """Live counts of a batch, by phase, and the completion times the rate is measured from."""
+
+    total: int
+    clock: Callable[[], float] = time.monotonic
+    phases: dict[int, Phase] = attrs.field(factory=dict)
+    counts: Counter[Phase] = attrs.field(factory=Counter)
+    created: int = 0  # tasks created (or synchronous calls made) by this run
+    reconciled: int = 0  # uncertain items settled by reconciliation
+    started: float = attrs.field(init=False)
+    _completions: deque[float] = attrs.field(init=False, factory=deque)
+
+    def __attrs_post_init__(self) -> None:
+        self.started = self.clock()
+
+    def set(self, seq: int, phase: Phase) -> None:
+        """Move item `seq` to `phase`."""
+        old = self.phases.get(seq)
+        if old is phase:
+            return
+        if old is not None:
+            self.counts[old] -= 1
+        self.phases[seq] = phase
+        self.counts[phase] += 1
+        if phase is Phase.DONE:
+            self._completions.append(self.clock())
+
+    def count(self, *phases: Phase) -> int:
+        """How many items are in any of `phases`."""
+        return sum(self.counts[phase] for phase in phases)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return self.clock() - self.started
+
+    @property
+    def submitted(self) -> int:
+        """Items whose create went out and came back: tasks that exist, or outcomes known."""
+        return self.total - self.count(
+            Phase.QUEUED,
+            Phase.WAITING,
+            Phase.SENDING,
+            Phase.UNCERTAIN,
+            Phase.NOT_SENT,
+            Phase.RECONCILING,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running now (images downloading included)."""
+        return self.count(Phase.RUNNING, Phase.DOWNLOADING)
+
+    @property
+    def done(self) -> int:
+        """Items with every image on disk, this run or before."""
+        return self.count(Phase.DONE, Phase.SKIPPED)
+
+    @property
+    def failed(self) -> int:
+        """Items that ended without their images."""
+        return self.count(Phase.FAILED, Phase.EXPIRED, Phase.CANCELED)
+
+    @property
+    def finished(self) -> int:
+        """Items this run will not touch again."""
+        return sum(self.counts[phase] for phase in _FINAL)
+
+    def rate(self) -> float | None:
+        """Items done per second, over the last half minute (``None`` before the first)."""
+        now = self.clock()
+        while self._completions and self._completions[0] < now - _RATE_WINDOW:
+            self._completions.popleft()
+        if not self._completions:
+            return None
+        span = min(_RATE_WINDOW, now - self.started)
+        return len(self._completions) / max(span, 1e-3)
+
+    def eta(self) -> float | None:
+        """Seconds until every item is done at the current rate."""
+        rate = self.rate()
+        remaining = self.total - self.finished
+        if remaining == 0:
+            return 0.0
+        return remaining / rate if rate else None
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < _DECIMALS_BELOW:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < _MINUTE:
+        return f"{whole}s"
+    if whole < _HOUR:
+        return f"{whole // _MINUTE}m{whole % _MINUTE:02d}s"
+    return f"{whole // _HOUR}h{whole % _HOUR // _MINUTE:02d}m"
+
+
+def _status_fields(tally: Tally) -> list[tuple[str, str]]:
+    rate = tally.rate()
+    fields = [
+        ("submitted", str(tally.submitted)),
+        ("running", str(tally.in_flight)),
+        ("done", str(tally.done)),
+        ("failed", str(tally.failed)),
+    ]
+    uncertain = tally.count(Phase.UNCERTAIN, Phase.RECONCILING)
+    if uncertain:
+        fields.append(("uncertain", str(uncertain)))
+    fields += [
+        ("rate", "?" if rate is None else f"{rate:.1f}/s"),
+        ("ETA", format_duration(tally.eta())),
+        ("elapsed", format_duration(tally.elapsed)),
+    ]
+    return fields
+
+
+class Display(Protocol):
+    """What the batch runner talks to."""
+
+    def log(self, line: str) -> None:
+        """Show one notable line (an item failed, a decision was made)."""
+
+    def refresh(self) -> None:
+        """The tally changed; show it if it is time to."""
+
+    def close(self) -> None:
+        """Stop the live part (if any); the terminal is left clean."""
+
+
+class PlainDisplay:
+    """Timestamped lines for logs and pipes: notable events, and the tally every few seconds."""
+
+    def __init__(
+        self,
+        tally: Tally,
+        stream: IO[str],
+        *,
+        every: float = _PLAIN_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tally = tally
+        self._stream = stream
+        self._every = every
+        self._clock = clock
+        self._last = clock()
+        self._last_line = ""
+
+    def log(self, line: str) -> None:
+        """Write `line` with a wall-clock timestamp."""
+        stamp = time.strftime("%H:%M:%S")
+        self._stream.write(f"{stamp} {line}\n")
+        self._stream.flush()
+
+    def progress_line(self) -> str:
+        """The tally in one line."""
+        tally = self._tally
+        fields = " ".join(f"{name} {value}" for name, value in _status_fields(tally))
+        return f"progress {tally.finished}/{tally.total}: {fields}"
+
+    def refresh(self) -> None:
+        """Every few seconds, a progress line (skipped while nothing changed)."""
+        now = self._clock()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        line = self.progress_line()
+        if line != self._last_line:
+            self._last_line = line
+            self.log(line)
+
+    def close(self) -> None:
+        """One last progress line."""
+        self.log(self.progress_line())
+
+
+class RichDisplay:
+    """A live bar and counters on a terminal, with notable lines printed above them."""
+
+    def __init__(self, tally: Tally, console: Console, title: str) -> None:
+        from rich.live import Live
+
+        self._tally = tally
+        self._console = console
+        self._title = title
+        self._live: Live = Live(
+            _Renderable(self), console=console, refresh_per_second=8, transient=False
+        )
+        self._live.start()
+
+    def render(self) -> RenderableType:
+        """The live part: a title, the bar, and the counters."""
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        tally = self._tally
+        percent = 100 * tally.finished / tally.total if tally.total else 100.0
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(tally.total, 1), completed=tally.finished, width=40),
+            Text(f"{tally.finished}/{tally.total}", style="bold"),
+            Text(f"{percent:3.0f}%"),
+        )
+        counters = Text()
+        for name, value in _status_fields(tally):
+            style = {"failed": "red", "uncertain": "yellow", "done": "green"}.get(name, "")
+            style = style if value not in ("0", "?") else ""
+            if counters:
+                counters.append("  ")
+            counters.append(f"{name} ")
+            counters.append(value, style=f"bold {style}".strip())
+        return Group(Text(self._title, style="bold"), bar, counters)
+
+    def log(self, line: str) -> None:
+        """Print `line` above the live part."""
+        self._live.console.print(line, highlight=False, markup=False)
+
+    def refresh(self) -> None:
+        """Nothing to do: rich refreshes on its own thread, eight times a second."""
+
+    def close(self) -> None:
+        """Render the last frame and leave it on the screen."""
+        self._live.refresh()
+        self._live.stop()
+
+
+class _Renderable:
+    """Re-rendered by rich at every refresh."""
+
+    def __init__(self, display: RichDisplay) -> None:
+        self._display = display
+
+    def __rich__(self) -> RenderableType:
+        return self._display.render()
+
+
+def make_display(
+    tally: Tally, *, title: str, plain: bool = False, stream: IO[str] | None = None
+) -> tuple[Display, Console | None]:
+    """
+    The live display on a terminal with rich installed, plain lines otherwise.
+
+    Returns:
+        The display, and the rich console when one is used (for the summary table).
+    """
+    out = stream if stream is not None else sys.stdout
+    if not plain and _is_terminal(out):
+        try:
+            from rich.console import Console
+        except ImportError:  # the CLI works without the `cli` extra, in plain lines
+            pass
+        else:
+            console = Console(file=out)
+            return RichDisplay(tally, console, title), console
+    display = PlainDisplay(tally, out)
+    display.log(title)
+    return display, None
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+# --- the summary --------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Summary:
+    """
+    The end of a run: counts per outcome, and the items that need attention.
+
+    Attributes:
+        counts: Outcome name to number of items, in display order.
+        attention: ``(id, outcome, detail)`` of items that failed, expired, are uncertain or
+            were not sent.
+        total: Items in the batch.
+        elapsed: Seconds this run took.
+        created: Tasks this run created.
+        out_dir: Where the images and the manifest are.
+        manifest: The manifest's path.
+        interrupted: Whether the run was interrupted.
+    """
+
+    counts: Sequence[tuple[str, int]]
+    attention: Sequence[tuple[str, str, str]]
+    total: int
+    elapsed: float
+    created: int
+    out_dir: str
+    manifest: str
+    interrupted: bool = False
+
+
+_ATTENTION_SHOWN: Final = 20
+
+
+def render_summary_plain(summary: Summary) -> str:
+    """The summary as aligned plain text."""
+    lines = ["", "summary" + (" (interrupted)" if summary.interrupted else "")]
+    width = max(len(name) for name, _ in summary.counts)
+    for name, count in summary.counts:
+        lines.append(f"  {name.ljust(width)}  {count:>6}")
+    lines.append(f"  {'total'.ljust(width)}  {summary.total:>6}")
+    lines.append(
+        f"tasks created by this run: {summary.created}; elapsed {format_duration(summary.elapsed)}"
+    )
+    lines.extend(_attention_lines(summary))
+    lines.append(f"images in {summary.out_dir}; manifest {summary.manifest}")
+    return "\n".join(lines)
+
+
+def _attention_lines(summary: Summary) -> list[str]:
+    lines: list[str] = []
+    for item_id, what, detail in summary.attention[:_ATTENTION_SHOWN]:
+        lines.append(f"  {what:<9} {item_id}: {detail}")
+    hidden = len(summary.attention) - _ATTENTION_SHOWN
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more (see the manifest)")
+    if lines:
+        lines.insert(0, "needs attention:")
+    return lines
+
+
+def render_summary_rich(summary: Summary, console: Console) -> None:
+    """Print the summary as a rich table."""
+    from rich.table import Table
+
+    title = "summary" + (" (interrupted)" if summary.interrupted else "")
+    table = Table(title=title, title_justify="left", show_footer=True)
+    table.add_column("outcome", footer="total")
+    table.add_column("items", justify="right", footer=str(summary.total))
+    styles: dict[str, Any] = {"done": "green", "failed": "red", "uncertain": "yellow"}
+    for name, count in summary.counts:
+        table.add_row(name, str(count), style=styles.get(name))
+    console.print(table)
+    console.print(
+        f"tasks created by this run: {summary.created}; elapsed {format_duration(summary.elapsed)}",
+        highlight=False,
+    )
+    for line in _attention_lines(summary):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"images in {summary.out_dir}; manifest {summary.manifest}", highlight=False)

@@ -1,0 +1,799 @@
+"""
+The batch runner: takes a journal to completion, resuming whatever an earlier run left.
+
+At start every item is sorted by its journal state: finished ones are skipped (their files
+checked), created ones re-attached by task id, succeeded ones downloaded from their stored URLs,
+uncertain ones reconciled against the task list, pending ones queued for submission. Then
+`concurrency` workers submit, follow and download, writing each transition to the journal.
+
+Ctrl-C once: stop submitting (items waiting for the limits are let go, still ``pending``), cancel
+the tasks still pending remotely, let running ones finish and download, exit 130. Twice: write the
+manifest and exit at once; the journal is consistent, since no transaction spans an ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+
+from aioqwenimage._catalog import resolve
+from aioqwenimage._cli._journal import Journal, Row, State
+from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
+from aioqwenimage._cli._options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Connection,
+    connect,
+    note,
+)
+from aioqwenimage._cli._progress import (
+    Display,
+    Phase,
+    Summary,
+    Tally,
+    make_display,
+    render_summary_plain,
+    render_summary_rich,
+)
+from aioqwenimage._cli._reconcile import (
+    RETENTION,
+    OrphanOutcome,
+    Uncertain,
+    decide,
+    find_orphans,
+    list_since,
+)
+from aioqwenimage._errors import (
+    APIError,
+    AuthenticationError,
+    ImageExpiredError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    QwenImageError,
+    RateLimitError,
+    ServerError,
+    SubmissionUncertainError,
+    TaskCanceledError,
+    TaskExpiredError,
+    TaskFailedError,
+    TransportError,
+)
+from aioqwenimage._models import EventKind, TaskEvent, TaskInfo, TaskStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from aioqwenimage import Client, GenerationResult, TaskHandle
+
+__all__ = ["BatchOptions", "BatchRunner"]
+
+_MANIFEST_EVERY: Final = 5.0  # seconds between manifest rewrites while running
+_TICK: Final = 0.25
+# Refused for every item alike: stop the batch rather than fail it item by item.
+_FATAL: Final = (AuthenticationError, PermissionDeniedError, QuotaExceededError)
+
+
+class _StoppedError(Exception):  # a signal, raised from on_sending so that nothing is sent
+    """Submissions stopped (Ctrl-C) after the limits admitted the request."""
+
+
+@attrs.frozen(kw_only=True)
+class BatchOptions:
+    """How the batch runs; none of these is part of the journal's fingerprint."""
+
+    input_name: str
+    out_dir: Path
+    concurrency: int
+    resend_uncertain: bool = False
+    retry_failed: bool = False
+    plain: bool = False
+    seed: int | None = None
+
+
+@attrs.frozen
+class _Live:
+    """What exists only while the batch runs: the client, the work group, the submit queue."""
+
+    client: Client
+    work: anyio.abc.TaskGroup
+    queue: MemoryObjectSendStream[int]
+
+
+@attrs.define
+class _Admission:
+    """An item inside ``submit()``: cancellable until its create is about to be sent."""
+
+    scope: anyio.CancelScope
+    sending: bool = False
+
+
+class BatchRunner:
+    """Runs one batch to the end (or to an interrupt); `run` returns the exit code."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        connection: Connection,
+        options: BatchOptions,
+        *,
+        stream: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.connection = connection
+        self.options = options
+        self.out = options.out_dir
+        self.clock = clock
+        self.rows: dict[int, Row] = {row.seq: row for row in journal.rows()}
+        self.tally = Tally(total=len(self.rows))
+        self.stream = stream if stream is not None else sys.stdout
+        self.display: Display | None = None
+        self.console: Any = None
+        self._live: _Live | None = None
+        self.stopping = False
+        self.stop_reason = "interrupted before it was sent"
+        self.interrupts = 0
+        self.fatal: QwenImageError | None = None
+        self.admissions: dict[int, _Admission] = {}
+        self.handles: dict[int, TaskHandle] = {}
+        self.by_task: dict[str, int] = {}
+        self.uncertain_why: dict[int, str] = {}
+        self.not_sent_why: dict[int, str] = {}
+        self.download_failed: dict[int, str] = {}
+        self.reconciled = 0
+
+    @property
+    def live(self) -> _Live:
+        """The running batch's client, work group and queue."""
+        if self._live is None:
+            msg = "the batch is not running"
+            raise RuntimeError(msg)
+        return self._live
+
+    @property
+    def client(self) -> Client:
+        """The running batch's client."""
+        return self.live.client
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run the batch; the exit code (0 all done, 1 some not, 130 interrupted)."""
+        models = sorted({row.model for row in self.rows.values()})
+        title = self._title(models)
+        self.display, self.console = make_display(
+            self.tally, title=title, plain=self.options.plain, stream=self.stream
+        )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+        try:
+            async with connect(
+                self.connection, models=models, event_hooks=[self._on_event], seed=self.options.seed
+            ) as client:
+                await self._run(client)
+        finally:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+            self.display.close()
+        write_manifest(self.out, self.journal.rows())
+        self._print_summary()
+        if self.fatal is not None:
+            self._log(f"stopped: {self.fatal}")
+            return EXIT_FAILED
+        if self.interrupts:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.tally.done == self.tally.total else EXIT_FAILED
+
+    def _title(self, models: Sequence[str]) -> str:
+        where = f" [emulator x{self.connection.time_scale:g}]" if self.connection.emulator else ""
+        return (
+            f"{self.options.input_name} -> {self.out}: {len(self.rows)} items, "
+            f"{', '.join(models)}{where}"
+        )
+
+    async def _run(self, client: Client) -> None:
+        send, receive = anyio.create_memory_object_stream[int](max_buffer_size=len(self.rows) + 1)
+        to_submit, to_attach, to_download, uncertain = self._plan()
+        # Listed before this run creates anything, so that no task of ours passes for an orphan.
+        listing = await self._list_orphans(client, uncertain) if uncertain else None
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._ticker)
+            # Everything with an end runs in `work`; when it is all over, so is the batch.
+            async with anyio.create_task_group() as work, receive:
+                self._live = _Live(client=client, work=work, queue=send)
+                for seq in to_submit:
+                    send.send_nowait(seq)
+                for seq in to_attach:
+                    self.tally.set(seq, Phase.RUNNING)
+                    work.start_soon(self._follow, seq, self._attach(self.rows[seq]))
+                for seq in to_download:
+                    work.start_soon(self._download, seq)
+                if listing is not None:
+                    work.start_soon(self._reconcile, uncertain, *listing)
+                else:
+                    send.close()
+                for _ in range(min(self.options.concurrency, len(self.rows))):
+                    work.start_soon(self._worker, receive.clone())
+            outer.cancel_scope.cancel()
+
+    def _attach(self, row: Row) -> TaskHandle:
+        if row.task_id is None:
+            msg = f"item {row.item_id} has no task to attach to"
+            raise RuntimeError(msg)
+        return self.client.attach(row.task_id, model=row.model)
+
+    async def _ticker(self) -> None:
+        last_manifest = time.monotonic()
+        while True:
+            await anyio.sleep(_TICK)
+            if self.display is not None:
+                self.display.refresh()
+            if time.monotonic() - last_manifest >= _MANIFEST_EVERY:
+                last_manifest = time.monotonic()
+                write_manifest(self.out, self.journal.rows())
+
+    # --- planning: what the journal says about each item -----------------------------------------
+
+    def _plan(self) -> tuple[list[int], list[int], list[int], list[Row]]:
+        to_submit: list[int] = []
+        to_attach: list[int] = []
+        to_download: list[int] = []
+        uncertain: list[Row] = []
+        now = self.clock()
+        emulator_gone = 0
+        for seq, row in self.rows.items():
+            state = row.state
+            if state.finished:
+                if self._files_present(row):
+                    self.tally.set(seq, Phase.SKIPPED)
+                    continue
+                self.journal.redownload(seq, "files missing: downloading them again")
+                self._log(f"{row.item_id}: files missing; downloading them again")
+                state = State.SUCCEEDED
+            if self.connection.emulator and state in (
+                State.SENDING,
+                State.CREATED,
+                State.RUNNING,
+                State.SUCCEEDED,
+            ):
+                self.journal.pending(seq, "the earlier run's in-process emulator is gone")
+                emulator_gone += 1
+                state = State.PENDING
+            if state in (State.CREATED, State.RUNNING, State.SUCCEEDED) and self._too_old(row, now):
+                self.journal.expired(
+                    seq, "created more than 24 hours ago: the service no longer keeps the task"
+                )
+                self.tally.set(seq, Phase.EXPIRED)
+                continue
+            if state == State.CANCELED or (state is State.FAILED and self.options.retry_failed):
+                why = "cancelled earlier" if state is State.CANCELED else "failed earlier"
+                self.journal.pending(seq, f"{why}: sent again")
+                state = State.PENDING
+            if state is State.PENDING:
+                to_submit.append(seq)
+                self.tally.set(seq, Phase.QUEUED)
+            elif state in (State.CREATED, State.RUNNING):
+                to_attach.append(seq)
+            elif state is State.SUCCEEDED:
+                to_download.append(seq)
+                self.tally.set(seq, Phase.DOWNLOADING)
+            elif state is State.SENDING:
+                uncertain.append(row)
+                self.tally.set(seq, Phase.RECONCILING)
+            elif state is State.FAILED:
+                self.tally.set(seq, Phase.FAILED)
+            else:
+                self.tally.set(seq, Phase.EXPIRED)
+        self.rows = {row.seq: row for row in self.journal.rows()}
+        skipped = self.tally.count(Phase.SKIPPED)
+        if emulator_gone:
+            self._log(
+                f"resuming with a new in-process emulator: {emulator_gone} items whose tasks "
+                "lived in the earlier run's emulator are sent again (an emulator bills nothing)"
+            )
+        if len(self.rows) != len(to_submit) or skipped:
+            self._log(
+                f"resuming: {skipped} done, {len(to_attach)} tasks to re-attach, "
+                f"{len(to_download)} to download, {len(uncertain)} uncertain to reconcile, "
+                f"{len(to_submit)} to submit"
+            )
+        return to_submit, to_attach, to_download, uncertain
+
+    def _files_present(self, row: Row) -> bool:
+        if not row.files:
+            return False
+        return all(
+            (self.out / name).is_file() and (self.out / name).stat().st_size > 0
+            for name in row.files
+        )
+
+    def _too_old(self, row: Row, now: float) -> bool:
+        created = row.created_at or row.sending_at
+        return created is not None and now - created >= RETENTION.total_seconds()
+
+    # --- submitting ------------------------------------------------------------------------------
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[int]) -> None:
+        async with receive:
+            async for seq in receive:
+                if self.stopping:
+                    self._not_sent(seq, self.stop_reason)
+                    continue
+                await self._submit(seq)
+
+    async def _submit(self, seq: int) -> None:
+        client = self.client
+        row = self.rows[seq]
+        admission = _Admission(scope=anyio.CancelScope())
+        self.admissions[seq] = admission
+        self.tally.set(seq, Phase.WAITING)
+
+        async def on_sending() -> None:
+            # No await in here: the state is on disk before the request can leave, and an
+            # interrupt cannot land between the check and the write.
+            if self.stopping:
+                raise _StoppedError
+            admission.sending = True
+            self.journal.sending(seq)
+            self.tally.set(seq, Phase.SENDING)
+
+        handle: TaskHandle | None = None
+        try:
+            with admission.scope:
+                handle = await client.submit(
+                    row.prompt, model=row.model, on_sending=on_sending, **row.params
+                )
+        except _StoppedError:
+            self._not_sent(seq, self.stop_reason)
+        except SubmissionUncertainError as exc:
+            self._uncertain(seq, str(exc))
+        except _FATAL as exc:
+            self._refused_before_creation(seq, exc)
+            if self.fatal is None:
+                self.fatal = exc
+                self._stop_submitting(f"not sent: the batch stopped ({type(exc).__name__})")
+        except (RateLimitError, ServerError, TransportError) as exc:
+            # Throttled past the retry budget, 503, or the connection never opened: the client
+            # re-sends creates only in those cases, which create nothing (§6), so nothing exists.
+            self._refused_before_creation(seq, exc)
+        except APIError as exc:  # 400s: the service refused this request for good
+            self._failed(seq, exc.code, exc.message)
+        except QwenImageError as exc:  # anything else after sending: we cannot know
+            if admission.sending:
+                self._uncertain(seq, str(exc))
+            else:
+                self._not_sent(seq, str(exc))
+        finally:
+            self.admissions.pop(seq, None)
+        if handle is None:
+            if admission.scope.cancelled_caught:
+                self._not_sent(seq, self.stop_reason)
+            return
+        if handle.task_id is not None:
+            self.journal.created(seq, handle.task_id)
+            self.by_task[handle.task_id] = seq
+        self.tally.created += 1
+        self.tally.set(seq, Phase.RUNNING)
+        await self._follow(seq, handle)
+
+    def _stop_submitting(self, reason: str) -> None:
+        self.stopping = True
+        self.stop_reason = reason
+        for admission in list(self.admissions.values()):
+            if not admission.sending:
+                admission.scope.cancel()
+
+    # --- following a task to its end -------------------------------------------------------------
+
+    async def _follow(self, seq: int, handle: TaskHandle) -> None:
+        client = self.client
+        row = self.rows[seq]
+        if handle.task_id is not None:
+            self.by_task[handle.task_id] = seq
+        while True:
+            self.handles[seq] = handle
+            try:
+                result = await handle
+            except TaskCanceledError as exc:
+                if handle.task_id is not None and handle.status is not TaskStatus.CANCELED:
+                    # Our interrupt asked to cancel it, but it was already running: the service
+                    # finishes (and bills) it, so follow it to the end and keep the images.
+                    handle = client.attach(handle.task_id, model=row.model)
+                    continue
+                self._canceled(seq, str(exc))
+                return
+            except TaskExpiredError:
+                self._expired(seq, "the service no longer knows the task (older than 24 hours?)")
+                return
+            except TaskFailedError as exc:
+                self._failed(seq, exc.code, exc.message)
+                return
+            except SubmissionUncertainError as exc:  # a synchronous call that lost its answer
+                self._uncertain(seq, str(exc))
+                return
+            except APIError as exc:
+                if handle.task_id is None:  # a synchronous call refused: nothing was made
+                    self._failed(seq, exc.code, exc.message)
+                else:  # the task goes on; the journal keeps its id for the next run
+                    self._not_finished(seq, f"could not follow task {handle.task_id}: {exc}")
+                return
+            except QwenImageError as exc:
+                self._not_finished(seq, f"could not follow the task: {exc}")
+                return
+            finally:
+                self.handles.pop(seq, None)
+            break
+        self._succeeded(seq, result)
+        await self._download(seq, result)
+
+    def _succeeded(self, seq: int, result: GenerationResult) -> None:
+        self.journal.succeeded(
+            seq,
+            urls=[(image.index, image.url) for image in result.images],
+            actual_prompts=[image.actual_prompt for image in result.images],
+            echoed_prompt=result.prompt,
+            server_times={
+                "submitted": _iso(result.submitted_at),
+                "scheduled": _iso(result.scheduled_at),
+                "finished": _iso(result.finished_at),
+            },
+            error_code=result.failures[0].code if result.failures else None,
+            error_message=(
+                f"{len(result.failures)} of {len(result.failures) + len(result.images)} images "
+                f"failed: {result.failures[0].message}"
+                if result.failures
+                else None
+            ),
+        )
+        self.rows[seq] = self.journal.row(seq)
+
+    # --- downloads -------------------------------------------------------------------------------
+
+    def _file_name(self, row: Row, index: int) -> str:
+        return f"{row.stem}.png" if row.images == 1 else f"{row.stem}-{index}.png"
+
+    async def _download(self, seq: int, result: GenerationResult | None = None) -> None:
+        """Save every image of a succeeded item; fresh URLs from a re-poll if they expired."""
+        client = self.client
+        self.tally.set(seq, Phase.DOWNLOADING)
+        row = self.rows[seq]
+        urls = list(row.urls) if result is None else [(i.index, i.url) for i in result.images]
+        for fresh in (False, True):
+            try:
+                files = await self._save_all(client, row, urls)
+            except ImageExpiredError:
+                if fresh or row.task_id is None or self._too_old(row, self.clock()):
+                    self._expired(seq, "the result URLs expired and the task is gone")
+                    return
+                refreshed = await self._repoll(seq, row)
+                if refreshed is None:
+                    return
+                urls = [(image.index, image.url) for image in refreshed.images]
+                continue
+            except QwenImageError as exc:
+                self.download_failed[seq] = f"download failed: {exc}"
+                self._log(f"{row.item_id}: download failed ({exc}); the next run tries again")
+                self.tally.set(seq, Phase.FAILED)
+                return
+            self.journal.downloaded(seq, files, sync=row.task_id is None)
+            self.rows[seq] = self.journal.row(seq)
+            self.tally.set(seq, Phase.DONE)
+            if self.console is None:
+                self._log(f"done {row.item_id}: {', '.join(files)}")
+            return
+
+    async def _save_all(self, client: Client, row: Row, urls: list[tuple[int, str]]) -> list[str]:
+        """Download every image concurrently; raises the first failure (expiry first)."""
+        files: list[str] = [""] * len(urls)
+        errors: list[QwenImageError] = []
+
+        async def save(position: int, index: int, url: str) -> None:
+            name = self._file_name(row, index)
+            try:
+                await client.download_image(url, self.out / name)
+            except QwenImageError as exc:
+                errors.append(exc)
+                return
+            files[position] = name
+
+        async with anyio.create_task_group() as tg:
+            for position, (index, url) in enumerate(urls):
+                tg.start_soon(save, position, index, url)
+        if errors:
+            raise next((e for e in errors if isinstance(e, ImageExpiredError)), errors[0])
+        return files
+
+    async def _repoll(self, seq: int, row: Row) -> GenerationResult | None:
+        try:
+            result = await self._attach(row)
+        except TaskExpiredError:
+            self._expired(seq, "the result URLs expired and the task is gone")
+            return None
+        except QwenImageError as exc:
+            self.download_failed[seq] = f"could not refresh expired URLs: {exc}"
+            self.tally.set(seq, Phase.FAILED)
+            return None
+        self._succeeded(seq, result)
+        return result
+
+    # --- reconciliation --------------------------------------------------------------------------
+
+    async def _list_orphans(
+        self, client: Client, uncertain: Sequence[Row]
+    ) -> tuple[list[TaskInfo], bool]:
+        """List the tasks of the uncertain items' models, before this run creates any."""
+        entries = [self._uncertain_entry(row) for row in uncertain]
+        now = dt.datetime.fromtimestamp(self.clock(), tz=dt.timezone.utc)
+        since = list_since(entries, now) or now
+        listed: list[TaskInfo] = []
+        models = sorted({entry.model for entry in entries if not entry.sync})
+        try:
+            for model in models:
+                listed.extend(
+                    [
+                        info
+                        async for info in client.list_tasks(start=since, model=model, page_size=100)
+                    ]
+                )
+        except QwenImageError as exc:
+            ok = False
+            self._log(f"could not list the tasks to reconcile: {exc}")
+        else:
+            ok = True
+        orphans = find_orphans(listed, self.journal.known_task_ids(), since)
+        self._log(
+            f"reconciling {len(uncertain)} items whose create was cut short: "
+            f"{len(orphans)} tasks since {since:%H:%M:%S} UTC are unknown to the journal"
+        )
+        return orphans, ok
+
+    def _uncertain_entry(self, row: Row) -> Uncertain:
+        found = resolve(row.model)
+        sync = found is not None and found[0].async_protocol is None
+        return Uncertain(
+            seq=row.seq,
+            model=row.model,
+            prompt=row.prompt,
+            sending_at=row.sending_at or self.clock(),
+            sync=sync,
+        )
+
+    async def _reconcile(
+        self, uncertain: Sequence[Row], orphans: list[TaskInfo], listed: bool
+    ) -> None:
+        client = self.client
+        outcomes: dict[str, OrphanOutcome] = {}
+        results: dict[str, GenerationResult] = {}
+
+        async def settle(info: TaskInfo) -> None:
+            handle = client.attach(info.task_id, model=info.model)
+            status, prompt = TaskStatus.RUNNING, None
+            try:
+                result = await handle
+            except TaskFailedError:
+                status = TaskStatus.FAILED
+            except TaskCanceledError:
+                status = TaskStatus.CANCELED
+            except TaskExpiredError:
+                status = TaskStatus.UNKNOWN
+            except QwenImageError:
+                status = TaskStatus.RUNNING  # unknown: counts as "may be ours"
+            else:
+                status, prompt = TaskStatus.SUCCEEDED, result.prompt
+                results[info.task_id] = result
+            outcomes[info.task_id] = OrphanOutcome(
+                task_id=info.task_id,
+                model=info.model,
+                status=status,
+                prompt=prompt,
+                created_at=info.created_at,
+            )
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for info in orphans:
+                    tg.start_soon(settle, info)
+            decision = decide(
+                [self._uncertain_entry(row) for row in uncertain],
+                list(outcomes.values()),
+                listed=listed,
+                now=self.clock(),
+            )
+            for seq, orphan in decision.adopt.items():
+                created = orphan.created_at.timestamp() if orphan.created_at else None
+                self.journal.adopted(seq, orphan.task_id, created, decision.reasons[seq])
+                self.rows[seq] = self.journal.row(seq)
+                self.by_task[orphan.task_id] = seq
+                self.reconciled += 1
+                self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; adopted")
+                self._succeeded(seq, results[orphan.task_id])
+                self.tally.set(seq, Phase.DOWNLOADING)
+                self.live.work.start_soon(self._download, seq, results[orphan.task_id])
+            for seq in decision.resend:
+                self.journal.pending(seq, decision.reasons[seq])
+                self.reconciled += 1
+                self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; safe to send again")
+                self._queue(seq)
+            for seq in decision.unresolved:
+                why = decision.reasons[seq]
+                if self.options.resend_uncertain:
+                    self.journal.pending(seq, f"{why}; sent again (--resend-uncertain)")
+                    self._log(
+                        f"{self.rows[seq].item_id}: {why}; sending again (--resend-uncertain)"
+                    )
+                    self._queue(seq)
+                else:
+                    self._uncertain(seq, why)
+        finally:
+            self.live.queue.close()
+
+    def _queue(self, seq: int) -> None:
+        self.rows[seq] = self.journal.row(seq)
+        self.tally.set(seq, Phase.QUEUED)
+        self.live.queue.send_nowait(seq)
+
+    # --- outcomes --------------------------------------------------------------------------------
+
+    def _failed(self, seq: int, code: str | None, message: str) -> None:
+        self.journal.failed(seq, code, message)
+        self.rows[seq] = self.journal.row(seq)
+        self.tally.set(seq, Phase.FAILED)
+        self._log(f"failed {self.rows[seq].item_id}: {code + ': ' if code else ''}{message}")
+
+    def _canceled(self, seq: int, why: str) -> None:
+        self.journal.canceled(seq, why)
+        self.rows[seq] = self.journal.row(seq)
+        self.tally.set(seq, Phase.CANCELED)
+        if not self.interrupts:
+            self._log(f"canceled {self.rows[seq].item_id}: {why}")
+
+    def _expired(self, seq: int, why: str) -> None:
+        self.journal.expired(seq, why)
+        self.rows[seq] = self.journal.row(seq)
+        self.tally.set(seq, Phase.EXPIRED)
+        self._log(f"expired {self.rows[seq].item_id}: {why}")
+
+    def _uncertain(self, seq: int, why: str) -> None:
+        self.journal.annotate(seq, why)
+        self.rows[seq] = self.journal.row(seq)
+        self.uncertain_why[seq] = why
+        self.tally.set(seq, Phase.UNCERTAIN)
+        self._log(
+            f"uncertain {self.rows[seq].item_id}: {why}. Not sent again; a re-run reconciles it "
+            "(--resend-uncertain sends it again if reconciliation cannot tell)"
+        )
+
+    def _not_sent(self, seq: int, why: str) -> None:
+        self.not_sent_why[seq] = why
+        self.tally.set(seq, Phase.NOT_SENT)
+
+    def _not_finished(self, seq: int, why: str) -> None:
+        self.not_sent_why[seq] = why
+        self.tally.set(seq, Phase.NOT_SENT)
+        self._log(f"{self.rows[seq].item_id}: {why}; a re-run re-attaches it")
+
+    def _refused_before_creation(self, seq: int, exc: QwenImageError) -> None:
+        if self.journal.state(seq) is State.SENDING:
+            self.journal.pending(seq, f"not created: {exc}")
+        self._not_sent(seq, f"not created: {exc}")
+        self._log(f"not sent {self.rows[seq].item_id}: {exc}")
+
+    # --- events and signals ----------------------------------------------------------------------
+
+    def _on_event(self, event: TaskEvent) -> None:
+        if event.kind is not EventKind.RUNNING or event.task_id is None:
+            return
+        seq = self.by_task.get(event.task_id)
+        if seq is not None and self.journal.state(seq) is State.CREATED:
+            self.journal.running(seq)
+
+    def _on_interrupt(self) -> None:
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self._exit_now()
+            return
+        self._log(
+            "interrupted: no new submissions; cancelling tasks still pending; waiting for running "
+            "ones to finish and download. Press Ctrl-C again to exit now (the journal is safe)."
+        )
+        self._stop_submitting("interrupted before it was sent")
+        if self._live is not None:
+            self._live.work.start_soon(self._cancel_pending)
+
+    async def _cancel_pending(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for handle in list(self.handles.values()):
+                # Only PENDING can be cancelled; as far as we know, since the last poll.
+                pending = handle.status is TaskStatus.PENDING and not handle.done()
+                if handle.task_id is not None and pending:
+                    tg.start_soon(handle.cancel)
+
+    def _exit_now(self) -> None:
+        """Second Ctrl-C: leave at once. Every journal write is already committed."""
+        if self.display is not None:
+            self.display.close()
+        with contextlib.suppress(OSError):
+            write_manifest(self.out, self.journal.rows())
+        self.journal.close()
+        sys.stdout.flush()
+        note(
+            "aioqwenimage: interrupted twice: exiting now. The journal is consistent; run the "
+            "same command again to resume (created tasks are re-attached, not created again)."
+        )
+        os._exit(EXIT_INTERRUPTED)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def _log(self, line: str) -> None:
+        if self.display is not None:
+            self.display.log(line)
+
+    def summary(self) -> Summary:
+        """Counts per outcome and the items that need attention."""
+        tally = self.tally
+        counts = [
+            ("done", tally.count(Phase.DONE)),
+            ("already done", tally.count(Phase.SKIPPED)),
+            ("failed", tally.count(Phase.FAILED)),
+            ("expired", tally.count(Phase.EXPIRED)),
+            ("canceled", tally.count(Phase.CANCELED)),
+            ("uncertain", tally.count(Phase.UNCERTAIN, Phase.RECONCILING)),
+            ("not sent", tally.count(Phase.NOT_SENT, Phase.QUEUED, Phase.WAITING, Phase.SENDING)),
+            ("still running", tally.count(Phase.RUNNING, Phase.DOWNLOADING)),
+        ]
+        shown = [(name, n) for name, n in counts if n or name in ("done", "failed")]
+        attention: list[tuple[str, str, str]] = []
+        for seq, phase in sorted(tally.phases.items()):
+            row = self.rows[seq]
+            detail = self._detail(seq, phase, row)
+            if detail is not None:
+                attention.append((row.item_id, phase.value, detail))
+        return Summary(
+            counts=shown,
+            attention=attention,
+            total=tally.total,
+            elapsed=tally.elapsed,
+            created=tally.created,
+            out_dir=str(self.out),
+            manifest=str(self.out / MANIFEST_NAME),
+            interrupted=bool(self.interrupts),
+        )
+
+    def _detail(self, seq: int, phase: Phase, row: Row) -> str | None:
+        if phase is Phase.FAILED:
+            if seq in self.download_failed:
+                return self.download_failed[seq]
+            code = f"{row.error_code}: " if row.error_code else ""
+            return f"{code}{row.error_message}"
+        if phase is Phase.UNCERTAIN:
+            return self.uncertain_why.get(seq) or row.note or "create outcome unknown"
+        if phase is Phase.EXPIRED:
+            return row.error_message or row.note or "expired"
+        if phase is Phase.NOT_SENT and not self.interrupts:
+            return self.not_sent_why.get(seq, "not sent")
+        return None
+
+    def _print_summary(self) -> None:
+        summary = self.summary()
+        if self.console is not None:
+            render_summary_rich(summary, self.console)
+        else:
+            self.stream.write(render_summary_plain(summary) + "\n")
+            self.stream.flush()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") if value is not None else None
