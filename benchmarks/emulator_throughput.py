@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def start_emulator(time_scale: float) -> tuple[subprocess.Popen[str], str, str]:
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    line = process.stdout.readline()
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    line = process.stdout.readline() if ready else ""
     fields = dict(part.split("=", 1) for part in line.split())
     if "DASHSCOPE_HTTP_BASE_URL" not in fields:
         process.kill()
@@ -244,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 120 or not 0 < args.tasks <= 100_000:
         parser.error("--seconds must be in (0, 120] and --tasks in (0, 100000]")
-    summary = asyncio.run(run(args))
+    # Bounded in time whatever happens: creating, the load itself, and a margin.
+    summary = asyncio.run(asyncio.wait_for(run(args), timeout=args.seconds + 120))
     print(json.dumps(summary, indent=2))
     return 0 if summary["queries_per_second"] >= args.target else 1  # type: ignore[operator]
 

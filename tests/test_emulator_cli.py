@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
 import socket
 import subprocess
@@ -30,7 +31,8 @@ def _start(*flags: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
         text=True,
     )
     assert process.stdout is not None
-    line = process.stdout.readline()
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
     return process, dict(part.split("=", 1) for part in line.split())
 
 
