@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -29,11 +29,11 @@ import anyio
 
 from aioqwenimage import _config
 from aioqwenimage._download import Downloader
+from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._errors import (
     InvalidRequestError,
     QwenImageError,
 )
-from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
 from aioqwenimage._models import (
@@ -41,14 +41,12 @@ from aioqwenimage._models import (
     GeneratedImage,
     GenerationResult,
     Outcome,
-    TaskEvent,
     TaskInfo,
     TaskStatus,
 )
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._scheduler import (
     PollPolicy,
-    PollScheduler,
 )
 from aioqwenimage._transport import (
     PoolLimits,
@@ -57,7 +55,7 @@ from aioqwenimage._transport import (
     Transport,
 )
 
-__all__ = ["Client"]
+__all__ = ["Client", "EventHook"]
 
 logger = logging.getLogger("aioqwenimage")
 
@@ -156,7 +154,7 @@ class Client:
         )
         self._state = _State.UNOPENED
         # Created on open, inside the running loop.
-        self._scheduler: PollScheduler[TaskHandle] | None = None
+        self._runners: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._host: asyncio.Task[None] | None = None
         self._started: anyio.Event | None = None
         self._stop: anyio.Event | None = None
@@ -187,7 +185,7 @@ class Client:
             raise _config.missing_key_error()
         self._state = _State.OPENED
         self._transport.open()
-        self._scheduler = self._engine.open(self._task_group)
+        self._runners = self._engine.open(self._task_group)
         self._started = anyio.Event()
         self._stop = anyio.Event()
         # The host owns the task group, so `aclose` may run in another task than the opener
@@ -195,11 +193,11 @@ class Client:
         self._host = asyncio.get_running_loop().create_task(self._run_host())
 
     async def _run_host(self) -> None:
-        assert self._scheduler is not None and self._stop is not None  # noqa: S101
-        assert self._started is not None  # noqa: S101
+        assert self._stop is not None and self._started is not None  # noqa: S101
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._scheduler.run)
+            for run in self._runners:
+                tg.start_soon(run)
             self._started.set()
             await self._stop.wait()
             tg.cancel_scope.cancel()

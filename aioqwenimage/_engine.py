@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -29,7 +29,6 @@ from aioqwenimage._errors import (
     TransportError,
 )
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
 from aioqwenimage._limits import Limits, SubmitLane, make_overall_cap
 from aioqwenimage._models import (
     ClientStats,
@@ -39,6 +38,7 @@ from aioqwenimage._models import (
     TaskSnapshot,
     TaskStatus,
 )
+from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
 from aioqwenimage._requests import PreparedRequest
 from aioqwenimage._scheduler import (
     DurationModel,
@@ -47,6 +47,7 @@ from aioqwenimage._scheduler import (
     PollScheduler,
     QueryBudget,
 )
+from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import ConnectFailedError, PoolKind, Response, Transport
 
 __all__ = ["Engine", "EventHook"]
@@ -66,6 +67,8 @@ class _Flight:
     holds_slot: bool = False
     sync_scope: anyio.CancelScope | None = None
     on_sending: Callable[[], Awaitable[object]] | None = None
+    created_at: float | None = None  # epoch seconds, for the sweeps' list window
+    announced: bool = False  # a sweep found it finished; its poll is on the way
 
 
 class Engine:
@@ -105,10 +108,14 @@ class Engine:
         self._durations = DurationModel(poll_policy)
         self._budget: QueryBudget | None = None
         self._scheduler: PollScheduler[TaskHandle] | None = None
+        self._sweeper: Sweeper | None = None
+        self._by_id: dict[str, _Flight] = {}
         self._task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]] | None = None
 
-    def open(self, task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]]) -> PollScheduler[TaskHandle]:
-        """Create the query budget and the scheduler; returns the scheduler to run."""
+    def open(
+        self, task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]]
+    ) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """Create the query budget, the scheduler and the sweeper; returns what to run."""
         self._task_group = task_group
         self._budget = QueryBudget(self._limits.queries_per_second, scale=self._time_scale)
         self._scheduler = PollScheduler(
@@ -118,7 +125,19 @@ class Engine:
             durations=self._durations,
             rng=self._rng,
         )
-        return self._scheduler
+        runners: list[Callable[[], Coroutine[Any, Any, None]]] = [self._scheduler.run]
+        policy = self._poll_policy
+        if policy.sweep:
+            self._sweeper = Sweeper(
+                list_page=self._list_page,
+                live=self._sweepable,
+                announce=self._announce,
+                interval=policy.sweep_interval,
+                min_live=policy.sweep_min_live,
+                share=self._limits.queries_per_second * policy.sweep_share / self._time_scale,
+            )
+            runners.append(self._sweeper.run)
+        return runners
 
     @property
     def live(self) -> int:
@@ -276,7 +295,9 @@ class Engine:
             if task_id is not None:
                 lane.on_success()
                 handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
+                flight.created_at = time.time()
                 self._flights[handle] = flight
+                self._by_id[task_id] = flight
                 # Registered before anything can raise: a task that exists is always polled
                 # until it ends, which is what releases its slot.
                 assert self._scheduler is not None  # noqa: S101
@@ -429,11 +450,39 @@ class Engine:
             if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
                 handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
                 self._emit(EventKind.RUNNING, handle)
+            flight.announced = False  # the list was ahead of the task itself: sweep it again
             return PollOutcome.PENDING
         if snapshot.duration is not None and handle.model is not None:
             self._durations.observe(handle.model, snapshot.duration)
+        if flight.announced and self._scheduler is not None and self._sweeper is not None:
+            # A sweep saw this completion first and the task's own answer agrees: sweeps work
+            # on this service, so per-task polls become the slow fallback they are meant to be.
+            self._sweeper.trusted = True
+            self._scheduler.stretch = self._poll_policy.stretch
         self._finish(flight, snapshot)
         return PollOutcome.FINISHED
+
+    # --- sweeps ------------------------------------------------------------------------------
+
+    async def _list_page(self, params: Mapping[str, str]) -> Mapping[str, Any]:
+        await self.spend_query()
+        self._requests["list"] += 1
+        response = await self._transport.call("GET", "/tasks", params=params, on_retry=self.count_retry)
+        return response.body or {}
+
+    def _sweepable(self) -> Iterator[tuple[str, float]]:
+        for task_id, flight in self._by_id.items():
+            if flight.created_at is not None and not flight.announced:
+                yield task_id, flight.created_at
+
+    def _announce(self, task_id: str) -> bool:
+        flight = self._by_id.get(task_id)
+        if flight is None or flight.announced:
+            return False
+        flight.announced = True
+        assert self._scheduler is not None  # noqa: S101
+        self._scheduler.poll_now(flight.handle)  # False: a poll is in the air already
+        return True
 
     def _finish(self, flight: _Flight, snapshot: TaskSnapshot) -> None:
         """Resolve a flight from its terminal snapshot."""
@@ -462,6 +511,8 @@ class Engine:
         """The one place a generation ends: slot released, polling stopped, handle resolved."""
         handle = flight.handle
         self._flights.pop(handle, None)
+        if handle.task_id is not None:
+            self._by_id.pop(handle.task_id, None)
         self._release_slot(flight)
         if self._scheduler is not None:
             self._scheduler.remove(handle)

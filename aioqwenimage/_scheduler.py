@@ -79,6 +79,13 @@ class PollPolicy:
         spread: Once learned, the interval inside that window is this fraction of its width (so
             about ``1 / spread`` polls cover it), kept within `min_interval`..`max_interval`.
         max_backoff: The largest delay after a failed poll (5xx, network error, 429).
+        sweep: Also learn completions of many tasks at once from the task list (see
+            ``_sweep``): one query answers for every live task.
+        sweep_interval: The shortest time between two sweeps.
+        sweep_min_live: Sweep only with at least this many live tasks; below, polls are cheaper.
+        sweep_share: The part of the query budget sweeps may spend.
+        stretch: Once sweeps have proven to find completions, per-task polls (the fallback)
+            come this many times later.
     """
 
     first_poll: float = 5.0
@@ -91,9 +98,21 @@ class PollPolicy:
     quantile: float = 0.2
     spread: float = 0.35
     max_backoff: float = 30.0
+    sweep: bool = True
+    sweep_interval: float = 0.5
+    sweep_min_live: int = 8
+    sweep_share: float = 0.25
+    stretch: float = 3.0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("first_poll", "min_interval", "max_interval", "spread", "max_backoff"):
+        for name in (
+            "first_poll",
+            "min_interval",
+            "max_interval",
+            "spread",
+            "max_backoff",
+            "sweep_interval",
+        ):
             _positive(name, getattr(self, name))
         if self.min_interval > self.max_interval:
             msg = (
@@ -113,6 +132,13 @@ class PollPolicy:
         if self.samples < WARMUP:
             msg = f"PollPolicy.samples must be at least {WARMUP}, got {self.samples!r}"
             raise ValueError(msg)
+        if not 0 < self.sweep_share <= 1 or self.stretch < 1 or self.sweep_min_live < 1:
+            msg = (
+                "PollPolicy.sweep_share must be in (0, 1], stretch at least 1 and "
+                f"sweep_min_live at least 1, got {self.sweep_share!r}, {self.stretch!r}, "
+                f"{self.sweep_min_live!r}"
+            )
+            raise ValueError(msg)
         if not 0 < self.quantile < 0.5:  # noqa: PLR2004 - a low quantile, below the median
             msg = f"PollPolicy.quantile must be in (0, 0.5), got {self.quantile!r}"
             raise ValueError(msg)
@@ -126,6 +152,7 @@ class PollPolicy:
             min_interval=self.min_interval * factor,
             max_interval=self.max_interval * factor,
             max_backoff=self.max_backoff * factor,
+            sweep_interval=self.sweep_interval * factor,
         )
 
     def jittered(self, delay: float, rng: random.Random) -> float:
@@ -521,6 +548,7 @@ class PollScheduler(Generic[K]):
         self._in_air = 0
         self._throttles = 0  # in a row, budget-wide
         self._polls = self._finished = self._throttled = self._retried = self._errors = 0
+        self.stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
 
     @property
     def budget(self) -> QueryBudget:
@@ -571,7 +599,7 @@ class PollScheduler(Generic[K]):
         """
         self._tracks[key] = _Track(model)
         if first_due is None:
-            delay = self._durations.first_delay(model)
+            delay = self._durations.first_delay(model) * self.stretch
             first_due = submitted_at + self._policy.jittered(delay, self._rng)
         self._schedule(key, first_due)
 
@@ -688,7 +716,7 @@ class PollScheduler(Generic[K]):
         if kind is OutcomeKind.PENDING:
             track.failures = 0
             track.polls += 1
-            interval = self._durations.next_interval(track.model, track.polls)
+            interval = self._durations.next_interval(track.model, track.polls) * self.stretch
             due = now + self._policy.jittered(interval, self._rng)
         elif kind is OutcomeKind.THROTTLED:
             due = self._budget.paused_until

@@ -127,7 +127,12 @@ def test_policy_scaled_compresses_only_durations():
     """scaled multiplies every duration and nothing else."""
     policy = PollPolicy().scaled(0.001)
     expected = attrs.evolve(
-        PollPolicy(), first_poll=0.005, min_interval=0.001, max_interval=0.005, max_backoff=0.03
+        PollPolicy(),
+        first_poll=0.005,
+        min_interval=0.001,
+        max_interval=0.005,
+        max_backoff=0.03,
+        sweep_interval=0.0005,
     )
     assert attrs.asdict(expected) == pytest.approx(attrs.asdict(policy))
     with pytest.raises(ValueError, match="factor"):

@@ -1,0 +1,134 @@
+"""
+Sweeps: many tasks' completions learned from one list query.
+
+Per-task polling spends one query per task per look, and the account has 20 queries per second
+for everything; with hundreds of tasks in flight that buys few looks per task, so results are seen
+late and each late result keeps an in-flight slot idle. One ``GET /tasks?status=SUCCEEDED`` over
+the window in which our live tasks were created answers for all of them at once. A sweep announces
+each finished task it finds; the scheduler then polls that task at once, which fetches its result
+(list rows carry no image URLs).
+
+Sweeps complement polls, they never replace them: a task is still polled on its own schedule, so
+nothing depends on the list endpoint's semantics. Only once a sweep has announced a completion
+before the task's own poll saw it (`trusted`) does the engine stretch the per-task schedule.
+A list endpoint that answers with a client error turns sweeping off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+import anyio
+
+from aioqwenimage._errors import APIError, QwenImageError
+
+__all__ = ["LiveTask", "Sweeper"]
+
+logger = logging.getLogger("aioqwenimage")
+
+PAGE_SIZE: Final = 100
+# The window starts this long before our oldest live task's creation: the list filters by the
+# service's clock, ours may be off by a second or two, and the bounds have one-second resolution.
+WINDOW_MARGIN: Final = 5.0
+# Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
+FAILED_EVERY: Final = 4
+_BEIJING: Final = timezone(timedelta(hours=8))
+
+LiveTask = tuple[str, float]
+"""A live task as the sweeper sees it: its id and its creation time (epoch seconds, ours)."""
+
+
+class Sweeper:
+    """
+    Looks for finished tasks among the live ones with the list endpoint, periodically.
+
+    Args:
+        list_page: Sends one list query with these parameters (budget spent, retried).
+        live: The live tasks now (id and creation time), without those already announced.
+        announce: Called with the id of each live task a sweep found finished.
+        interval: Seconds between sweeps at the least.
+        min_live: Below this many live tasks, per-task polls are cheaper: no sweep.
+        share: The part of the query budget sweeps may take, as queries per second.
+        wall_clock: The current epoch time (the list's window is in wall-clock time).
+    """
+
+    def __init__(
+        self,
+        *,
+        list_page: Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]],
+        live: Callable[[], Iterable[LiveTask]],
+        announce: Callable[[str], bool],
+        interval: float,
+        min_live: int,
+        share: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._list_page = list_page
+        self._live = live
+        self._announce = announce
+        self._interval = interval
+        self._min_live = min_live
+        self._share = share
+        self._now = wall_clock
+        self.enabled = True
+        # Set by the engine once a sweep's finding was confirmed; from then on per-task polls
+        # are stretched, so sweeps must go on while any task is live, however few.
+        self.trusted = False
+        self.sweeps = 0
+        self.queries = 0
+        self.announced = 0
+
+    async def run(self) -> None:
+        """Sweep until cancelled, or until the list endpoint proves unusable."""
+        pages = 1
+        while self.enabled:
+            # Keep sweeps within their share of the budget however many pages they take.
+            await anyio.sleep(max(self._interval, pages / self._share))
+            live = dict(self._live())
+            if not live or (len(live) < self._min_live and not self.trusted):
+                pages = 1
+                continue
+            statuses = ["SUCCEEDED"]
+            if self.sweeps % FAILED_EVERY == FAILED_EVERY - 1:
+                statuses.append("FAILED")
+            try:
+                pages = sum([await self.sweep(live, status) for status in statuses])
+            except APIError as exc:
+                if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:  # noqa: PLR2004
+                    logger.warning("task list unusable for sweeps (%s); polling tasks only", exc)
+                    self.enabled = False
+            except QwenImageError as exc:  # network trouble: the next sweep tries again
+                logger.debug("sweep failed: %s", exc)
+            self.sweeps += 1
+
+    async def sweep(self, live: Mapping[str, float], status: str) -> int:
+        """One sweep for `status` over the creation window of `live`; returns pages read."""
+        start = min(live.values()) - WINDOW_MARGIN
+        params = {
+            "status": status,
+            "start_time": _list_time(start),
+            "end_time": _list_time(max(self._now(), start) + WINDOW_MARGIN),
+            "page_size": str(PAGE_SIZE),
+        }
+        page = 0
+        while True:
+            page += 1
+            self.queries += 1
+            body = await self._list_page({**params, "page_no": str(page)})
+            rows = body.get("data")
+            for row in rows if isinstance(rows, list) else []:
+                task_id = row.get("task_id") if isinstance(row, Mapping) else None
+                if isinstance(task_id, str) and task_id in live and self._announce(task_id):
+                    self.announced += 1
+            total_pages = body.get("total_page")
+            if not rows or not isinstance(total_pages, int) or page >= total_pages:
+                return page
+
+
+def _list_time(epoch: float) -> str:
+    # The list endpoint takes Beijing time as YYYYMMDDhhmmss (dashscope-api.md §5.4).
+    return datetime.fromtimestamp(epoch, _BEIJING).strftime("%Y%m%d%H%M%S")

@@ -1,0 +1,117 @@
+"""Sweeps: completions of many tasks learned from one list query."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pytest
+
+import aioqwenimage as q
+from aioqwenimage._errors import InvalidRequestError, TransportError
+from aioqwenimage._sweep import Sweeper
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from tests.conftest import SCALE, make_client
+
+
+def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], **kwargs: Any):
+    queries: list[Mapping[str, str]] = []
+    announced: list[str] = []
+
+    async def list_page(params: Mapping[str, str]) -> Mapping[str, Any]:
+        queries.append(params)
+        if isinstance(pages, Exception):
+            raise pages
+        return pages[int(params["page_no"]) - 1]
+
+    def announce(task_id: str) -> bool:
+        announced.append(task_id)
+        return True
+
+    kwargs.setdefault("interval", 0.001)
+    kwargs.setdefault("min_live", 2)
+    kwargs.setdefault("share", 1000.0)
+    s = Sweeper(list_page=list_page, live=lambda: live.items(), announce=announce, wall_clock=lambda: 1_700_000_100.0, **kwargs)
+    return s, queries, announced
+
+
+async def test_one_sweep_pages_through_and_announces_only_live_tasks():
+    """A sweep reads every page of the window and announces the live tasks it finds finished."""
+    pages = [
+        {"data": [{"task_id": "a"}, {"task_id": "other-client"}], "total_page": 2},
+        {"data": [{"task_id": "c"}, "garbage"], "total_page": 2},
+    ]
+    s, queries, announced = sweeper(pages, {"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0})
+
+    assert 2 == await s.sweep({"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0}, "SUCCEEDED")
+
+    assert ["a", "c"] == announced
+    # The window starts before the oldest live task, in Beijing time, one-second resolution.
+    assert {"status": "SUCCEEDED", "start_time": "20231115061315", "end_time": "20231115061505", "page_size": "100", "page_no": "1"} == queries[0]
+    assert "2" == queries[1]["page_no"]
+
+
+async def test_few_live_tasks_are_not_swept_until_trusted():
+    """Below min_live no list query is sent; once trusted, any live task is swept."""
+    s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1_700_000_000.0}, min_live=2)
+    with anyio.move_on_after(0.02):
+        await s.run()
+    assert [] == queries
+    s.trusted = True
+    with anyio.move_on_after(0.02):
+        await s.run()
+    assert queries
+
+
+async def test_failed_tasks_are_looked_for_every_fourth_sweep():
+    """Every fourth sweep also lists FAILED tasks."""
+    s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1.7e9, "b": 1.7e9})
+    with anyio.move_on_after(0.05):
+        await s.run()
+    statuses = [query["status"] for query in queries]
+    assert "FAILED" in statuses
+    assert statuses.count("SUCCEEDED") >= 3 * statuses.count("FAILED")
+
+
+async def test_a_client_error_turns_sweeping_off_and_network_errors_do_not():
+    """A list endpoint that rejects the query disables sweeps; a network error is retried."""
+    s, _, _ = sweeper(TransportError("down"), {"a": 1.7e9, "b": 1.7e9})
+    with anyio.move_on_after(0.01):
+        await s.run()
+    assert s.enabled
+    s, _, _ = sweeper(InvalidRequestError("bad", status=400), {"a": 1.7e9, "b": 1.7e9})
+    await s.run()  # returns by itself
+    assert not s.enabled
+
+
+async def test_sweeps_find_completions_so_each_task_is_polled_about_once():
+    """With many tasks in flight, sweeps announce completions and per-task polls become rare."""
+    limits = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=100, submits=1000)})
+    durations = {"qwen-image-plus": (5.0, 15.0)}  # the realistic range, compressed
+    async with FakeDashScope(time_scale=SCALE, limits=limits, durations=durations, seed=4) as fake:
+        async with make_client(fake, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=100, submits_per_second=1000)})) as client:
+            outcomes = [o async for o in client.map([f"p{i}" for i in range(200)], model="qwen-image-plus", concurrency=200)]
+            sweeper_ = client._engine._sweeper
+            assert sweeper_ is not None and sweeper_.trusted
+            assert sweeper_.announced > 150
+        queries = sum(report.queries for report in fake.stats.tasks.values())
+    assert all(o.ok for o in outcomes)
+    assert queries / 200 < 2.0
+
+
+async def test_sweeps_can_be_switched_off(fake):
+    """PollPolicy(sweep=False) polls each task on its own only."""
+    async with make_client(fake, poll=q.PollPolicy(sweep=False, sweep_min_live=1)) as client:
+        async for outcome in client.map([f"p{i}" for i in range(20)], model="qwen-image-plus"):
+            assert outcome.ok
+        assert client._engine._sweeper is None
+    assert 0 == sum(fake.stats.requests["list"].values())
+
+
+def test_policy_validates_sweep_settings():
+    """Nonsensical sweep settings are refused."""
+    with pytest.raises(ValueError, match="sweep_share"):
+        q.PollPolicy(sweep_share=0)
+    with pytest.raises(ValueError, match="stretch"):
+        q.PollPolicy(stretch=0.5)
