@@ -297,7 +297,8 @@ class ModelSpec:
         """
         Every rule of this model that the request breaks (empty when it is valid).
 
-        Prompts longer than the documented limit are not a violation: the service truncates them.
+        Prompts and negative prompts longer than the documented limits are not a violation: the
+        service truncates them.
         """
         found: list[Violation] = []
 
@@ -317,11 +318,9 @@ class ModelSpec:
                 add("n", f"{rule}, got {n!r}")
         if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):  # type: ignore[operator]
             add("seed", f"must be an integer in [0, {SEED_MAX}], got {seed!r}")
-        if negative_prompt is not None:
-            if not isinstance(negative_prompt, str):
-                add("negative_prompt", "must be a string")
-            elif len(negative_prompt) > NEGATIVE_PROMPT_MAX:
-                add("negative_prompt", f"must be at most {NEGATIVE_PROMPT_MAX} characters")
+        # Like prompts, a negative prompt over NEGATIVE_PROMPT_MAX is truncated by the service.
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            add("negative_prompt", "must be a string")
         if prompt_extend is not None:
             if not self.prompt_extend:
                 add("prompt_extend", "is not supported by this model")
@@ -358,8 +357,9 @@ _PER_SECOND_2: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=None)}
 _PER_MINUTE_2: Final = {"*": DefaultLimits(submits=2, period=60, in_flight=None)}
 _QWEN_ASYNC: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=2)}
 _WAN_OLD: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=2)}
-_WAN_NEW: Final = {
-    "*": DefaultLimits(submits=5, period=1, in_flight=5),
+_WAN25: Final = {"*": DefaultLimits(submits=5, period=1, in_flight=5)}
+_WAN26: Final = {
+    **_WAN25,
     # Beijing's table lists wan2.6-t2i at 1 submission/s (wan2.5's merged cell reads 5/5).
     "beijing": DefaultLimits(submits=1, period=1, in_flight=5),
 }
@@ -476,7 +476,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         n_range=(1, 4),
         n_default=4,
         prompt_limit=2100,
-        limits=_WAN_NEW,
+        limits=_WAN26,
         duration=(20.0, 35.0),
     ),
     **_family(
@@ -487,7 +487,7 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         n_range=(1, 4),
         n_default=4,
         prompt_limit=2000,
-        limits=_WAN_NEW,
+        limits=_WAN25,
         duration=(8.0, 15.0),
     ),
     **_family(

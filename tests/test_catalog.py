@@ -288,14 +288,12 @@ def test_spec_is_a_frozen_record():
 # --- documented behaviour the catalog does not follow yet (reported; flip when fixed) --------
 
 
-@pytest.mark.xfail(strict=True, reason="_catalog gives wan2.5 the Beijing row of wan2.6 (1/s)")
 def test_wan25_keeps_5_per_second_in_beijing():
     """§7: Beijing's merged wan2.5-t2i-preview cell reads 5 submissions/s and 5 in flight."""
     expected = DefaultLimits(submits=5, period=1, in_flight=5)
     assert expected == MODELS["wan2.5-t2i-preview"].default_limits("beijing")
 
 
-@pytest.mark.xfail(strict=True, reason="_catalog refuses long negative prompts; §3 truncates")
 def test_long_negative_prompts_are_not_a_violation():
     """§3: negative_prompt is at most 500 characters, and longer ones are truncated."""
     assert [] == _problems("wan2.2-t2i-flash", negative_prompt="x" * 501)
