@@ -376,7 +376,28 @@ async def test_file_host_faults_and_methods(
             await resp.read()
     async with session.put(url) as resp:
         assert 405 == resp.status
-    assert {0: 2, 405: 1, 503: 1} == dict(fake.stats.requests["file"])
+    fake.faults.add(Fault(kind="throttle", endpoints="file", times=1, retry_after=2))
+    async with session.get(url) as resp:
+        assert (429, "2e-05") == (resp.status, resp.headers["Retry-After"])
+    assert {0: 2, 405: 1, 429: 1, 503: 1} == dict(fake.stats.requests["file"])
+    assert 1 == fake.stats.throttled
+
+
+async def test_file_host_bugs_become_quiet_500s(
+    fake: FakeDashScope,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """An unexpected error on the file host is an OSS-style 500, never a traceback."""
+    url, _ = await _result_urls(fake, session, clock)
+
+    def broken(*_args: Any) -> tuple[int, int]:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(fake._engine.signer, "check", broken)
+    async with session.get(url) as resp:
+        assert (500, True) == (resp.status, "<Code>InternalError</Code>" in await resp.text())
 
 
 # --- admin and stats -------------------------------------------------------------------------

@@ -272,3 +272,29 @@ async def test_v2_maps_failures_and_refusals(fake: FakeDashScope):
         refused.value.code,
     )
     assert ("SUCCEEDED", 1) == (generated.status, len(generated.image_urls))
+
+
+async def test_throttling_reaches_both_stacks(sdk: str, monkeypatch: pytest.MonkeyPatch):
+    """A 429 reaches v1 as a response and v2 as RateLimitError after honouring Retry-After."""
+    from dashscope.v2.errors import RateLimitError
+
+    # Documented limits (2 submits/s), a 50 ms window: three quick creates overflow it.
+    async with FakeDashScope(time_scale=0.05) as limited:
+        monkeypatch.setattr(dashscope, "base_http_api_url", limited.base_url)
+        answers = [
+            await asyncio.to_thread(
+                ImageSynthesis.async_call, model="qwen-image-plus", prompt="x", api_key=sdk
+            )
+            for _ in range(3)
+        ]
+        limited.faults.add(Fault(kind="throttle", endpoints="create", times=3))
+        async with dashscope.AsyncClient(api_key=sdk, base_url=limited.base_url) as client:
+            with pytest.raises(RateLimitError) as throttled:
+                await client.images.jobs.create(model="wan2.2-t2i-flash", prompt="x", n=1)
+        creates_429 = limited.stats.count("create", 429)
+    assert ([200, 200, 429], "Throttling.RateQuota") == (
+        [a.status_code for a in answers],
+        answers[2].code,
+    )
+    # The 2.0 client re-sends the create twice on a 429 (its default max_retries).
+    assert ("Throttling.RateQuota", 4) == (throttled.value.code, creates_429)

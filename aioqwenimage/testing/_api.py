@@ -307,7 +307,9 @@ class Handlers:
             try:
                 await self._before(request, fired)
             except ApiError as error:
-                raise OssError(error.status, error.code, error.message) from None
+                raise OssError(
+                    error.status, error.code, error.message, headers=error.headers
+                ) from None
             query = request.query
             size = engine.signer.check(
                 FileRequest(
@@ -324,12 +326,22 @@ class Handlers:
             response = web.Response(
                 status=error.status,
                 body=oss_error(error, request_id),
-                headers={"Content-Type": "application/xml"},
+                headers={"Content-Type": "application/xml", **error.headers},
             )
         except _Dropped:
             stats.requests[Endpoint.FILE.value][0] += 1
             return web.Response(status=204)
+        except Exception:
+            log.debug("emulator file handler failed", exc_info=True)
+            internal = OssError(500, "InternalError", "We encountered an internal error.")
+            response = web.Response(
+                status=500,
+                body=oss_error(internal, request_id),
+                headers={"Content-Type": "application/xml"},
+            )
         stats.requests[Endpoint.FILE.value][response.status] += 1
+        if response.status == HTTPStatus.TOO_MANY_REQUESTS:
+            stats.throttled += 1
         response.headers["x-oss-request-id"] = request_id
         return response
 

@@ -14,13 +14,16 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 import attrs
 
 from aioqwenimage.testing._wire import format_time
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["FileRequest", "UrlSigner", "oss_error"]
 
@@ -108,13 +111,20 @@ class OssError(Exception):
     """An OSS refusal, rendered as OSS's XML error document."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, extra: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
-        self.extra = extra or {}
+        self.extra: Mapping[str, str] = extra or {}
+        self.headers: Mapping[str, str] = headers or {}
 
 
 def oss_error(error: OssError, request_id: str) -> bytes:
