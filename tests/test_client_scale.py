@@ -25,8 +25,8 @@ async def test_two_thousand_concurrent_generations():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # Tasks last 1-1.5 s of real time, so that all 2,000 are in flight at once on the server.
-        durations = {"qwen-image-plus": (1000.0, 1500.0)}
+        # Tasks last 2.5-3 s of real time, so that all 2,000 are in flight at once on the server.
+        durations = {"qwen-image-plus": (2500.0, 3000.0)}
         async with FakeDashScope(time_scale=SCALE, seed=11, limits=limits, durations=durations) as fake:
             client = q.Client(
                 api_key=fake.api_key,
@@ -34,7 +34,7 @@ async def test_two_thousand_concurrent_generations():
                 time_scale=SCALE,
                 seed=5,
                 # Polls in proportion to those durations, as a client that has learned them.
-                poll=q.PollPolicy(first_poll=1000, min_interval=20, max_interval=100),
+                poll=q.PollPolicy(first_poll=2500, min_interval=20, max_interval=100),
                 limits=q.Limits(
                     queries_per_second=15,
                     models={"qwen-image-plus": q.ModelLimits(in_flight=COUNT, submits_per_second=COUNT)},
