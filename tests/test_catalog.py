@@ -285,7 +285,7 @@ def test_spec_is_a_frozen_record():
     assert isinstance(spec, ModelSpec)
 
 
-# --- documented behaviour the catalog does not follow yet (reported; flip when fixed) --------
+# --- documented behaviour once missed by the catalog -------------------------------------------
 
 
 def test_wan25_keeps_5_per_second_in_beijing():
