@@ -18,7 +18,15 @@ import logging
 import math
 import random
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -125,7 +133,7 @@ class Client:
         self._time_scale = float(time_scale)
         self._limits = limits or Limits()
         self._poll_policy = (poll or PollPolicy()).scaled(time_scale)
-        self._rng = random.Random(seed)  # noqa: S311 - jitter only
+        self._rng = random.Random(seed)
         self._transport = Transport(
             base_url=self._base_url,
             api_key=self._key.reveal() if self._key else "",
@@ -245,7 +253,7 @@ class Client:
 
     # --- the public API ----------------------------------------------------------------------
 
-    async def generate(  # noqa: PLR0913 - the generation parameters
+    async def generate(
         self,
         prompt: str,
         *,
@@ -311,7 +319,7 @@ class Client:
             await self.save_images(result, save_to)
         return result
 
-    async def submit(  # noqa: PLR0913 - the generation parameters
+    async def submit(
         self,
         prompt: str,
         *,
@@ -377,7 +385,7 @@ class Client:
         self._ensure_open()
         return self._engine.attach(task_id, model)
 
-    async def map(  # noqa: PLR0913 - the generation parameters
+    async def map(
         self,
         prompts: Iterable[str | Mapping[str, Any]],
         *,
@@ -502,10 +510,13 @@ class Client:
         page = 1
         while True:
             params["page_no"] = str(page)
-            await self._engine.spend_query()
             self._engine.count("list")
             response = await self._transport.call(
-                "GET", "/tasks", params=params, on_retry=self._engine.count_retry
+                "GET",
+                "/tasks",
+                params=params,
+                acquire=self._engine.spend_query,
+                on_retry=self._engine.count_retry,
             )
             body = response.body or {}
             rows = body.get("data")
@@ -541,6 +552,7 @@ class Client:
         """A snapshot of the client's counters."""
         return self._engine.stats()
 
+
 def _positive_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -563,4 +575,3 @@ def _list_time(value: datetime) -> str:
 def _name_from_url(url: str) -> str:
     name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return name or "image.png"
-

@@ -124,6 +124,8 @@ class Engine:
             budget=self._budget,
             durations=self._durations,
             rng=self._rng,
+            # No more polls in the air than query connections: a poll never waits for one.
+            max_in_air=self._transport.pools.query,
         )
         runners: list[Callable[[], Coroutine[Any, Any, None]]] = [self._scheduler.run]
         policy = self._poll_policy
@@ -160,11 +162,10 @@ class Engine:
         if request.protocol.is_async:
             await self._create(flight)
             return handle
+        # Admitted here, so that submit() returns once the limits let the call go.
         await self._acquire_slot(flight)
         try:
             await lane.acquire_submit()
-            if on_sending is not None:
-                await on_sending()
         except BaseException:
             self._release_slot(flight)
             raise
@@ -255,28 +256,45 @@ class Engine:
 
     # --- creating tasks ----------------------------------------------------------------------
 
-    async def _create(self, flight: _Flight) -> None:
-        """POST the create until the task exists, re-sending only when nothing was created."""
+    async def _send_paid(self, flight: _Flight, *, admitted: bool = False) -> Response:
+        """
+        Send a request that orders (and bills) images until it is answered with success,
+        re-sending it only when it provably created nothing: the connection was refused, a 429
+        ``Throttling*``, a 503. Returns the 2xx answer, with the flight's slot held.
+
+        Args:
+            admitted: The slot and the submission token of the first attempt are already taken.
+
+        Raises:
+            SubmissionUncertainError: It was sent, and what it did is unknown.
+            QwenImageError: The service refused it, or the retry budget ran out.
+        """
         request, lane, handle = flight.request, flight.lane, flight.handle
-        assert request is not None and lane is not None  # noqa: S101
+        assert request is not None  # noqa: S101
+        assert lane is not None  # noqa: S101
+        is_task = request.protocol.is_async
         attempts = 0
         while True:
             attempts += 1
-            await self._acquire_slot(flight)
+            if not admitted:
+                await self._acquire_slot(flight)
             try:
-                await lane.acquire_submit()
+                if not admitted:
+                    await lane.acquire_submit()
+                admitted = False
                 if flight.on_sending is not None:
                     await flight.on_sending()
-                # Shielded: once the request may have left, we must learn its outcome even if
-                # our caller is cancelled, or a created (billed) task would be lost.
-                with anyio.CancelScope(shield=True):
-                    self._requests["create"] += 1
+                # A create is shielded: once it may have left, its outcome must be learnt even
+                # if our caller is cancelled, or a created (billed) task would be lost. A
+                # synchronous call is abandoned instead: its result exists only in the answer.
+                with anyio.CancelScope(shield=is_task):
+                    self._requests["create" if is_task else "sync"] += 1
                     response = await self._transport.send(
-                        PoolKind.CONTROL,
+                        PoolKind.CONTROL if is_task else PoolKind.LONG,
                         "POST",
                         request.protocol.path,
                         body=request.body,
-                        async_task=True,
+                        async_task=is_task,
                     )
             except ConnectFailedError as exc:
                 self._release_slot(flight)
@@ -287,36 +305,25 @@ class Engine:
             except TransportError as exc:
                 self._release_slot(flight)
                 self._uncertain += 1
-                raise self._uncertain_error(request, f"the connection failed after sending: {exc}") from exc
+                why = f"the connection failed after sending: {exc}"
+                raise self._uncertain_error(request, why) from exc
             except BaseException:
                 self._release_slot(flight)
                 raise
-            task_id = _created_task_id(response)
-            if task_id is not None:
-                lane.on_success()
-                handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
-                flight.created_at = time.time()
-                self._flights[handle] = flight
-                self._by_id[task_id] = flight
-                # Registered before anything can raise: a task that exists is always polled
-                # until it ends, which is what releases its slot.
-                assert self._scheduler is not None  # noqa: S101
-                self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
-                self._submitted += 1
-                self._emit(EventKind.SUBMITTED, handle)
-                await self._cancel_if_cancelled(handle)
-                return
+            if response.ok and response.body is not None:
+                return response
             error = response.error()
-            if response.status == 429 and response.retryable:  # noqa: PLR2004
+            throttled = response.status == 429 and response.retryable  # noqa: PLR2004
+            if throttled:
                 # Told while the slot is still held: the lane learns how many the server took.
                 lane.on_throttled(response.retry_after)
             self._release_slot(flight)
-            if response.status == 429 and response.retryable:  # noqa: PLR2004
+            if throttled:
                 self._throttled += 1
                 self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
                 if attempts >= max(8, self._transport.retry.attempts):
                     raise error
-                continue
+                continue  # the lane's pause is the wait
             if response.status == 503:  # noqa: PLR2004 - "ModelUnavailable": nothing was created
                 if attempts >= self._transport.retry.attempts:
                     raise error
@@ -326,6 +333,30 @@ class Engine:
                 self._uncertain += 1
                 raise self._uncertain_error(request, str(error)) from error
             raise error
+
+    async def _create(self, flight: _Flight) -> None:
+        """Create the task; returns once it exists remotely and is registered for polling."""
+        request, lane, handle = flight.request, flight.lane, flight.handle
+        assert request is not None  # noqa: S101
+        assert lane is not None  # noqa: S101
+        response = await self._send_paid(flight)
+        task_id = _created_task_id(response)
+        if task_id is None:  # a 2xx without a task id: something may exist, we cannot know
+            self._release_slot(flight)
+            self._uncertain += 1
+            raise self._uncertain_error(request, "the answer carried no task id")
+        lane.on_success()
+        handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
+        flight.created_at = time.time()
+        self._flights[handle] = flight
+        self._by_id[task_id] = flight
+        # Registered before anything can raise: a task that exists is always polled until it
+        # ends, which is what releases its slot.
+        assert self._scheduler is not None  # noqa: S101
+        self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
+        self._submitted += 1
+        self._emit(EventKind.SUBMITTED, handle)
+        await self._cancel_if_cancelled(handle)
 
     async def _cancel_if_cancelled(self, handle: TaskHandle) -> None:
         """After a shielded create: if our caller was cancelled meanwhile, cancel the new task."""
@@ -357,60 +388,26 @@ class Engine:
 
     async def _run_sync(self, flight: _Flight) -> None:
         """One synchronous generation, resolving its handle; runs in the client's task group."""
-        request, handle, lane = flight.request, flight.handle, flight.lane
-        assert request is not None and lane is not None and flight.sync_scope is not None  # noqa: S101
+        handle, lane, scope = flight.handle, flight.lane, flight.sync_scope
+        assert lane is not None  # noqa: S101
+        assert scope is not None  # noqa: S101
         if handle.done():  # cancelled before this coroutine first ran: nothing was sent
             return
         self._submitted += 1
         self._emit(EventKind.SUBMITTED, handle)
         handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
-        attempts = 0
-        with flight.sync_scope:
+        with scope:
             try:
-                while True:
-                    attempts += 1
-                    try:
-                        self._requests["sync"] += 1
-                        response = await self._transport.send(
-                            PoolKind.LONG, "POST", request.protocol.path, body=request.body
-                        )
-                    except ConnectFailedError as exc:
-                        if attempts >= self._transport.retry.attempts:
-                            raise
-                        await self._backoff(handle, attempts, None, exc)
-                        continue
-                    except TransportError as exc:
-                        self._uncertain += 1
-                        raise self._uncertain_error(request, str(exc)) from exc
-                    if response.ok and response.body is not None:
-                        lane.on_success()
-                        snapshot = TaskSnapshot.from_json(response.body)
-                        self._finish(flight, snapshot)
-                        return
-                    error = response.error()
-                    if response.status == 429 and response.retryable:  # noqa: PLR2004
-                        self._throttled += 1
-                        lane.on_throttled(response.retry_after)
-                        self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
-                        if attempts >= max(8, self._transport.retry.attempts):
-                            raise error
-                        await lane.acquire_submit()
-                        continue
-                    if response.status == 503:  # noqa: PLR2004
-                        if attempts >= self._transport.retry.attempts:
-                            raise error
-                        await self._backoff(handle, attempts, response.retry_after, error)
-                        continue
-                    if response.ok or response.status >= 500:  # noqa: PLR2004
-                        self._uncertain += 1
-                        raise self._uncertain_error(request, str(error)) from error
-                    raise error
+                response = await self._send_paid(flight, admitted=True)
+                assert response.body is not None  # noqa: S101 - _send_paid returns bodies
+                lane.on_success()
+                self._finish(flight, TaskSnapshot.from_json(response.body))
             except QwenImageError as exc:
                 self._end_flight(flight, exc)
             except Exception as exc:  # a bug must fail this handle, not the client's host
                 logger.exception("synchronous generation failed unexpectedly")
                 self._end_flight(flight, exc)
-        if flight.sync_scope.cancelled_caught:
+        if scope.cancelled_caught:
             self._end_flight(
                 flight, TaskCanceledError("the synchronous call was cancelled", task_id=None)
             )
@@ -425,7 +422,7 @@ class Engine:
             return PollOutcome.FINISHED
         self._requests["poll"] += 1
         try:
-            response = await self._transport.send(PoolKind.CONTROL, "GET", f"/tasks/{task_id}")
+            response = await self._transport.send(PoolKind.QUERY, "GET", f"/tasks/{task_id}")
         except TransportError as exc:
             self._retries += 1
             self._emit(EventKind.RETRIED, handle, error=type(exc).__name__)
@@ -465,9 +462,10 @@ class Engine:
     # --- sweeps ------------------------------------------------------------------------------
 
     async def _list_page(self, params: Mapping[str, str]) -> Mapping[str, Any]:
-        await self.spend_query()
         self._requests["list"] += 1
-        response = await self._transport.call("GET", "/tasks", params=params, on_retry=self.count_retry)
+        response = await self._transport.call(
+            "GET", "/tasks", params=params, acquire=self.spend_query, on_retry=self.count_retry
+        )
         return response.body or {}
 
     def _sweepable(self) -> Iterator[tuple[str, float]]:
@@ -563,11 +561,13 @@ class Engine:
             self._settle(handle, error)
 
     async def _remote_cancel(self, task_id: str) -> bool:
-        await self.spend_query()
         self._requests["cancel"] += 1
         try:
             await self._transport.call(
-                "POST", f"/tasks/{task_id}/cancel", on_retry=self.count_retry
+                "POST",
+                f"/tasks/{task_id}/cancel",
+                acquire=self.spend_query,
+                on_retry=self.count_retry,
             )
         except QwenImageError as exc:
             # 400 UnsupportedOperation: the task is not PENDING any more. Anything else that
@@ -605,13 +605,9 @@ class Engine:
                 logger.exception("an event hook raised; ignoring it")
 
 
-
-
 def _created_task_id(response: Response) -> str | None:
     if not response.ok or response.body is None:
         return None
     output = response.body.get("output")
     task_id = output.get("task_id") if isinstance(output, Mapping) else None
     return task_id if isinstance(task_id, str) and task_id else None
-
-

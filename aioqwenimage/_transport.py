@@ -1,10 +1,13 @@
 """
 HTTP for the client: sessions and pools, the auth header, JSON, retries and error mapping.
 
-This is the only module that imports aiohttp; nothing typed by aiohttp leaves it. Three pools keep
-one kind of traffic from starving another (DESIGN.md, Concurrency): *control* calls (creates,
-polls, lists, cancels) are short; *long* calls are synchronous generations that hold a connection
-for up to 300 s; *downloads* go to the result host and never carry the API key.
+This is the only module that imports aiohttp; nothing typed by aiohttp leaves it. Four pools keep
+one kind of traffic from starving another (DESIGN.md, Concurrency): *control* calls (creates) are
+short; *query* calls (polls, lists, cancels) spend the account's query budget, and have their own
+connections so that a query leaves the moment its budget token is taken (a query that first waited
+for a connection would go out late, bunched with later ones, and could exceed the account's limit
+on arrival); *long* calls are synchronous generations that hold a connection for up to 300 s;
+*downloads* go to the result host and never carry the API key.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from aioqwenimage._errors import (
 
 __all__ = [
     "ConnectFailedError",
-    "PoolLimits",
     "PoolKind",
+    "PoolLimits",
     "Response",
     "RetryPolicy",
     "Timeouts",
@@ -47,6 +50,7 @@ class PoolKind(enum.Enum):
     """Which connection pool a request uses."""
 
     CONTROL = "control"
+    QUERY = "query"
     LONG = "long"
     DOWNLOAD = "download"
 
@@ -75,7 +79,9 @@ class PoolLimits:
     Connection limits per pool, and how long idle connections are kept.
 
     Attributes:
-        control: Connections for creates, polls, lists and cancels.
+        control: Connections for creates.
+        query: Connections for polls, lists and cancels; also the most polls awaiting an answer
+            at once.
         long: Connections for synchronous generations (each holds one for the whole call).
         download: Connections to the result host.
         keepalive: Idle seconds before a pooled connection is closed; longer than the longest
@@ -83,6 +89,7 @@ class PoolLimits:
     """
 
     control: int = 32
+    query: int = 32
     long: int = 256
     download: int = 16
     keepalive: float = 30.0
@@ -191,7 +198,7 @@ class Transport:
         self._pools = pools or PoolLimits()
         self._timeouts = timeouts or Timeouts()
         self._retry = retry or RetryPolicy()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter only
+        self._rng = rng or random.Random()
         self._given_session = session
         self._sessions: dict[PoolKind, aiohttp.ClientSession] = {}
         self._owned: list[aiohttp.ClientSession] = []
@@ -212,6 +219,7 @@ class Transport:
             return
         for kind, limit in (
             (PoolKind.CONTROL, self._pools.control),
+            (PoolKind.QUERY, self._pools.query),
             (PoolKind.LONG, self._pools.long),
             (PoolKind.DOWNLOAD, self._pools.download),
         ):
@@ -262,7 +270,9 @@ class Transport:
             headers["Content-Type"] = "application/json"
         if async_task:
             headers["X-DashScope-Async"] = "enable"
-        read_timeout = self._timeouts.generation if pool is PoolKind.LONG else self._timeouts.control
+        read_timeout = (
+            self._timeouts.generation if pool is PoolKind.LONG else self._timeouts.control
+        )
         try:
             async with session.request(
                 method,
@@ -278,8 +288,7 @@ class Transport:
                 return Response(
                     status=response.status,
                     body=_decode(raw),
-                    request_id=response.headers.get("X-Request-ID")
-                    or _request_id_of(_decode(raw)),
+                    request_id=response.headers.get("X-Request-ID") or _request_id_of(_decode(raw)),
                     retry_after=_retry_after(response.headers),
                 )
         except aiohttp.ClientConnectorError as exc:
@@ -293,11 +302,13 @@ class Transport:
         path: str,
         *,
         params: Mapping[str, str] | None = None,
+        acquire: Callable[[], Awaitable[None]] | None = None,
         on_retry: Callable[[Response | None, float], Awaitable[None]] | None = None,
     ) -> Response:
         """
-        An idempotent control request, retried on 429 (throttling), 5xx and network errors.
+        An idempotent task query (list, cancel), retried on 429 (throttling), 5xx and network errors.
 
+        `acquire` is awaited before every attempt (the query budget: a retry is a query too);
         `on_retry` hears of each retry before its delay (the answer, or ``None`` for a network
         error, and the delay) so that callers can count and report it.
 
@@ -310,8 +321,10 @@ class Transport:
             attempt += 1
             failure: QwenImageError
             answer: Response | None = None
+            if acquire is not None:
+                await acquire()
             try:
-                answer = await self.send(PoolKind.CONTROL, method, path, params=params)
+                answer = await self.send(PoolKind.QUERY, method, path, params=params)
             except TransportError as exc:
                 failure = exc
             else:

@@ -9,9 +9,12 @@ import anyio
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
-from tests.conftest import SCALE
 
 COUNT = 2000
+# Compressed less than elsewhere: with a one-second window lasting 10 ms, the event loop's own
+# scheduling delays (a millisecond or so under this load) cannot bunch one window's queries into
+# the next on arrival, so the emulator's count of arrivals checks the client's budget faithfully.
+SCALE = 0.01
 
 
 async def test_two_thousand_concurrent_generations():
@@ -26,18 +29,22 @@ async def test_two_thousand_concurrent_generations():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Tasks last 2.5-3 s of real time, so that all 2,000 are in flight at once on the server.
-        durations = {"qwen-image-plus": (2500.0, 3000.0)}
-        async with FakeDashScope(time_scale=SCALE, seed=11, limits=limits, durations=durations) as fake:
+        durations = {"qwen-image-plus": (250.0, 300.0)}
+        async with FakeDashScope(
+            time_scale=SCALE, seed=11, limits=limits, durations=durations
+        ) as fake:
             client = q.Client(
                 api_key=fake.api_key,
                 base_url=fake.base_url,
                 time_scale=SCALE,
                 seed=5,
                 # Polls in proportion to those durations, as a client that has learned them.
-                poll=q.PollPolicy(first_poll=2500, min_interval=20, max_interval=100),
+                poll=q.PollPolicy(first_poll=250, min_interval=2, max_interval=10),
                 limits=q.Limits(
                     queries_per_second=15,
-                    models={"qwen-image-plus": q.ModelLimits(in_flight=COUNT, submits_per_second=COUNT)},
+                    models={
+                        "qwen-image-plus": q.ModelLimits(in_flight=COUNT, submits_per_second=COUNT)
+                    },
                 ),
             )
             async with client:
@@ -45,7 +52,9 @@ async def test_two_thousand_concurrent_generations():
 
                 async def one(index: int) -> None:
                     try:
-                        outcomes[index] = await client.generate(f"prompt {index}", model="qwen-image-plus")
+                        outcomes[index] = await client.generate(
+                            f"prompt {index}", model="qwen-image-plus"
+                        )
                     except q.QwenImageError as exc:
                         outcomes[index] = exc
 
@@ -67,7 +76,7 @@ async def test_two_thousand_concurrent_generations():
     # The query budget held: the emulator (20 per compressed second) never had to throttle a poll.
     assert 429 not in stats.requests["query"]
     # Connections are bounded by the pools, not by the number of requests.
-    assert stats.connections <= pools.control + pools.long
+    assert stats.connections <= pools.control + pools.query + pools.long
     assert sum(stats.requests["query"].values()) > 10 * stats.connections
     # Nothing left running after aclose(), and no warning of any kind.
     assert set() == asyncio.all_tasks() - before

@@ -19,7 +19,9 @@ FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
 
 @pytest.fixture
 async def transport():
-    t = Transport(base_url=BASE, api_key="sk-secret", workspace="ws-1", retry=FAST, rng=random.Random(1))
+    t = Transport(
+        base_url=BASE, api_key="sk-secret", workspace="ws-1", retry=FAST, rng=random.Random(1)
+    )
     t.open()
     yield t
     await t.aclose()
@@ -38,7 +40,9 @@ async def test_send_sets_auth_async_and_workspace_headers(transport):
             payload={"output": {"task_id": "t"}, "request_id": "r-body"},
             headers={"X-Request-ID": "r-head"},
         )
-        response = await transport.send(PoolKind.CONTROL, "POST", "/services/x", body={"p": "狐"}, async_task=True)
+        response = await transport.send(
+            PoolKind.CONTROL, "POST", "/services/x", body={"p": "狐"}, async_task=True
+        )
 
         call = mocked.requests[("POST", URL(BASE + "/services/x"))][0]
     headers = call.kwargs["headers"]
@@ -105,10 +109,26 @@ async def test_call_retries_throttling_and_5xx_then_succeeds(transport):
     assert 200 == response.status
 
 
+async def test_call_spends_a_budget_token_on_every_attempt(transport):
+    """A retried query is a query too: `acquire` runs before each attempt."""
+    tokens: list[int] = []
+
+    async def acquire() -> None:
+        tokens.append(1)
+
+    with aioresponses() as mocked:
+        mocked.get(BASE + "/tasks", status=503, payload={"code": "ModelUnavailable"})
+        mocked.get(BASE + "/tasks", payload={"data": []})
+        await transport.call("GET", "/tasks", acquire=acquire)
+    assert 2 == len(tokens)
+
+
 async def test_call_stops_at_once_on_a_client_error_and_after_the_budget(transport):
     """A 400 is raised at once; persistent 5xx or network errors after `attempts` tries."""
     with aioresponses() as mocked:
-        mocked.post(BASE + "/c", status=400, payload={"code": "UnsupportedOperation", "message": "m"})
+        mocked.post(
+            BASE + "/c", status=400, payload={"code": "UnsupportedOperation", "message": "m"}
+        )
         with pytest.raises(q.InvalidRequestError):
             await transport.call("POST", "/c")
         for _ in range(3):
