@@ -170,8 +170,8 @@ def decide(
         if why is None:
             resend.append(item.seq)
             reasons[item.seq] = (
-                "no task was created for it: every task of the model since it was sent ended, "
-                "and none is its own"
+                "no image was made for it: every unknown task of the model since it was sent "
+                "has ended, and none echoes its prompt (a failed or cancelled one is not billed)"
             )
         else:
             unresolved.append(item.seq)

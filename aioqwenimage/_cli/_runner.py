@@ -254,6 +254,9 @@ class BatchRunner:
         uncertain: list[Row] = []
         now = self.clock()
         emulator_gone = 0
+        # A download cut short by a crash leaves its hidden temporary file behind.
+        for partial in self.out.glob(".*.png.*.part"):
+            partial.unlink(missing_ok=True)
         for seq, row in self.rows.items():
             state = row.state
             if state.finished:
@@ -359,7 +362,7 @@ class BatchRunner:
         except _StoppedError:
             self._not_sent(seq, self.stop_reason)
         except SubmissionUncertainError as exc:
-            self._uncertain(seq, str(exc))
+            self._uncertain(seq, _lost(exc))
         except _FATAL as exc:
             self._refused_before_creation(seq, exc)
             if self.fatal is None:
@@ -373,7 +376,7 @@ class BatchRunner:
             self._failed(seq, exc.code, exc.message)
         except QwenImageError as exc:  # anything else after sending: we cannot know
             if admission.sending:
-                self._uncertain(seq, str(exc))
+                self._uncertain(seq, _lost(exc))
             else:
                 self._not_sent(seq, str(exc))
         finally:
@@ -422,7 +425,7 @@ class BatchRunner:
                 self._failed(seq, exc.code, exc.message)
                 return
             except SubmissionUncertainError as exc:  # a synchronous call that lost its answer
-                self._uncertain(seq, str(exc))
+                self._uncertain(seq, _lost(exc))
                 return
             except APIError as exc:
                 if handle.task_id is None:  # a synchronous call refused: nothing was made
@@ -671,10 +674,7 @@ class BatchRunner:
         self.rows[seq] = self.journal.row(seq)
         self.uncertain_why[seq] = why
         self.tally.set(seq, Phase.UNCERTAIN)
-        self._log(
-            f"uncertain {self.rows[seq].item_id}: {why}. Not sent again; a re-run reconciles it "
-            "(--resend-uncertain sends it again if reconciliation cannot tell)"
-        )
+        self._log(f"uncertain {self.rows[seq].item_id}: {why}; not sent again")
 
     def _not_sent(self, seq: int, why: str) -> None:
         self.not_sent_why[seq] = why
@@ -793,6 +793,16 @@ class BatchRunner:
         else:
             self.stream.write(render_summary_plain(summary) + "\n")
             self.stream.flush()
+
+
+def _lost(exc: QwenImageError) -> str:
+    """Why a create's outcome is unknown, short: the network error under the client's."""
+    cause = exc.__cause__
+    detail = f"{type(cause).__name__}: {cause}" if isinstance(cause, Exception) else str(exc)
+    return (
+        f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
+        "against the task list"
+    )
 
 
 def _iso(value: dt.datetime | None) -> str | None:
