@@ -82,7 +82,8 @@ class Violation:
         return f"{self.parameter}: {self.rule} (model {self.model!r})"
 
 
-_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
+# The multiplication sign (U+00D7) on purpose: sizes pasted from documents use it.
+_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")  # noqa: RUF001
 
 
 def parse_size(value: object) -> tuple[int, int]:
@@ -189,7 +190,9 @@ class SizeRule:
                 f"total pixels must be in [{_square(self.min_pixels)}, {_square(self.max_pixels)}]"
             )
             if self.max_aspect:
-                text += f" and the aspect ratio within 1:{self.max_aspect:g} to {self.max_aspect:g}:1"
+                text += (
+                    f" and the aspect ratio within 1:{self.max_aspect:g} to {self.max_aspect:g}:1"
+                )
             return text
         if self.kind is _SizeKind.PER_SIDE:
             return f"width and height must each be in [{self.min_side}, {self.max_side}]"
@@ -251,7 +254,8 @@ class ModelSpec:
         n_default: Images per request when ``n`` is not given.
         prompt_limit: The documented prompt length; longer prompts are truncated server-side.
         prompt_extend: Whether the model takes ``prompt_extend``.
-        edit: ``"required"`` for edit models, ``"optional"`` for models that also edit, else ``"no"``.
+        edit: ``"required"`` for edit models, ``"optional"`` for models that also edit, else
+            ``"no"``.
         limits: Documented limits per region name; ``"*"`` is the fallback.
         duration: The typical (low, high) seconds from submission to the end of a task.
     """
@@ -282,7 +286,7 @@ class ModelSpec:
         """The documented limits in `region`, or the fallback row."""
         return self.limits.get(region) or self.limits["*"]
 
-    def validate(  # noqa: PLR0913 - mirrors the request's own fields
+    def validate(
         self,
         *,
         prompt: object,
@@ -343,7 +347,9 @@ def _is_int(value: object) -> bool:
 
 # --- the table -----------------------------------------------------------------------------------
 
-_QWEN_FIXED: Final = SizeRule.fixed((1664, 928), (1472, 1104), (1328, 1328), (1104, 1472), (928, 1664))
+_QWEN_FIXED: Final = SizeRule.fixed(
+    (1664, 928), (1472, 1104), (1328, 1328), (1104, 1472), (928, 1664)
+)
 _QWEN2_SIZE: Final = SizeRule.total_pixels(512 * 512, 2048 * 2048, default=(2048, 2048))
 _EDIT_SIZE: Final = SizeRule.per_side(512, 2048, default=(1024, 1024))
 _WAN_SIZE: Final = SizeRule.per_side(512, 1440, default=(1024, 1024))
@@ -444,7 +450,11 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
     ),
     **_family(
         "qwen-image-edit",
-        ("qwen-image-edit-plus", "qwen-image-edit-plus-2025-12-15", "qwen-image-edit-plus-2025-10-30"),
+        (
+            "qwen-image-edit-plus",
+            "qwen-image-edit-plus-2025-12-15",
+            "qwen-image-edit-plus-2025-10-30",
+        ),
         protocols=_E2,
         size=_EDIT_SIZE,
         n_range=(1, 6),

@@ -30,7 +30,7 @@ from collections.abc import (
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import anyio
@@ -68,6 +68,7 @@ __all__ = ["Client", "EventHook"]
 logger = logging.getLogger("aioqwenimage")
 
 DEFAULT_MODEL: Final = "qwen-image-plus"
+_ClientT = TypeVar("_ClientT", bound="Client")
 
 
 class _State(enum.Enum):
@@ -170,7 +171,8 @@ class Client:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Client:
+    # A TypeVar, not typing.Self: that needs Python 3.11 or a typing_extensions dependency.
+    async def __aenter__(self: _ClientT) -> _ClientT:  # noqa: PYI019
         self._ensure_open()
         return self
 
@@ -201,7 +203,8 @@ class Client:
         self._host = asyncio.get_running_loop().create_task(self._run_host())
 
     async def _run_host(self) -> None:
-        assert self._stop is not None and self._started is not None  # noqa: S101
+        assert self._stop is not None  # noqa: S101
+        assert self._started is not None  # noqa: S101
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for run in self._runners:
@@ -229,7 +232,8 @@ class Client:
             return
         self._state = _State.CLOSED
         self._engine.abandon_all()
-        assert self._stop is not None and self._host is not None  # noqa: S101
+        assert self._stop is not None  # noqa: S101
+        assert self._host is not None  # noqa: S101
         self._stop.set()
         with anyio.CancelScope(shield=True):
             await self._host
@@ -266,7 +270,7 @@ class Client:
         watermark: bool | None = None,
         images: Sequence[ImageInput] | None = None,
         extra_parameters: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - DESIGN.md's API, like handle.wait()
         save_to: str | Path | None = None,
     ) -> GenerationResult:
         """

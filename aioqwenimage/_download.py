@@ -80,7 +80,7 @@ class Downloader:
         the target only when complete; on any failure it is removed.
         """
         target = Path(destination)
-        if target.is_dir() or str(destination).endswith(("/", os.sep)):
+        if await anyio.Path(target).is_dir() or str(destination).endswith(("/", os.sep)):
             target = target / default_name
         await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
@@ -122,7 +122,7 @@ class Downloader:
                     if status == 200:  # noqa: PLR2004
                         self.downloads += 1
                         return
-                    if status in (403, 404):  # noqa: PLR2004
+                    if status in (403, 404):
                         self._check_expiry(url)
                     failure = error_from_response(status, None)
                     if status < 500 and status != 429:  # noqa: PLR2004

@@ -583,7 +583,7 @@ class Engine:
         assert self._budget is not None  # noqa: S101
         await self._budget.acquire()
 
-    async def count_retry(self, response: Response | None, delay: float) -> None:
+    async def count_retry(self, response: Response | None, _delay: float) -> None:
         self._retries += 1
         if response is not None and response.status == 429:  # noqa: PLR2004
             self._throttled += 1
@@ -601,7 +601,7 @@ class Engine:
         for hook in self._hooks:
             try:
                 hook(event)
-            except Exception:
+            except Exception:  # noqa: PERF203 - each hook is isolated from the others' failures
                 logger.exception("an event hook raised; ignoring it")
 
 

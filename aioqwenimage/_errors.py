@@ -4,23 +4,23 @@ Every error aioqwenimage raises, and the one place where HTTP answers become the
 ::
 
     QwenImageError
-    ├── APIError                      the service answered with an error (status, code, message, request_id)
-    │   ├── AuthenticationError       401, or no API key configured
-    │   ├── PermissionDeniedError     403: model, workspace or endpoint not allowed for this key
-    │   ├── InvalidRequestError       400/404/413/415, or rejected by the model catalog before any I/O
-    │   ├── ContentModerationError    DataInspectionFailed and kin: never retried
-    │   │   └── TaskModeratedError    ...reported by a task that ended FAILED (also a TaskFailedError)
-    │   ├── RateLimitError            429 throttling that outlasted the retry budget
-    │   ├── QuotaExceededError        arrears, exhausted quota: never retried
-    │   └── ServerError               5xx
-    ├── TransportError                the network failed (connect, reset, timeout)
-    ├── SubmissionUncertainError      a create was sent but its outcome is unknown; it was not re-sent
-    ├── ImageExpiredError             a result URL is past its expiry
-    └── TaskError                     about one task (task_id)
-        ├── TaskFailedError           the task ended FAILED
-        ├── TaskCanceledError         the task ended CANCELED, or its handle was cancelled
-        ├── TaskExpiredError          the service no longer knows the task (UNKNOWN: never existed or >24 h)
-        └── TaskTimeoutError          waiting outlasted the caller's timeout (also a TimeoutError)
+    ├── APIError                    the service answered an error: status, code, message, request_id
+    │   ├── AuthenticationError     401, or no API key configured
+    │   ├── PermissionDeniedError   403: model, workspace or endpoint not allowed for this key
+    │   ├── InvalidRequestError     400/404/413/415, or refused by the model catalog before any I/O
+    │   ├── ContentModerationError  DataInspectionFailed and kin: never retried
+    │   │   └── TaskModeratedError  ...reported by a task that ended FAILED (a TaskFailedError too)
+    │   ├── RateLimitError          429 throttling that outlasted the retry budget
+    │   ├── QuotaExceededError      arrears, exhausted quota: never retried
+    │   └── ServerError             5xx
+    ├── TransportError              the network failed (connect, reset, timeout)
+    ├── SubmissionUncertainError    a create was sent, its outcome is unknown; it was not re-sent
+    ├── ImageExpiredError           a result URL is past its expiry
+    └── TaskError                   about one task (task_id)
+        ├── TaskFailedError         the task ended FAILED
+        ├── TaskCanceledError       the task ended CANCELED, or its handle was cancelled
+        ├── TaskExpiredError        the service does not know the task (UNKNOWN: none, or >24 h)
+        └── TaskTimeoutError        waiting outlasted the caller's timeout (a TimeoutError too)
 
 No message ever contains the API key: messages come from the service or from this library.
 """
@@ -226,7 +226,7 @@ class TaskCanceledError(TaskError):
 
 
 class TaskExpiredError(TaskError):
-    """Raised when the service answers ``UNKNOWN``: no such task, or it is past the 24 h retention."""
+    """Raised when the service answers ``UNKNOWN``: no such task, or past the 24 h retention."""
 
 
 class TaskTimeoutError(TaskError, TimeoutError):
@@ -276,7 +276,9 @@ def error_from_response(
     code = body.get("code") if isinstance(body.get("code"), str) else None
     raw_message = body.get("message")
     message = raw_message if isinstance(raw_message, str) and raw_message else f"HTTP {status}"
-    request_id = request_id or (body.get("request_id") if isinstance(body.get("request_id"), str) else None)
+    request_id = request_id or (
+        body.get("request_id") if isinstance(body.get("request_id"), str) else None
+    )
     fields: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
     if code in _QUOTA_CODES:
         return QuotaExceededError(message, **fields)

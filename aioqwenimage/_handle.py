@@ -67,7 +67,7 @@ class TaskHandle:
     def __await__(self) -> Generator[Any, None, GenerationResult]:
         return self.wait().__await__()
 
-    async def wait(self, timeout: float | None = None) -> GenerationResult:
+    async def wait(self, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
         """
         Wait for the result.
 

@@ -1,5 +1,6 @@
 """
-From a user's call to a wire request: validate against the catalog, pick the endpoint, build the body.
+From a user's call to a wire request: validate against the catalog, pick the endpoint, build the
+body.
 
 Pure except for `encode_images`, which reads local files off the event loop. Everything is checked
 before any network I/O, and every rejection names the parameter, the rule and the model.
@@ -107,16 +108,14 @@ def prepare(
         raise InvalidRequestError(message, parameter=first.parameter, model=model)
     assert isinstance(prompt, str)  # noqa: S101 - validate() rejects anything else
 
-    parameters: dict[str, Any] = {}
-    for key, value in (
-        ("size", None if parsed_size is None else _catalog.format_size(parsed_size)),
-        ("n", n),
-        ("seed", seed),
-        ("prompt_extend", prompt_extend),
-        ("watermark", watermark),
-    ):
-        if value is not None:
-            parameters[key] = value
+    named = {
+        "size": None if parsed_size is None else _catalog.format_size(parsed_size),
+        "n": n,
+        "seed": seed,
+        "prompt_extend": prompt_extend,
+        "watermark": watermark,
+    }
+    parameters: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     for key, value in (extra_parameters or {}).items():
         if key in parameters or key in {"negative_prompt", "prompt", "model"}:
             _reject(

@@ -292,9 +292,11 @@ class Transport:
                     retry_after=_retry_after(response.headers),
                 )
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailedError(f"could not connect to the API: {exc.os_error}") from exc
+            msg = f"could not connect to the API: {exc.os_error}"
+            raise ConnectFailedError(msg) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            msg = f"{method} {path}: {type(exc).__name__}: {exc}"
+            raise TransportError(msg) from exc
 
     async def call(
         self,
@@ -306,7 +308,8 @@ class Transport:
         on_retry: Callable[[Response | None, float], Awaitable[None]] | None = None,
     ) -> Response:
         """
-        An idempotent task query (list, cancel), retried on 429 (throttling), 5xx and network errors.
+        An idempotent task query (list, cancel), retried on 429 (throttling), 5xx and network
+        errors.
 
         `acquire` is awaited before every attempt (the query budget: a retry is a query too);
         `on_retry` hears of each retry before its delay (the answer, or ``None`` for a network
@@ -370,7 +373,8 @@ class Transport:
                     await sink(chunk)
                 return response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"download failed: {type(exc).__name__}: {exc}") from exc
+            msg = f"download failed: {type(exc).__name__}: {exc}"
+            raise TransportError(msg) from exc
 
     def _session(self, pool: PoolKind) -> aiohttp.ClientSession:
         try:

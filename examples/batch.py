@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
+
 import aioqwenimage
 
 
@@ -26,7 +28,8 @@ async def run(
     client_factory: Callable[[], aioqwenimage.Client] = aioqwenimage.Client,
 ) -> int:
     """Generate every prompt; returns the number of failures."""
-    prompts = [line.strip() for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = await anyio.Path(prompt_file).read_text(encoding="utf-8")
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     failures = 0
     async with client_factory() as client:
         async for outcome in client.map(prompts, model=model, save_to=out_dir):

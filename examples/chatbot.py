@@ -30,7 +30,7 @@ class ImagineBot:
         self._model = model
         self._busy: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
-    async def handle(self, user: str, text: str, send) -> None:  # noqa: ANN001 - any async callable
+    async def handle(self, user: str, text: str, send) -> None:
         if not text.startswith("/imagine"):
             return
         prompt = text.removeprefix("/imagine").strip()

@@ -47,15 +47,21 @@ def create_app(client_factory: Callable[[], aioqwenimage.Client] = aioqwenimage.
         try:
             # If the HTTP client disconnects, FastAPI cancels this coroutine, and generate()
             # cancels the task remotely while it is still pending: nobody pays for it.
-            result = await client.generate(body.prompt, model=body.model, size=body.size, n=body.n, timeout=120)
+            result = await client.generate(
+                body.prompt, model=body.model, size=body.size, n=body.n, timeout=120
+            )
         except aioqwenimage.InvalidRequestError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         except aioqwenimage.ContentModerationError as exc:
-            raise HTTPException(status_code=400, detail="the prompt or image was rejected by moderation") from exc
+            raise HTTPException(
+                status_code=400, detail="the prompt or image was rejected by moderation"
+            ) from exc
         except (aioqwenimage.RateLimitError, aioqwenimage.TaskTimeoutError) as exc:
             raise HTTPException(status_code=503, detail="busy, try again later") from exc
         except aioqwenimage.QwenImageError as exc:
-            raise HTTPException(status_code=502, detail=f"generation failed: {type(exc).__name__}") from exc
+            raise HTTPException(
+                status_code=502, detail=f"generation failed: {type(exc).__name__}"
+            ) from exc
         return ImageResponse(
             task_id=result.task_id,
             urls=[image.url for image in result.images],

@@ -1,15 +1,19 @@
-"""Shared test setup."""
+"""Shared test setup: the package's pytest plugin, an aioresponses shim, emulator fixtures."""
 
 from __future__ import annotations
-
-# The package's own pytest plugin (the `fake_dashscope` fixture), loaded here rather than through
-# its entry point (disabled in pyproject.toml) so that coverage is running when it is imported.
-pytest_plugins = ["aioqwenimage.testing._pytest_plugin"]
 
 from typing import Any
 
 import aiohttp
 import aioresponses.core
+import pytest
+
+import aioqwenimage as q
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+
+# The package's own pytest plugin (the `fake_dashscope` fixture), loaded here rather than through
+# its entry point (disabled in pyproject.toml) so that coverage is running when it is imported.
+pytest_plugins = ["aioqwenimage.testing._pytest_plugin"]
 
 
 class _CompatClientResponse(aiohttp.ClientResponse):
@@ -32,11 +36,6 @@ aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
 
 # --- the emulator and a client matched to its compressed time ----------------------------------
 
-import pytest  # noqa: E402
-
-import aioqwenimage as q  # noqa: E402
-from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota  # noqa: E402
-
 SCALE = 0.001
 """One simulated second lasts a millisecond: tests never wait real seconds."""
 
@@ -46,7 +45,13 @@ def roomy_limits(in_flight: int = 50) -> EmulatorLimits:
     return EmulatorLimits(
         models={
             name: ModelQuota(in_flight=in_flight, submits=1000)
-            for name in ("qwen-image-plus", "qwen-image", "wan2.2-t2i-flash", "wan2.6-t2i", "wan2.5-t2i-preview")
+            for name in (
+                "qwen-image-plus",
+                "qwen-image",
+                "wan2.2-t2i-flash",
+                "wan2.6-t2i",
+                "wan2.5-t2i-preview",
+            )
         }
     )
 
@@ -56,7 +61,13 @@ def client_limits(in_flight: int = 50) -> q.Limits:
     return q.Limits(
         models={
             name: q.ModelLimits(in_flight=in_flight, submits_per_second=1000)
-            for name in ("qwen-image-plus", "qwen-image", "wan2.2-t2i-flash", "wan2.6-t2i", "wan2.5-t2i-preview")
+            for name in (
+                "qwen-image-plus",
+                "qwen-image",
+                "wan2.2-t2i-flash",
+                "wan2.6-t2i",
+                "wan2.5-t2i-preview",
+            )
         }
     )
 
@@ -65,7 +76,9 @@ def make_client(fake: FakeDashScope, **kwargs: Any) -> q.Client:
     """A client pointed at `fake`, in its compressed time."""
     kwargs.setdefault("limits", client_limits())
     kwargs.setdefault("seed", 7)
-    return q.Client(api_key=fake.api_key, base_url=fake.base_url, time_scale=fake.time_scale, **kwargs)
+    return q.Client(
+        api_key=fake.api_key, base_url=fake.base_url, time_scale=fake.time_scale, **kwargs
+    )
 
 
 @pytest.fixture

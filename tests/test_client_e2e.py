@@ -5,10 +5,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from tests.conftest import SCALE, make_client, roomy_limits
 
 import aioqwenimage as q
-from aioqwenimage.testing import Fault, FaultKind, FakeDashScope
-from tests.conftest import SCALE, client_limits, make_client, roomy_limits
+from aioqwenimage.testing import FakeDashScope, Fault, FaultKind
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -28,7 +28,9 @@ def png_size(data: bytes) -> tuple[int, int]:
         ("wan2.6-t2i", "1280*1280", 2, True),  # wan2.6 (E3)
     ],
 )
-async def test_every_family_generates_real_pngs_of_the_requested_size(client, model, size, n, has_task):
+async def test_every_family_generates_real_pngs_of_the_requested_size(
+    client, model, size, n, has_task
+):
     """Each model family ends in a result whose images are PNGs of the requested size."""
     result = await client.generate("a lighthouse at dusk", model=model, size=size, n=n)
 
@@ -74,7 +76,7 @@ async def test_failed_task_raises_task_failed_error(client, fake):
 
 
 async def test_moderation_at_submit_and_per_image(client, fake):
-    """DataInspectionFailed at submit is a ContentModerationError; on every image, a moderated task."""
+    """DataInspectionFailed at submit is a ContentModerationError; on every image, TaskModerated."""
     fake.faults.add(Fault(kind=FaultKind.MODERATION, times=1))
     with pytest.raises(q.ContentModerationError) as info:
         await client.generate("a fox", model="qwen-image-plus")
@@ -94,9 +96,12 @@ async def test_moderation_at_submit_and_per_image(client, fake):
 async def test_cancel_pending_task_ends_canceled(fake):
     """A PENDING task (queued behind a full cap) is cancelled remotely and ends CANCELED."""
     fake_limits = EmulatorLimitsOneSlot()
-    async with FakeDashScope(time_scale=SCALE, limits=fake_limits) as slow, make_client(
-        slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
-    ) as client:
+    async with (
+        FakeDashScope(time_scale=SCALE, limits=fake_limits) as slow,
+        make_client(
+            slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
+        ) as client,
+    ):
         first = await client.submit("one", model="qwen-image-plus")
         second = await client.submit("two", model="qwen-image-plus")  # queued: PENDING
 
@@ -190,7 +195,9 @@ async def test_unavailable_and_refused_submits_are_resent(client, fake):
     assert 1 == fake.stats.tasks_created["qwen-image-plus"]
 
 
-@pytest.mark.parametrize("kind", [FaultKind.DROP_AFTER, FaultKind.DROP_BEFORE, FaultKind.INTERNAL_ERROR])
+@pytest.mark.parametrize(
+    "kind", [FaultKind.DROP_AFTER, FaultKind.DROP_BEFORE, FaultKind.INTERNAL_ERROR]
+)
 async def test_ambiguous_create_is_never_resent(client, fake, kind):
     """A dropped connection or a 500 on create raises SubmissionUncertainError and sends once."""
     fake.faults.add(Fault(kind=kind, endpoints="create", times=1))
@@ -225,7 +232,10 @@ async def test_service_rejections_map_to_typed_errors(fake):
 
 async def test_expired_result_url_is_a_clear_error(fake):
     """Past the URL's expiry, downloads raise ImageExpiredError without a request."""
-    async with FakeDashScope(time_scale=SCALE, url_ttl=0.001, limits=roomy_limits()) as short, make_client(short) as client:
+    async with (
+        FakeDashScope(time_scale=SCALE, url_ttl=0.001, limits=roomy_limits()) as short,
+        make_client(short) as client,
+    ):
         result = await client.generate("a fox", model="qwen-image-plus")
         await fake_tick()
         await fake_tick()

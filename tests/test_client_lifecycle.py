@@ -9,10 +9,10 @@ import logging
 import aiohttp
 import anyio
 import pytest
+from tests.conftest import SCALE, make_client, roomy_limits
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
-from tests.conftest import SCALE, make_client, roomy_limits
 
 ONE_SLOT = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
 
@@ -112,37 +112,53 @@ async def test_own_session_is_used_and_not_closed(fake):
 
 async def test_wait_timeout_leaves_the_task_running(fake):
     """wait(timeout) raises TaskTimeoutError; the task goes on and can be awaited again."""
-    async with FakeDashScope(time_scale=SCALE, limits=roomy_limits(), durations={"qwen-image-plus": (40, 40)}) as slow:
-        async with make_client(slow) as client:
-            handle = await client.submit("a fox", model="qwen-image-plus")
-            with pytest.raises(q.TaskTimeoutError) as info:
-                await handle.wait(timeout=0.001)
-            assert isinstance(info.value, TimeoutError)
-            assert handle.task_id == info.value.task_id
-            assert (await handle.wait(timeout=5)).images
+    async with (
+        FakeDashScope(
+            time_scale=SCALE, limits=roomy_limits(), durations={"qwen-image-plus": (40, 40)}
+        ) as slow,
+        make_client(slow) as client,
+    ):
+        handle = await client.submit("a fox", model="qwen-image-plus")
+        with pytest.raises(q.TaskTimeoutError) as info:
+            await handle.wait(timeout=0.001)
+        assert isinstance(info.value, TimeoutError)
+        assert handle.task_id == info.value.task_id
+        assert (await handle.wait(timeout=5)).images
 
 
 async def test_generate_timeout_cancels_the_task(fake):
     """generate(timeout=) gives up: the task is cancelled (remotely while PENDING)."""
-    async with FakeDashScope(time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}) as slow:
-        async with make_client(slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})) as client:
-            first = await client.submit("first", model="qwen-image-plus")
-            with pytest.raises(q.TaskTimeoutError):
-                await client.generate("second", model="qwen-image-plus", timeout=0.002)
-            assert 1 == slow.stats.requests["cancel"][200]
-            await first
+    async with (
+        FakeDashScope(
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+        ) as slow,
+        make_client(
+            slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
+        ) as client,
+    ):
+        first = await client.submit("first", model="qwen-image-plus")
+        with pytest.raises(q.TaskTimeoutError):
+            await client.generate("second", model="qwen-image-plus", timeout=0.002)
+        assert 1 == slow.stats.requests["cancel"][200]
+        await first
 
 
 async def test_cancelling_generate_cancels_the_pending_task_remotely(fake):
     """Cancelling the coroutine running generate() cancels its PENDING task, shielded."""
-    async with FakeDashScope(time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}) as slow:
-        async with make_client(slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})) as client:
-            first = await client.submit("first", model="qwen-image-plus")
-            with anyio.move_on_after(0.01):
-                await client.generate("second", model="qwen-image-plus")
-            assert 1 == slow.stats.requests["cancel"][200]
-            assert "CANCELED" in {str(report.status) for report in slow.stats.tasks.values()}
-            await first
+    async with (
+        FakeDashScope(
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+        ) as slow,
+        make_client(
+            slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
+        ) as client,
+    ):
+        first = await client.submit("first", model="qwen-image-plus")
+        with anyio.move_on_after(0.01):
+            await client.generate("second", model="qwen-image-plus")
+        assert 1 == slow.stats.requests["cancel"][200]
+        assert "CANCELED" in {str(report.status) for report in slow.stats.tasks.values()}
+        await first
 
 
 async def test_cancel_by_task_id(client, fake):
@@ -174,7 +190,12 @@ async def test_attach_from_another_client(fake):
 
 async def test_map_yields_every_item_with_its_outcome(client):
     """map() yields one outcome per item, failures included, in completion order."""
-    items = ["a", {"prompt": "b", "model": "wan2.2-t2i-flash", "n": 2}, {"prompt": "c", "size": "1*1"}, {"prompt": "d", "bogus": 1}]
+    items = [
+        "a",
+        {"prompt": "b", "model": "wan2.2-t2i-flash", "n": 2},
+        {"prompt": "c", "size": "1*1"},
+        {"prompt": "d", "bogus": 1},
+    ]
 
     outcomes = [o async for o in client.map(items, model="qwen-image-plus")]
 
@@ -190,7 +211,9 @@ async def test_map_yields_every_item_with_its_outcome(client):
 async def test_leaving_map_early_cancels_the_rest(fake):
     """Breaking out of map() stops the remaining items; nothing is left running."""
     async with make_client(fake) as client:
-        async for outcome in client.map([f"p{i}" for i in range(30)], model="qwen-image-plus", concurrency=4):
+        async for outcome in client.map(
+            [f"p{i}" for i in range(30)], model="qwen-image-plus", concurrency=4
+        ):
             assert outcome.ok
             break
         # Running tasks keep their slots until they really end remotely; pending ones are gone.
@@ -239,6 +262,8 @@ async def test_edit_model_sends_local_images(client, tmp_path):
     """Edit models take local files, uploaded inline as data URIs."""
     source = tmp_path / "in.png"
     source.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    result = await client.generate("make it blue", model="qwen-image-edit-plus", images=[source], size="1024*768")
+    result = await client.generate(
+        "make it blue", model="qwen-image-edit-plus", images=[source], size="1024*768"
+    )
     assert result.images
     gc.collect()

@@ -15,7 +15,12 @@ def _clean_env(monkeypatch):
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [(None, "singapore"), ("Beijing", "beijing"), ("us-east-1", "virginia"), ("ap-southeast-1", "singapore")],
+    [
+        (None, "singapore"),
+        ("Beijing", "beijing"),
+        ("us-east-1", "virginia"),
+        ("ap-southeast-1", "singapore"),
+    ],
 )
 def test_region_names_and_ids(given, expected):
     """Regions are accepted by name or by id, case-insensitively; Singapore by default."""
@@ -39,10 +44,14 @@ def test_base_url_precedence(monkeypatch):
     assert "https://dashscope.aliyuncs.com/api/v1" == _config.resolve_base_url(None, "beijing")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "https://env.example/api/v1/")
     assert "https://env.example/api/v1" == _config.resolve_base_url(None, "beijing")
-    assert "https://arg.example/api/v1" == _config.resolve_base_url("https://arg.example/api/v1", "beijing")
+    assert "https://arg.example/api/v1" == _config.resolve_base_url(
+        "https://arg.example/api/v1", "beijing"
+    )
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000/api/v1", "http://localhost/api/v1", "http://[::1]:9/api/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/api/v1", "http://localhost/api/v1", "http://[::1]:9/api/v1"]
+)
 def test_plain_http_is_allowed_to_loopback(url):
     """Loopback emulators may use plain HTTP."""
     assert url == _config.resolve_base_url(url, "singapore")

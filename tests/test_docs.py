@@ -1,4 +1,4 @@
-"""The docs agree with the code: the models table is the catalog, the README has its two commands."""
+"""The docs agree with the code: the models table is the catalog; the README's two commands."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ def models_table() -> str:
         in_flight = "unlimited" if limits.in_flight is None else f"{limits.in_flight} in flight"
         low, high = spec.n_range
         mode = " + ".join("async task" if p.is_async else "sync" for p in spec.protocols)
+        n = low if low == high else f"{low}-{high}"
+        size = f"{spec.size.describe()} (default {_catalog.format_size(spec.size.default)})"
         rows.append(
-            f"| `{name}` | {mode} | {spec.size.describe()} (default "
-            f"{_catalog.format_size(spec.size.default)}) | {low if low == high else f'{low}-{high}'} "
-            f"(default {spec.n_default}) | {spec.prompt_limit} | {limits.submits}/{per}, {in_flight} |"
+            f"| `{name}` | {mode} | {size} | {n} (default {spec.n_default}) | "
+            f"{spec.prompt_limit} | {limits.submits}/{per}, {in_flight} |"
         )
     return "\n".join(rows)
 
@@ -39,7 +40,7 @@ def test_models_page_lists_the_catalog():
 def test_readme_quick_start_has_the_two_commands():
     """The Quick start gives one command for the main job and one for the tests, as CI runs it."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.S)
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", readme, re.DOTALL)
     assert block is not None
     commands = [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
     assert 2 == len(commands)

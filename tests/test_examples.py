@@ -9,9 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 from fastapi.testclient import TestClient
+from tests.conftest import make_client
 
 from aioqwenimage.testing import Fault, FaultKind
-from tests.conftest import make_client
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -52,7 +52,9 @@ async def test_batch_script_saves_every_prompt(fake, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a fox\n\na lighthouse\na cat\n", encoding="utf-8")
 
-    failures = await load("batch").run(prompts, tmp_path / "out", client_factory=lambda: make_client(fake))
+    failures = await load("batch").run(
+        prompts, tmp_path / "out", client_factory=lambda: make_client(fake)
+    )
 
     assert 0 == failures
     assert 3 == len(list((tmp_path / "out").glob("*.png")))
@@ -69,7 +71,9 @@ async def test_chatbot_answers_and_declines_politely(client, fake):
 
     await bot.handle("ann", "hello", send)
     await bot.handle("ann", "/imagine", send)
-    await asyncio.gather(bot.handle("ann", "/imagine a fox", send), bot.handle("ann", "/imagine a cat", send))
+    await asyncio.gather(
+        bot.handle("ann", "/imagine a fox", send), bot.handle("ann", "/imagine a cat", send)
+    )
     fake.faults.add(Fault(kind=FaultKind.MODERATION, times=1))
     await bot.handle("bob", "/imagine something", send)
 

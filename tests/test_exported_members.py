@@ -33,4 +33,6 @@ def test_version_and_pytest_entry_point_are_installed():
     """The version comes from metadata; the pytest plugin is registered for users."""
     assert importlib.metadata.version("aioqwenimage") == aioqwenimage.__version__
     entry_points = importlib.metadata.entry_points(group="pytest11")
-    assert "aioqwenimage.testing._pytest_plugin" in {ep.value for ep in entry_points if ep.name == "aioqwenimage"}
+    assert "aioqwenimage.testing._pytest_plugin" in {
+        ep.value for ep in entry_points if ep.name == "aioqwenimage"
+    }

@@ -1,5 +1,5 @@
 # Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
-# ruff: noqa: SIM300 - STYLE.md: asserts read `expected == actual`
+
 """Limits settings, the sliding window, in-flight slots and the per-model submit lanes."""
 
 from __future__ import annotations

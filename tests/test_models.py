@@ -65,7 +65,11 @@ def test_sync_multimodal_response_is_a_success_without_status():
 
     snapshot = TaskSnapshot.from_json(body)
 
-    assert (TaskStatus.SUCCEEDED, None, "r2") == (snapshot.status, snapshot.task_id, snapshot.request_id)
+    assert (TaskStatus.SUCCEEDED, None, "r2") == (
+        snapshot.status,
+        snapshot.task_id,
+        snapshot.request_id,
+    )
     assert ((0, "u1", None), (1, "u2", None)) == snapshot.urls
     assert snapshot.duration is None
 
@@ -73,18 +77,29 @@ def test_sync_multimodal_response_is_a_success_without_status():
 def test_failed_and_unknown_and_undocumented_statuses():
     """FAILED carries code/message in output; UNKNOWN is terminal; SUSPENDED counts as running."""
     failed = TaskSnapshot.from_json(
-        {"output": {"task_id": "t", "task_status": "FAILED", "code": "InvalidParameter", "message": "m"}}
+        {
+            "output": {
+                "task_id": "t",
+                "task_status": "FAILED",
+                "code": "InvalidParameter",
+                "message": "m",
+            }
+        }
     )
     assert ("InvalidParameter", "m") == (failed.code, failed.message)
     assert TaskStatus.UNKNOWN.is_terminal
-    assert TaskStatus.RUNNING == TaskSnapshot.from_json({"output": {"task_status": "SUSPENDED"}}).status
+    assert (
+        TaskStatus.RUNNING
+        == TaskSnapshot.from_json({"output": {"task_status": "SUSPENDED"}}).status
+    )
     assert not TaskStatus.PENDING.is_terminal
 
 
 def test_garbage_shapes_do_not_raise():
     """Unexpected shapes parse to empty fields rather than crash the poller."""
     snapshot = TaskSnapshot.from_json(
-        {"output": {"task_status": "SUCCEEDED", "results": ["x", {"url": ""}], "choices": [3]}}, task_id="t"
+        {"output": {"task_status": "SUCCEEDED", "results": ["x", {"url": ""}], "choices": [3]}},
+        task_id="t",
     )
     assert "t" == snapshot.task_id
     assert () == snapshot.urls

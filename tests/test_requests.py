@@ -29,7 +29,9 @@ def test_async_qwen_model_builds_a_text2image_body():
 
 def test_sync_only_model_builds_a_messages_body_with_negative_prompt_in_parameters():
     """qwen-image-2.0-pro is synchronous: messages body, negative_prompt among the parameters."""
-    request = prepare("a fox", model="qwen-image-2.0-pro", size=(2048, 1024), n=3, negative_prompt="x")
+    request = prepare(
+        "a fox", model="qwen-image-2.0-pro", size=(2048, 1024), n=3, negative_prompt="x"
+    )
 
     assert Protocol.MULTIMODAL == request.protocol
     assert [{"role": "user", "content": [{"text": "a fox"}]}] == request.body["input"]["messages"]

@@ -1,5 +1,5 @@
 # Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
-# ruff: noqa: SIM300 - STYLE.md: asserts read `expected == actual`
+
 """The poll schedule: policy, learned durations, the queue and budget, the driver, its quality."""
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.conftest import SCALE, make_client
 
 import aioqwenimage as q
 from aioqwenimage._errors import InvalidRequestError, TransportError
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
-from tests.conftest import SCALE, make_client
 
 
 def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], **kwargs: Any):
@@ -32,7 +32,13 @@ def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], 
     kwargs.setdefault("interval", 0.001)
     kwargs.setdefault("min_live", 2)
     kwargs.setdefault("share", 1000.0)
-    s = Sweeper(list_page=list_page, live=lambda: live.items(), announce=announce, wall_clock=lambda: 1_700_000_100.0, **kwargs)
+    s = Sweeper(
+        list_page=list_page,
+        live=live.items,
+        announce=announce,
+        wall_clock=lambda: 1_700_000_100.0,
+        **kwargs,
+    )
     return s, queries, announced
 
 
@@ -42,13 +48,23 @@ async def test_one_sweep_pages_through_and_announces_only_live_tasks():
         {"data": [{"task_id": "a"}, {"task_id": "other-client"}], "total_page": 2},
         {"data": [{"task_id": "c"}, "garbage"], "total_page": 2},
     ]
-    s, queries, announced = sweeper(pages, {"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0})
+    s, queries, announced = sweeper(
+        pages, {"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0}
+    )
 
-    assert 2 == await s.sweep({"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0}, "SUCCEEDED")
+    assert 2 == await s.sweep(
+        {"a": 1_700_000_000.0, "b": 1_700_000_050.0, "c": 1_700_000_060.0}, "SUCCEEDED"
+    )
 
     assert ["a", "c"] == announced
     # The window starts before the oldest live task, in Beijing time, one-second resolution.
-    assert {"status": "SUCCEEDED", "start_time": "20231115061315", "end_time": "20231115061505", "page_size": "100", "page_no": "1"} == queries[0]
+    assert {
+        "status": "SUCCEEDED",
+        "start_time": "20231115061315",
+        "end_time": "20231115061505",
+        "page_size": "100",
+        "page_no": "1",
+    } == queries[0]
     assert "2" == queries[1]["page_no"]
 
 
@@ -90,8 +106,18 @@ async def test_sweeps_find_completions_so_each_task_is_polled_about_once():
     limits = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=100, submits=1000)})
     durations = {"qwen-image-plus": (5.0, 15.0)}  # the realistic range, compressed
     async with FakeDashScope(time_scale=SCALE, limits=limits, durations=durations, seed=4) as fake:
-        async with make_client(fake, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=100, submits_per_second=1000)})) as client:
-            outcomes = [o async for o in client.map([f"p{i}" for i in range(200)], model="qwen-image-plus", concurrency=200)]
+        async with make_client(
+            fake,
+            limits=q.Limits(
+                models={"qwen-image-plus": q.ModelLimits(in_flight=100, submits_per_second=1000)}
+            ),
+        ) as client:
+            outcomes = [
+                o
+                async for o in client.map(
+                    [f"p{i}" for i in range(200)], model="qwen-image-plus", concurrency=200
+                )
+            ]
             sweeper_ = client._engine._sweeper
             assert sweeper_ is not None and sweeper_.trusted
             assert sweeper_.announced > 150

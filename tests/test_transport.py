@@ -28,7 +28,15 @@ async def transport():
 
 
 def _refused() -> aiohttp.ClientConnectorError:
-    key = ConnectionKey("api.example", 443, True, True, None, None, None)
+    key = ConnectionKey(
+        host="api.example",
+        port=443,
+        is_ssl=True,
+        ssl=True,
+        proxy=None,
+        proxy_auth=None,
+        proxy_headers_hash=None,
+    )
     return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
 
 

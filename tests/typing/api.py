@@ -19,7 +19,9 @@ async def generate() -> Path:
         limits=aioqwenimage.Limits(
             queries_per_second=15,
             max_in_flight=None,
-            models={"qwen-image-plus": aioqwenimage.ModelLimits(in_flight=50, submits_per_second=10)},
+            models={
+                "qwen-image-plus": aioqwenimage.ModelLimits(in_flight=50, submits_per_second=10)
+            },
         ),
         poll=aioqwenimage.PollPolicy(first_poll=5.0),
         timeouts=aioqwenimage.Timeouts(generation=300),
