@@ -217,8 +217,9 @@ class TaskModeratedError(TaskFailedError, ContentModerationError):
 
     def __init__(self, message: str, *, task_id: str | None, code: str | None) -> None:
         TaskFailedError.__init__(self, message, task_id=task_id, code=code)
-        self.status = None
-        self.request_id = None
+        # The APIError side: a task's failure has no HTTP status or request of its own.
+        self.status: int | None = None
+        self.request_id: str | None = None
 
 
 class TaskCanceledError(TaskError):
