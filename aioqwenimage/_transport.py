@@ -26,7 +26,6 @@ import attrs
 from aioqwenimage._errors import (
     APIError,
     QwenImageError,
-    RateLimitError,
     ServerError,
     TransportError,
     error_from_response,
@@ -395,12 +394,3 @@ def _decode(raw: bytes) -> Mapping[str, Any] | None:
 def _request_id_of(body: Mapping[str, Any] | None) -> str | None:
     value = body.get("request_id") if body else None
     return value if isinstance(value, str) else None
-
-
-def rate_limited(response: Response) -> RateLimitError | None:
-    """The throttling error of a 429 with a transient code, else ``None``."""
-    if response.status == 429 and response.retryable:  # noqa: PLR2004
-        error = response.error()
-        assert isinstance(error, RateLimitError)  # noqa: S101 - error_from_response maps 429 so
-        return error
-    return None

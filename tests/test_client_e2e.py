@@ -5,10 +5,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from tests.conftest import SCALE, make_client, roomy_limits
 
 import aioqwenimage as q
 from aioqwenimage.testing import FakeDashScope, Fault, FaultKind
+from tests.conftest import SCALE, make_client, roomy_limits
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -9,10 +9,10 @@ import logging
 import aiohttp
 import anyio
 import pytest
-from tests.conftest import SCALE, make_client, roomy_limits
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from tests.conftest import SCALE, make_client, roomy_limits
 
 ONE_SLOT = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
 

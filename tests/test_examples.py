@@ -9,9 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 from fastapi.testclient import TestClient
-from tests.conftest import make_client
 
 from aioqwenimage.testing import Fault, FaultKind
+from tests.conftest import make_client
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

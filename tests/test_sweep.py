@@ -7,12 +7,12 @@ from typing import Any
 
 import anyio
 import pytest
-from tests.conftest import SCALE, make_client
 
 import aioqwenimage as q
 from aioqwenimage._errors import InvalidRequestError, TransportError
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from tests.conftest import SCALE, make_client
 
 
 def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], **kwargs: Any):
