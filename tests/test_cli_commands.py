@@ -330,3 +330,27 @@ def test_usage_errors_exit_2(tmp_path: Path):
     assert 2 == cli("tasks", "list", "--since", "3d", "--emulator").returncode
     missing = cli("batch", str(tmp_path / "none.txt"), "--out", str(tmp_path), "--emulator")
     assert (2, True) == (missing.returncode, "cannot read" in missing.stderr)
+
+
+def test_a_rejected_key_stops_the_batch_with_every_item_still_pending(
+    emulator: Emulator, tmp_path: Path
+):
+    """401 on the first create: exit 1, one clear line, nothing created, all items resumable."""
+    out = tmp_path / "out"
+    source = prompts(tmp_path, 5)
+    flags = ["--base-url", emulator.base_url, "--api-key", "sk-wrong", "--time-scale", SCALE]
+    result = cli("batch", str(source), "--out", str(out), *flags)
+    assert (1, 0) == (result.returncode, emulator.created())
+    assert "stopped: InvalidApiKey" in result.stdout
+    assert ["pending"] * 5 == [entry["status"] for entry in manifest(out)]
+    assert 0 == batch(emulator, source, out).returncode  # the right key finishes the batch
+
+
+def test_a_create_refused_by_moderation_fails_that_item_only(emulator: Emulator, tmp_path: Path):
+    """A 400 on create (DataInspectionFailed) fails the item with its code; the rest go on."""
+    emulator.fault(kind="moderation", endpoints=["create"], times=1)
+    out = tmp_path / "out"
+    result = batch(emulator, prompts(tmp_path, 4), out)
+    assert (1, 3) == (result.returncode, emulator.created())
+    codes = [entry["error"]["code"] for entry in manifest(out) if entry["status"] == "failed"]
+    assert ["DataInspectionFailed"] == codes

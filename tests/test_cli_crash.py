@@ -192,7 +192,7 @@ def test_sigkill_partway_then_resume_pays_once_for_every_prompt(emulator: Emulat
     stats = _prove_complete(emulator, source, out)
     assert {"qwen-image-plus": COUNT} == stats["tasks_created"]
     notes = _journal_notes(out)
-    adopted = sum("echoes its prompt" in note for note in notes)
+    adopted = sum("did reach the service" in note for note in notes)
     resent = sum("no image was made for it" in note for note in notes)
     # The three lost answers are settled by the listing, never by a second create.
     assert 3 <= adopted + resent

@@ -82,7 +82,7 @@ async def test_created_tasks_are_reattached_not_created_again(tmp_path: Path):
         _created(journal, 0, result.task_id)
         code, output = await _run(journal, _connection(fake))
         assert (0, 2) == (code, sum(fake.stats.tasks_created.values()))
-        assert "1 tasks to re-attach" in output
+        assert "1 task to re-attach" in output
         assert [State.DOWNLOADED, State.DOWNLOADED] == [row.state for row in journal.rows()]
         assert result.task_id == journal.row(0).task_id
         journal.close()

@@ -17,6 +17,7 @@ from aioqwenimage._catalog import resolve
 from aioqwenimage._cli._inputs import InputError, Loaded, load_items
 from aioqwenimage._cli._journal import Journal, JournalError
 from aioqwenimage._cli._options import (
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     Connection,
     add_connection_options,
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(BatchRunner(journal, connection, options).run())
+    except KeyboardInterrupt:  # before the runner's own handler was installed: nothing was sent
+        return EXIT_INTERRUPTED
     finally:
         journal.close()
 

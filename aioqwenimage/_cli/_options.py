@@ -112,17 +112,15 @@ def _positive_float(text: str) -> float:
 
 def add_generation_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
     """The generation flags: model, size, n, seed, negative prompt, prompt extend, watermark."""
-    where = " (default for items that do not set it)" if batch else ""
-    group = parser.add_argument_group("generation" + (" defaults" if batch else ""))
+    title = "generation defaults (an item's own values win)" if batch else "generation"
+    group = parser.add_argument_group(title)
     group.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"the model{where}; default: {DEFAULT_MODEL}"
+        "--model", default=DEFAULT_MODEL, help=f"the model; default: {DEFAULT_MODEL}"
     )
-    group.add_argument(
-        "--size", metavar="WxH", help=f"output size, e.g. 1328x1328 (or 1328*1328){where}"
-    )
-    group.add_argument("-n", "--n", dest="n", type=_positive_int, help=f"images per request{where}")
-    group.add_argument("--seed", type=int, help=f"seed in [0, 2147483647]{where}")
-    group.add_argument("--negative-prompt", metavar="TEXT", help=f"what to avoid{where}")
+    group.add_argument("--size", metavar="WxH", help="output size, e.g. 1328x1328 (or 1328*1328)")
+    group.add_argument("-n", "--n", dest="n", type=_positive_int, help="images per request")
+    group.add_argument("--seed", type=int, help="seed in [0, 2147483647]")
+    group.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
     group.add_argument(
         "--prompt-extend",
         action=argparse.BooleanOptionalAction,

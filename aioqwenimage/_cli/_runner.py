@@ -227,6 +227,7 @@ class BatchRunner:
                     send.close()
                 for _ in range(min(self.options.concurrency, len(self.rows))):
                     work.start_soon(self._worker, receive.clone())
+            self._live = None  # the work group is closed: nothing may be started in it now
             outer.cancel_scope.cancel()
 
     def _attach(self, row: Row) -> TaskHandle:
@@ -304,12 +305,12 @@ class BatchRunner:
         skipped = self.tally.count(Phase.SKIPPED)
         if emulator_gone:
             self._log(
-                f"resuming with a new in-process emulator: {emulator_gone} items whose tasks "
+                f"resuming with a new in-process emulator: {_n(emulator_gone, 'item')} whose tasks "
                 "lived in the earlier run's emulator are sent again (an emulator bills nothing)"
             )
         if len(self.rows) != len(to_submit) or skipped:
             self._log(
-                f"resuming: {skipped} done, {len(to_attach)} tasks to re-attach, "
+                f"resuming: {skipped} done, {_n(len(to_attach), 'task')} to re-attach, "
                 f"{len(to_download)} to download, {len(uncertain)} uncertain to reconcile, "
                 f"{len(to_submit)} to submit"
             )
@@ -558,8 +559,8 @@ class BatchRunner:
             ok = True
         orphans = find_orphans(listed, self.journal.known_task_ids(), since)
         self._log(
-            f"reconciling {len(uncertain)} items whose create was cut short: "
-            f"{len(orphans)} tasks since {since:%H:%M:%S} UTC are unknown to the journal"
+            f"reconciling {_n(len(uncertain), 'item')} whose create was cut short: "
+            f"{_n(len(orphans), 'task')} since {since:%H:%M:%S} UTC unknown to the journal"
         )
         return orphans, ok
 
@@ -795,10 +796,16 @@ class BatchRunner:
             self.stream.flush()
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _lost(exc: QwenImageError) -> str:
-    """Why a create's outcome is unknown, short: the network error under the client's."""
-    cause = exc.__cause__
-    detail = f"{type(cause).__name__}: {cause}" if isinstance(cause, Exception) else str(exc)
+    """Why a create's outcome is unknown, short: the network error at the root of the client's."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    detail = f"{type(root).__name__}: {root}" if root is not exc else str(exc)
     return (
         f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
         "against the task list"
