@@ -410,7 +410,8 @@ class Client:
             prompts: The items.
             model: The default model.
             concurrency: Items in progress at once (waiting for limits included); default:
-                twice the model's in-flight limit, at least 16.
+                the model's in-flight limit plus a quarter (at least 16 more); 64 for
+                models without one.
             save_to: A directory to save every image into.
             parameters: Default generation parameters, as for `generate`.
         """
@@ -418,7 +419,9 @@ class Client:
         self._ensure_open()
         if concurrency is None:
             configured = self._engine.lane(prepare("concurrency", model=model)).configured
-            concurrency = max(16, 2 * configured) if configured else 64
+            # Enough workers to keep every slot busy while some are saving images (a worker
+            # saving has released its slot): more would only wait for slots, holding memory.
+            concurrency = configured + max(16, configured // 4) if configured else 64
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         scope = anyio.CancelScope()
         next_index = iter(range(len(items)))
