@@ -42,6 +42,7 @@ __all__ = ["parse_since", "register", "run"]
 _SINCE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FIRST_POLL_TIMEOUT: Final = 60.0  # real seconds a `show` waits for its one query
+_END_SLACK: Final = dt.timedelta(minutes=1)
 
 
 def register(subparsers: Any) -> None:
@@ -115,11 +116,15 @@ def run(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace, connection: Connection) -> int:
     status = TaskStatus(args.status) if args.status else None
-    start = dt.datetime.now(tz=dt.timezone.utc) - args.since
+    # The window's bounds have one-second resolution: end a little in the future, or the tasks of
+    # the current second are left out; and the span may be at most 24 hours (§5.4).
+    end = dt.datetime.now(tz=dt.timezone.utc) + _END_SLACK
+    start = end - min(args.since + _END_SLACK, dt.timedelta(days=1))
     rows: list[TaskInfo] = []
     async with connect(connection) as client:
         try:
-            async for info in client.list_tasks(start=start, model=args.model, status=status):
+            listing = client.list_tasks(start=start, end=end, model=args.model, status=status)
+            async for info in listing:
                 rows.append(info)
                 if len(rows) >= args.limit:
                     break
