@@ -251,3 +251,46 @@ def test_one_ctrl_c_lets_running_tasks_finish_and_exits_130(emulator: Emulator, 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)  # noqa: S603
     assert 0 == resumed.returncode
     _prove_complete(emulator, source, out)
+
+
+def test_ctrl_c_cancels_tasks_still_pending_remotely_and_resume_makes_them(tmp_path: Path):
+    """Tasks queued by the service are cancelled on Ctrl-C (never billed), then made on resume."""
+    # Documented limits on the service's side (2 running, the rest queued PENDING) and more in
+    # flight on ours: at any moment some of our tasks are PENDING remotely.
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "aioqwenimage", "emulator", "--port", "0", "--time-scale", SCALE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    env = dict(part.split("=", 1) for part in (process.stdout.readline() if ready else "").split())
+    try:
+        emulator = Emulator(env["DASHSCOPE_HTTP_BASE_URL"], env["DASHSCOPE_API_KEY"])
+        count = 40
+        source, out = tmp_path / "p.txt", tmp_path / "out"
+        source.write_text("".join(f"prompt {i}: a heron at dawn\n" for i in range(count)))
+        command = [*_command(emulator, source, out)[:-1], "6"]  # --in-flight 6
+        batch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # noqa: S603
+        started = time.monotonic()
+        while _states(out).get("downloaded", 0) < 4 and time.monotonic() - started < 30:
+            time.sleep(0.02)
+        batch.send_signal(signal.SIGINT)
+        assert 130 == batch.wait(timeout=60)
+        at_exit = _states(out)
+        tasks = emulator.call("GET", "stats")["tasks"]
+        cancelled = sum(1 for task in tasks if task["status"] == "CANCELED")
+        assert 0 < cancelled == at_exit.get("canceled", 0)
+        assert set(at_exit) <= {"downloaded", "pending", "canceled"}
+        resumed = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)  # noqa: S603
+        assert 0 == resumed.returncode, resumed.stdout[-2000:]
+        tasks = emulator.call("GET", "stats")["tasks"]
+        succeeded = [task["prompt"] for task in tasks if task["status"] == "SUCCEEDED"]
+        # Every prompt billed once; the cancelled tasks are the only extra creates.
+        assert sorted(source.read_text().splitlines()) == sorted(succeeded)
+        assert count + cancelled == len(tasks)
+        print(f"\nSIGINT x1 with queued tasks: {cancelled} cancelled remotely, re-made on resume")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)

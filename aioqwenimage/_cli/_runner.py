@@ -361,6 +361,10 @@ class BatchRunner:
                     row.prompt, model=row.model, on_sending=on_sending, **row.params
                 )
         except _StoppedError:
+            if self.journal.state(seq) is State.SENDING:
+                # on_sending runs again only before a re-send, and the client re-sends only
+                # when the last attempt provably created nothing (429, 503, refused connect).
+                self.journal.pending(seq, "stopped before a re-send; nothing was created")
             self._not_sent(seq, self.stop_reason)
         except SubmissionUncertainError as exc:
             self._uncertain(seq, _lost(exc))
