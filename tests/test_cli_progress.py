@@ -13,12 +13,11 @@ from aioqwenimage._cli._progress import (
     Phase,
     PlainDisplay,
     RichDisplay,
-    Summary,
     Tally,
     format_duration,
     make_display,
-    render_summary_plain,
 )
+from aioqwenimage._cli._summary import Summary, render_summary_plain
 
 
 class Clock:

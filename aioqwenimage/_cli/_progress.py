@@ -1,6 +1,6 @@
 """
-What the batch shows while it runs and when it ends: a live display on a terminal (rich), plain
-log lines otherwise (or when rich is not installed), and a summary table either way.
+What the batch shows while it runs: a live display on a terminal (rich), plain log lines
+otherwise (or when rich is not installed). The summary at the end is `aioqwenimage._cli._summary`.
 
 The batch runner owns the numbers (a `Tally`); a display only renders them. Both displays take
 the same calls: `Display.log` for one notable line, `Display.refresh` now and then, `Display.close`.
@@ -13,12 +13,12 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from typing import IO, TYPE_CHECKING, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Final, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from rich.console import Console, RenderableType
     from rich.live import Live
@@ -28,11 +28,10 @@ __all__ = [
     "Phase",
     "PlainDisplay",
     "RichDisplay",
-    "Summary",
     "Tally",
     "format_duration",
     "make_display",
-    "render_summary_plain",
+    "plural",
 ]
 
 _RATE_WINDOW: Final = 30.0  # seconds of completions the rate (and so the ETA) is measured over
@@ -159,6 +158,11 @@ class Tally:
         if remaining == 0:
             return 0.0
         return remaining / rate if rate else None
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 task``, ``2 tasks``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -344,84 +348,3 @@ def _is_terminal(stream: IO[str]) -> bool:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):
         return False
-
-
-# --- the summary --------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class Summary:
-    """
-    The end of a run: counts per outcome, and the items that need attention.
-
-    Attributes:
-        counts: Outcome name to number of items, in display order.
-        attention: ``(id, outcome, detail)`` of items that failed, expired, are uncertain or
-            were not sent.
-        total: Items in the batch.
-        elapsed: Seconds this run took.
-        created: Tasks this run created.
-        out_dir: Where the images and the manifest are.
-        manifest: The manifest's path.
-        interrupted: Whether the run was interrupted.
-    """
-
-    counts: Sequence[tuple[str, int]]
-    attention: Sequence[tuple[str, str, str]]
-    total: int
-    elapsed: float
-    created: int
-    out_dir: str
-    manifest: str
-    interrupted: bool = False
-
-
-_ATTENTION_SHOWN: Final = 20
-
-
-def render_summary_plain(summary: Summary) -> str:
-    """The summary as aligned plain text."""
-    lines = ["", "summary" + (" (interrupted)" if summary.interrupted else "")]
-    width = max(len(name) for name, _ in summary.counts)
-    for name, count in summary.counts:
-        lines.append(f"  {name.ljust(width)}  {count:>6}")
-    lines.append(f"  {'total'.ljust(width)}  {summary.total:>6}")
-    lines.append(
-        f"tasks created by this run: {summary.created}; elapsed {format_duration(summary.elapsed)}"
-    )
-    lines.extend(_attention_lines(summary))
-    lines.append(f"images in {summary.out_dir}; manifest {summary.manifest}")
-    return "\n".join(lines)
-
-
-def _attention_lines(summary: Summary) -> list[str]:
-    lines: list[str] = []
-    for item_id, what, detail in summary.attention[:_ATTENTION_SHOWN]:
-        lines.append(f"  {what:<9} {item_id}: {detail}")
-    hidden = len(summary.attention) - _ATTENTION_SHOWN
-    if hidden > 0:
-        lines.append(f"  ... and {hidden} more (see the manifest)")
-    if lines:
-        lines.insert(0, "needs attention:")
-    return lines
-
-
-def render_summary_rich(summary: Summary, console: Console) -> None:
-    """Print the summary as a rich table."""
-    from rich.table import Table
-
-    title = "summary" + (" (interrupted)" if summary.interrupted else "")
-    table = Table(title=title, title_justify="left", show_footer=True)
-    table.add_column("outcome", footer="total")
-    table.add_column("items", justify="right", footer=str(summary.total))
-    styles: dict[str, Any] = {"done": "green", "failed": "red", "uncertain": "yellow"}
-    for name, count in summary.counts:
-        table.add_row(name, str(count), style=styles.get(name))
-    console.print(table)
-    console.print(
-        f"tasks created by this run: {summary.created}; elapsed {format_duration(summary.elapsed)}",
-        highlight=False,
-    )
-    for line in _attention_lines(summary):
-        console.print(line, highlight=False, markup=False)
-    console.print(f"images in {summary.out_dir}; manifest {summary.manifest}", highlight=False)

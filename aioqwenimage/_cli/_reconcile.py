@@ -13,7 +13,8 @@ list the account's tasks in a time window (``dashscope-api.md`` §5.4). So:
    of its model ended and none can be its task; otherwise it stays uncertain, and is sent again
    only with ``--resend-uncertain``.
 
-Everything here is pure: the I/O (listing, attaching, waiting) is the batch runner's.
+`decide` and the helpers before it are pure; `list_orphans` and `settle_orphans` do the I/O
+through the client; the batch runner applies the decision to the journal.
 """
 
 from __future__ import annotations
@@ -21,22 +22,37 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Final
 
+import anyio
 import attrs
 
+from aioqwenimage._catalog import resolve
+from aioqwenimage._errors import (
+    QwenImageError,
+    TaskCanceledError,
+    TaskExpiredError,
+    TaskFailedError,
+)
 from aioqwenimage._models import TaskInfo, TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from aioqwenimage import Client, GenerationResult
+    from aioqwenimage._cli._journal import Row
+
 __all__ = [
     "MARGIN",
     "RETENTION",
     "Decision",
+    "Listing",
     "OrphanOutcome",
     "Uncertain",
     "decide",
     "find_orphans",
+    "list_orphans",
     "list_since",
+    "settle_orphans",
+    "uncertain_entry",
 ]
 
 MARGIN: Final = dt.timedelta(minutes=2)
@@ -223,3 +239,87 @@ def _echo_matches(echoed: str, prompt: str) -> bool:
 
 def _orphan_order(orphan: OrphanOutcome) -> tuple[dt.datetime, str]:
     return (orphan.created_at or dt.datetime.max.replace(tzinfo=dt.timezone.utc), orphan.task_id)
+
+
+# --- the I/O ----------------------------------------------------------------------------------
+
+
+def uncertain_entry(row: Row, now: float) -> Uncertain:
+    """The journal row of an item in ``sending``, as reconciliation sees it."""
+    found = resolve(row.model)
+    return Uncertain(
+        seq=row.seq,
+        model=row.model,
+        prompt=row.prompt,
+        sending_at=row.sending_at or now,
+        sync=found is not None and found[0].async_protocol is None,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Listing:
+    """What the task list said: the orphans, whether it could be read, and from when."""
+
+    orphans: Sequence[TaskInfo]
+    listed: bool
+    since: dt.datetime
+    error: str | None = None
+
+
+async def list_orphans(
+    client: Client, uncertain: Sequence[Uncertain], known_task_ids: Iterable[str], now: float
+) -> Listing:
+    """
+    List the tasks of the uncertain items' models since their earliest send; keep the orphans.
+
+    Call it before creating anything new, so that no task of this run passes for an orphan.
+    """
+    when = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+    since = list_since(uncertain, when) or when
+    listed: list[TaskInfo] = []
+    try:
+        for model in sorted({item.model for item in uncertain if not item.sync}):
+            listed.extend(
+                [info async for info in client.list_tasks(start=since, model=model, page_size=100)]
+            )
+    except QwenImageError as exc:
+        return Listing(orphans=[], listed=False, since=since, error=str(exc))
+    return Listing(orphans=find_orphans(listed, known_task_ids, since), listed=True, since=since)
+
+
+async def settle_orphans(
+    client: Client, orphans: Sequence[TaskInfo]
+) -> tuple[list[OrphanOutcome], dict[str, GenerationResult]]:
+    """Follow every orphan to its end; how each ended, and the results of those that succeeded."""
+    outcomes: list[OrphanOutcome] = []
+    results: dict[str, GenerationResult] = {}
+
+    async def settle(info: TaskInfo) -> None:
+        prompt = None
+        try:
+            result = await client.attach(info.task_id, model=info.model)
+        except TaskFailedError:
+            status = TaskStatus.FAILED
+        except TaskCanceledError:
+            status = TaskStatus.CANCELED
+        except TaskExpiredError:
+            status = TaskStatus.UNKNOWN
+        except QwenImageError:
+            status = TaskStatus.RUNNING  # not known to have ended: it may be an item's task
+        else:
+            status, prompt = TaskStatus.SUCCEEDED, result.prompt
+            results[info.task_id] = result
+        outcomes.append(
+            OrphanOutcome(
+                task_id=info.task_id,
+                model=info.model,
+                status=status,
+                prompt=prompt,
+                created_at=info.created_at,
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for info in orphans:
+            tg.start_soon(settle, info)
+    return outcomes, results

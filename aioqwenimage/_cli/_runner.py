@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import attrs
 
-from aioqwenimage._catalog import resolve
 from aioqwenimage._cli._journal import Journal, Row, State
 from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
 from aioqwenimage._cli._options import (
@@ -36,23 +35,17 @@ from aioqwenimage._cli._options import (
     connect,
     note,
 )
-from aioqwenimage._cli._progress import (
-    Display,
-    Phase,
-    Summary,
-    Tally,
-    make_display,
-    render_summary_plain,
-    render_summary_rich,
-)
+from aioqwenimage._cli._progress import Display, Phase, Tally, make_display, plural
 from aioqwenimage._cli._reconcile import (
-    RETENTION,
-    OrphanOutcome,
+    Listing,
     Uncertain,
     decide,
-    find_orphans,
-    list_since,
+    list_orphans,
+    settle_orphans,
+    uncertain_entry,
 )
+from aioqwenimage._cli._resume import plan, too_old
+from aioqwenimage._cli._summary import build_summary, render_summary_plain, render_summary_rich
 from aioqwenimage._errors import (
     APIError,
     AuthenticationError,
@@ -68,7 +61,7 @@ from aioqwenimage._errors import (
     TaskFailedError,
     TransportError,
 )
-from aioqwenimage._models import EventKind, TaskEvent, TaskInfo, TaskStatus
+from aioqwenimage._models import EventKind, TaskEvent, TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -150,10 +143,8 @@ class BatchRunner:
         self.admissions: dict[int, _Admission] = {}
         self.handles: dict[int, TaskHandle] = {}
         self.by_task: dict[str, int] = {}
-        self.uncertain_why: dict[int, str] = {}
-        self.not_sent_why: dict[int, str] = {}
-        self.download_failed: dict[int, str] = {}
-        self.reconciled = 0
+        # Per item, why this run could not finish it, for the summary.
+        self.why: dict[int, str] = {}
 
     @property
     def live(self) -> _Live:
@@ -206,29 +197,49 @@ class BatchRunner:
 
     async def _run(self, client: Client) -> None:
         send, receive = anyio.create_memory_object_stream[int](max_buffer_size=len(self.rows) + 1)
-        to_submit, to_attach, to_download, uncertain = self._plan()
+        todo = plan(
+            self.journal,
+            self.tally,
+            out=self.out,
+            now=self.clock(),
+            emulator=self.connection.emulator,
+            retry_failed=self.options.retry_failed,
+            log=self._log,
+        )
+        self.rows = {row.seq: row for row in self.journal.rows()}
+        uncertain = [uncertain_entry(row, self.clock()) for row in todo.uncertain]
         # Listed before this run creates anything, so that no task of ours passes for an orphan.
-        listing = await self._list_orphans(client, uncertain) if uncertain else None
+        listing = await self._list(client, uncertain) if uncertain else None
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._ticker)
             # Everything with an end runs in `work`; when it is all over, so is the batch.
             async with anyio.create_task_group() as work, receive:
                 self._live = _Live(client=client, work=work, queue=send)
-                for seq in to_submit:
+                for seq in todo.submit:
                     send.send_nowait(seq)
-                for seq in to_attach:
-                    self.tally.set(seq, Phase.RUNNING)
+                for seq in todo.attach:
                     work.start_soon(self._follow, seq, self._attach(self.rows[seq]))
-                for seq in to_download:
+                for seq in todo.download:
                     work.start_soon(self._download, seq)
                 if listing is not None:
-                    work.start_soon(self._reconcile, uncertain, *listing)
+                    work.start_soon(self._reconcile, uncertain, listing)
                 else:
                     send.close()
                 for _ in range(min(self.options.concurrency, len(self.rows))):
                     work.start_soon(self._worker, receive.clone())
             self._live = None  # the work group is closed: nothing may be started in it now
             outer.cancel_scope.cancel()
+
+    async def _list(self, client: Client, uncertain: Sequence[Uncertain]) -> Listing:
+        listing = await list_orphans(client, uncertain, self.journal.known_task_ids(), self.clock())
+        if listing.error is not None:
+            self._log(f"could not list the tasks to reconcile: {listing.error}")
+        self._log(
+            f"reconciling {plural(len(uncertain), 'item')} whose create was cut short: "
+            f"{plural(len(listing.orphans), 'task')} since {listing.since:%H:%M:%S} UTC unknown to "
+            "the journal"
+        )
+        return listing
 
     def _attach(self, row: Row) -> TaskHandle:
         if row.task_id is None:
@@ -245,88 +256,6 @@ class BatchRunner:
             if time.monotonic() - last_manifest >= _MANIFEST_EVERY:
                 last_manifest = time.monotonic()
                 write_manifest(self.out, self.journal.rows())
-
-    # --- planning: what the journal says about each item -----------------------------------------
-
-    def _plan(self) -> tuple[list[int], list[int], list[int], list[Row]]:
-        to_submit: list[int] = []
-        to_attach: list[int] = []
-        to_download: list[int] = []
-        uncertain: list[Row] = []
-        now = self.clock()
-        emulator_gone = 0
-        # A download cut short by a crash leaves its hidden temporary file behind.
-        for partial in self.out.glob(".*.png.*.part"):
-            partial.unlink(missing_ok=True)
-        for seq, row in self.rows.items():
-            state = row.state
-            if state.finished:
-                if self._files_present(row):
-                    self.tally.set(seq, Phase.SKIPPED)
-                    continue
-                self.journal.redownload(seq, "files missing: downloading them again")
-                self._log(f"{row.item_id}: files missing; downloading them again")
-                state = State.SUCCEEDED
-            if self.connection.emulator and state in (
-                State.SENDING,
-                State.CREATED,
-                State.RUNNING,
-                State.SUCCEEDED,
-            ):
-                self.journal.pending(seq, "the earlier run's in-process emulator is gone")
-                emulator_gone += 1
-                state = State.PENDING
-            if state in (State.CREATED, State.RUNNING, State.SUCCEEDED) and self._too_old(row, now):
-                self.journal.expired(
-                    seq, "created more than 24 hours ago: the service no longer keeps the task"
-                )
-                self.tally.set(seq, Phase.EXPIRED)
-                continue
-            if state == State.CANCELED or (state is State.FAILED and self.options.retry_failed):
-                why = "cancelled earlier" if state is State.CANCELED else "failed earlier"
-                self.journal.pending(seq, f"{why}: sent again")
-                state = State.PENDING
-            if state is State.PENDING:
-                to_submit.append(seq)
-                self.tally.set(seq, Phase.QUEUED)
-            elif state in (State.CREATED, State.RUNNING):
-                to_attach.append(seq)
-            elif state is State.SUCCEEDED:
-                to_download.append(seq)
-                self.tally.set(seq, Phase.DOWNLOADING)
-            elif state is State.SENDING:
-                uncertain.append(row)
-                self.tally.set(seq, Phase.RECONCILING)
-            elif state is State.FAILED:
-                self.tally.set(seq, Phase.FAILED)
-            else:
-                self.tally.set(seq, Phase.EXPIRED)
-        self.rows = {row.seq: row for row in self.journal.rows()}
-        skipped = self.tally.count(Phase.SKIPPED)
-        if emulator_gone:
-            self._log(
-                f"resuming with a new in-process emulator: {_n(emulator_gone, 'item')} whose tasks "
-                "lived in the earlier run's emulator are sent again (an emulator bills nothing)"
-            )
-        if len(self.rows) != len(to_submit) or skipped:
-            self._log(
-                f"resuming: {skipped} done, {_n(len(to_attach), 'task')} to re-attach, "
-                f"{len(to_download)} to download, {len(uncertain)} uncertain to reconcile, "
-                f"{len(to_submit)} to submit"
-            )
-        return to_submit, to_attach, to_download, uncertain
-
-    def _files_present(self, row: Row) -> bool:
-        if not row.files:
-            return False
-        return all(
-            (self.out / name).is_file() and (self.out / name).stat().st_size > 0
-            for name in row.files
-        )
-
-    def _too_old(self, row: Row, now: float) -> bool:
-        created = row.created_at or row.sending_at
-        return created is not None and now - created >= RETENTION.total_seconds()
 
     # --- submitting ------------------------------------------------------------------------------
 
@@ -483,7 +412,7 @@ class BatchRunner:
             try:
                 files = await self._save_all(client, row, urls)
             except ImageExpiredError:
-                if fresh or row.task_id is None or self._too_old(row, self.clock()):
+                if fresh or row.task_id is None or too_old(row, self.clock()):
                     self._expired(seq, "the result URLs expired and the task is gone")
                     return
                 refreshed = await self._repoll(seq, row)
@@ -492,7 +421,7 @@ class BatchRunner:
                 urls = [(image.index, image.url) for image in refreshed.images]
                 continue
             except QwenImageError as exc:
-                self.download_failed[seq] = f"download failed: {exc}"
+                self.why[seq] = f"download failed: {exc}"
                 self._log(f"{row.item_id}: download failed ({exc}); the next run tries again")
                 self.tally.set(seq, Phase.FAILED)
                 return
@@ -531,7 +460,7 @@ class BatchRunner:
             self._expired(seq, "the result URLs expired and the task is gone")
             return None
         except QwenImageError as exc:
-            self.download_failed[seq] = f"could not refresh expired URLs: {exc}"
+            self.why[seq] = f"could not refresh expired URLs: {exc}"
             self.tally.set(seq, Phase.FAILED)
             return None
         self._succeeded(seq, result)
@@ -539,100 +468,22 @@ class BatchRunner:
 
     # --- reconciliation --------------------------------------------------------------------------
 
-    async def _list_orphans(
-        self, client: Client, uncertain: Sequence[Row]
-    ) -> tuple[list[TaskInfo], bool]:
-        """List the tasks of the uncertain items' models, before this run creates any."""
-        entries = [self._uncertain_entry(row) for row in uncertain]
-        now = dt.datetime.fromtimestamp(self.clock(), tz=dt.timezone.utc)
-        since = list_since(entries, now) or now
-        listed: list[TaskInfo] = []
-        models = sorted({entry.model for entry in entries if not entry.sync})
+    async def _reconcile(self, uncertain: Sequence[Uncertain], listing: Listing) -> None:
+        """Settle the orphans, then adopt, re-send or report each uncertain item."""
         try:
-            for model in models:
-                listed.extend(
-                    [
-                        info
-                        async for info in client.list_tasks(start=since, model=model, page_size=100)
-                    ]
-                )
-        except QwenImageError as exc:
-            ok = False
-            self._log(f"could not list the tasks to reconcile: {exc}")
-        else:
-            ok = True
-        orphans = find_orphans(listed, self.journal.known_task_ids(), since)
-        self._log(
-            f"reconciling {_n(len(uncertain), 'item')} whose create was cut short: "
-            f"{_n(len(orphans), 'task')} since {since:%H:%M:%S} UTC unknown to the journal"
-        )
-        return orphans, ok
-
-    def _uncertain_entry(self, row: Row) -> Uncertain:
-        found = resolve(row.model)
-        sync = found is not None and found[0].async_protocol is None
-        return Uncertain(
-            seq=row.seq,
-            model=row.model,
-            prompt=row.prompt,
-            sending_at=row.sending_at or self.clock(),
-            sync=sync,
-        )
-
-    async def _reconcile(
-        self, uncertain: Sequence[Row], orphans: list[TaskInfo], listed: bool
-    ) -> None:
-        client = self.client
-        outcomes: dict[str, OrphanOutcome] = {}
-        results: dict[str, GenerationResult] = {}
-
-        async def settle(info: TaskInfo) -> None:
-            handle = client.attach(info.task_id, model=info.model)
-            status, prompt = TaskStatus.RUNNING, None
-            try:
-                result = await handle
-            except TaskFailedError:
-                status = TaskStatus.FAILED
-            except TaskCanceledError:
-                status = TaskStatus.CANCELED
-            except TaskExpiredError:
-                status = TaskStatus.UNKNOWN
-            except QwenImageError:
-                status = TaskStatus.RUNNING  # unknown: counts as "may be ours"
-            else:
-                status, prompt = TaskStatus.SUCCEEDED, result.prompt
-                results[info.task_id] = result
-            outcomes[info.task_id] = OrphanOutcome(
-                task_id=info.task_id,
-                model=info.model,
-                status=status,
-                prompt=prompt,
-                created_at=info.created_at,
-            )
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for info in orphans:
-                    tg.start_soon(settle, info)
-            decision = decide(
-                [self._uncertain_entry(row) for row in uncertain],
-                list(outcomes.values()),
-                listed=listed,
-                now=self.clock(),
-            )
+            outcomes, results = await settle_orphans(self.client, listing.orphans)
+            decision = decide(uncertain, outcomes, listed=listing.listed, now=self.clock())
             for seq, orphan in decision.adopt.items():
                 created = orphan.created_at.timestamp() if orphan.created_at else None
                 self.journal.adopted(seq, orphan.task_id, created, decision.reasons[seq])
                 self.rows[seq] = self.journal.row(seq)
                 self.by_task[orphan.task_id] = seq
-                self.reconciled += 1
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; adopted")
                 self._succeeded(seq, results[orphan.task_id])
                 self.tally.set(seq, Phase.DOWNLOADING)
                 self.live.work.start_soon(self._download, seq, results[orphan.task_id])
             for seq in decision.resend:
                 self.journal.pending(seq, decision.reasons[seq])
-                self.reconciled += 1
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; safe to send again")
                 self._queue(seq)
             for seq in decision.unresolved:
@@ -645,6 +496,7 @@ class BatchRunner:
                     self._queue(seq)
                 else:
                     self._uncertain(seq, why)
+            self.tally.reconciled += len(decision.adopt) + len(decision.resend)
         finally:
             self.live.queue.close()
 
@@ -677,16 +529,16 @@ class BatchRunner:
     def _uncertain(self, seq: int, why: str) -> None:
         self.journal.annotate(seq, why)
         self.rows[seq] = self.journal.row(seq)
-        self.uncertain_why[seq] = why
+        self.why[seq] = why
         self.tally.set(seq, Phase.UNCERTAIN)
         self._log(f"uncertain {self.rows[seq].item_id}: {why}; not sent again")
 
     def _not_sent(self, seq: int, why: str) -> None:
-        self.not_sent_why[seq] = why
+        self.why[seq] = why
         self.tally.set(seq, Phase.NOT_SENT)
 
     def _not_finished(self, seq: int, why: str) -> None:
-        self.not_sent_why[seq] = why
+        self.why[seq] = why
         self.tally.set(seq, Phase.NOT_SENT)
         self._log(f"{self.rows[seq].item_id}: {why}; a re-run re-attaches it")
 
@@ -746,62 +598,20 @@ class BatchRunner:
         if self.display is not None:
             self.display.log(line)
 
-    def summary(self) -> Summary:
-        """Counts per outcome and the items that need attention."""
-        tally = self.tally
-        counts = [
-            ("done", tally.count(Phase.DONE)),
-            ("already done", tally.count(Phase.SKIPPED)),
-            ("failed", tally.count(Phase.FAILED)),
-            ("expired", tally.count(Phase.EXPIRED)),
-            ("canceled", tally.count(Phase.CANCELED)),
-            ("uncertain", tally.count(Phase.UNCERTAIN, Phase.RECONCILING)),
-            ("not sent", tally.count(Phase.NOT_SENT, Phase.QUEUED, Phase.WAITING, Phase.SENDING)),
-            ("still running", tally.count(Phase.RUNNING, Phase.DOWNLOADING)),
-        ]
-        shown = [(name, n) for name, n in counts if n or name in ("done", "failed")]
-        attention: list[tuple[str, str, str]] = []
-        for seq, phase in sorted(tally.phases.items()):
-            row = self.rows[seq]
-            detail = self._detail(seq, phase, row)
-            if detail is not None:
-                attention.append((row.item_id, phase.value, detail))
-        return Summary(
-            counts=shown,
-            attention=attention,
-            total=tally.total,
-            elapsed=tally.elapsed,
-            created=tally.created,
+    def _print_summary(self) -> None:
+        summary = build_summary(
+            self.tally,
+            self.rows,
+            self.why,
             out_dir=str(self.out),
             manifest=str(self.out / MANIFEST_NAME),
             interrupted=bool(self.interrupts),
         )
-
-    def _detail(self, seq: int, phase: Phase, row: Row) -> str | None:
-        if phase is Phase.FAILED:
-            if seq in self.download_failed:
-                return self.download_failed[seq]
-            code = f"{row.error_code}: " if row.error_code else ""
-            return f"{code}{row.error_message}"
-        if phase is Phase.UNCERTAIN:
-            return self.uncertain_why.get(seq) or row.note or "create outcome unknown"
-        if phase is Phase.EXPIRED:
-            return row.error_message or row.note or "expired"
-        if phase is Phase.NOT_SENT and not self.interrupts:
-            return self.not_sent_why.get(seq, "not sent")
-        return None
-
-    def _print_summary(self) -> None:
-        summary = self.summary()
         if self.console is not None:
             render_summary_rich(summary, self.console)
         else:
             self.stream.write(render_summary_plain(summary) + "\n")
             self.stream.flush()
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _lost(exc: QwenImageError) -> str:
