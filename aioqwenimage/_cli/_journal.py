@@ -75,7 +75,8 @@ class State(enum.Enum):
 _S = State
 # Every transition the batch makes. Anything else is a bug, refused before it reaches the disk.
 _ALLOWED: Final[Mapping[State, frozenset[State]]] = {
-    _S.PENDING: frozenset({_S.SENDING, _S.EXPIRED}),
+    # FAILED straight from PENDING: the client refused the request before sending anything.
+    _S.PENDING: frozenset({_S.SENDING, _S.EXPIRED, _S.FAILED}),
     # A re-send after a 429 stays in SENDING; back to PENDING when provably nothing was created
     # (throttled out, refused); CREATED for a task; DONE/FAILED for a synchronous call.
     _S.SENDING: frozenset(

@@ -75,9 +75,10 @@ def entry(row: Row) -> dict[str, Any]:
             "downloaded": _iso(row.downloaded_at),
             "seconds": seconds,
         },
+        # A done item may carry one too: some of its images failed (partial success).
         "error": (
             {"code": row.error_code, "message": row.error_message}
-            if row.error_message is not None and not row.state.finished
+            if row.error_message is not None
             else None
         ),
     }

@@ -345,7 +345,10 @@ class BatchRunner:
             try:
                 result = await handle
             except TaskCanceledError as exc:
-                if handle.task_id is not None and handle.status is not TaskStatus.CANCELED:
+                if handle.task_id is None:  # an abandoned synchronous call may still be billed
+                    self._uncertain(seq, "the synchronous call was abandoned before it answered")
+                    return
+                if handle.status is not TaskStatus.CANCELED:
                     # Our interrupt asked to cancel it, but it was already running: the service
                     # finishes (and bills) it, so follow it to the end and keep the images.
                     handle = client.attach(handle.task_id, model=row.model)
