@@ -162,3 +162,28 @@ def test_every_command_is_registered():
     assert "emulator" == parser.parse_args(["emulator"]).command
     args = parser.parse_args(["batch", "p.txt", "--out", "o", "--no-prompt-extend", "-n", "2"])
     assert (False, 2, None) == (args.prompt_extend, args.n, args.watermark)
+
+
+def test_the_rich_summary_is_a_table_with_a_total_row():
+    """On a terminal the summary is a table of outcomes with a total footer, then the details."""
+    from rich.console import Console
+
+    from aioqwenimage._cli._summary import render_summary_rich
+
+    summary = Summary(
+        counts=[("done", 7), ("failed", 1)],
+        attention=[("0003", "failed", "InternalError: boom")],
+        total=8,
+        elapsed=3.0,
+        created=8,
+        out_dir="out",
+        manifest="out/manifest.jsonl",
+        interrupted=True,
+    )
+    stream = io.StringIO()
+    render_summary_rich(summary, Console(file=stream, width=100, color_system=None))
+    text = stream.getvalue()
+    assert "summary (interrupted)" in text
+    assert re.search(r"│ done\s+│\s+7 │", text)
+    assert re.search(r"│ total\s+│\s+8 │", text)
+    assert "  failed    0003: InternalError: boom" in text

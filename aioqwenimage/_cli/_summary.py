@@ -81,8 +81,9 @@ def render_summary_rich(summary: Summary, console: Console) -> None:
     """Print the summary as a rich table."""
     from rich.table import Table
 
-    title = "summary" + (" (interrupted)" if summary.interrupted else "")
-    table = Table(title=title, title_justify="left", show_footer=True)
+    # A heading line rather than the table's title, which rich would wrap to the table's width.
+    console.print("summary" + (" (interrupted)" if summary.interrupted else ""), style="bold")
+    table = Table(show_footer=True)
     table.add_column("outcome", footer="total")
     table.add_column("items", justify="right", footer=str(summary.total))
     styles: dict[str, Any] = {"done": "green", "failed": "red", "uncertain": "yellow"}
