@@ -116,13 +116,15 @@ async def test_cancel_by_id_of_a_pending_task(fake):
     from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
 
     one_slot = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
-    async with FakeDashScope(time_scale=SCALE, limits=one_slot) as slow:
-        async with make_client(slow) as client:
-            first = await client.submit("first", model="qwen-image-plus")
-            second = await client.submit("second", model="qwen-image-plus")
-            assert await client.cancel(second.task_id)  # type: ignore[arg-type]
-            assert q.TaskStatus.CANCELED == second.status
-            await first
+    async with (
+        FakeDashScope(time_scale=SCALE, limits=one_slot) as slow,
+        make_client(slow) as client,
+    ):
+        first = await client.submit("first", model="qwen-image-plus")
+        second = await client.submit("second", model="qwen-image-plus")
+        assert await client.cancel(second.task_id)  # type: ignore[arg-type]
+        assert q.TaskStatus.CANCELED == second.status
+        await first
 
 
 async def test_throttled_lists_are_retried_and_counted(client, fake):
