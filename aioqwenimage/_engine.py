@@ -186,10 +186,9 @@ class Engine:
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task by id (tracked or not); whether the service cancelled it."""
-        for flight in list(self._flights.values()):
-            if flight.handle.task_id == task_id:
-                await flight.handle.cancel()
-                return flight.handle.status is TaskStatus.CANCELED
+        flight = self._by_id.get(task_id)
+        if flight is not None:
+            return await flight.handle.cancel()
         return await self._remote_cancel(task_id)
 
     def abandon_all(self) -> None:
@@ -539,26 +538,28 @@ class Engine:
 
     # --- cancelling --------------------------------------------------------------------------
 
-    async def _cancel(self, handle: TaskHandle) -> None:
+    async def _cancel(self, handle: TaskHandle) -> bool:
         flight = self._flights.get(handle)
         if flight is None:
-            return
-        if handle.task_id is None:  # a synchronous call: abandon it
+            return False
+        if handle.task_id is None:  # a synchronous call: abandon it (it may have been billed)
             error = TaskCanceledError("cancelled", task_id=None)
             self._end_flight(flight, error, status=TaskStatus.CANCELED)
-        elif await self._remote_cancel(handle.task_id):
+            return False
+        if await self._remote_cancel(handle.task_id):
             error = TaskCanceledError("cancelled", task_id=handle.task_id)
             self._end_flight(flight, error, status=TaskStatus.CANCELED)
-        else:
-            # Not PENDING any more: the service finishes (and bills) it. The waiters are told
-            # now, but the task keeps its slot and is still polled, quietly, until it really
-            # ends, so the lane never counts fewer tasks in flight than the service does.
-            error = TaskCanceledError(
-                "cancelled locally; the service could not cancel it (no longer PENDING), so it "
-                "may still finish and bill",
-                task_id=handle.task_id,
-            )
-            self._settle(handle, error)
+            return True
+        # Not PENDING any more: the service finishes (and bills) it. The waiters are told now,
+        # but the task keeps its slot and is still polled, quietly, until it really ends, so
+        # the lane never counts fewer tasks in flight than the service does.
+        error = TaskCanceledError(
+            "cancelled locally; the service could not cancel it (no longer PENDING), so it may "
+            "still finish and bill",
+            task_id=handle.task_id,
+        )
+        self._settle(handle, error)
+        return False
 
     async def _remote_cancel(self, task_id: str) -> bool:
         self._requests["cancel"] += 1

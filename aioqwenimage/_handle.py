@@ -37,7 +37,7 @@ class TaskHandle:
         *,
         model: str | None,
         task_id: str | None,
-        canceller: Callable[[TaskHandle], Awaitable[None]],
+        canceller: Callable[[TaskHandle], Awaitable[bool]],
         prompt: str | None = None,
     ) -> None:
         self.model = model
@@ -91,15 +91,18 @@ class TaskHandle:
         assert self._result is not None  # noqa: S101 - set together with _done
         return self._result
 
-    async def cancel(self) -> None:
+    async def cancel(self) -> bool:
         """
         Cancel the generation: remotely if the task is still ``PENDING`` (the service cancels
-        nothing else), and locally in any case: polling stops and waiters get
-        `TaskCanceledError`. A synchronous call is abandoned (its connection closed).
-        Cancelling a finished handle does nothing.
+        nothing else), and locally in any case: waiters get `TaskCanceledError`. A synchronous
+        call is abandoned (its connection closed). Cancelling a finished handle does nothing.
+
+        Returns:
+            Whether the service cancelled the task, so that it will not be billed.
         """
-        if not self.done():
-            await self._canceller(self)
+        if self.done():
+            return False
+        return await self._canceller(self)
 
     def __repr__(self) -> str:
         return (
