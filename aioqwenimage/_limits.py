@@ -48,6 +48,8 @@ DEFAULT_QUERIES_PER_SECOND: Final = 15.0
 # sends spaced exactly one window apart into less than a window on arrival. Holding our windows
 # this much longer keeps that from ever costing a 429 (and a 429 would cost a lane pause).
 RATE_MARGIN: Final = 0.05
+# A 429 with at least this share of the lane's rate window used is taken for a rate throttle.
+RATE_FULL: Final = 0.8
 
 
 # --- the public settings -------------------------------------------------------------------------
@@ -574,9 +576,12 @@ class SubmitLane:
         self._throttles += 1
         now = self._clock()
         # DashScope answers the same 429 for "too many submissions per second" and "too many
-        # tasks in flight". With our own rate window full, the rate is the likelier cause: pause,
-        # but keep the in-flight limit (cutting it would slow the lane for hundreds of tasks).
-        if self._window.used(now) < self._window.limit:
+        # tasks in flight". With our own rate window (nearly) full, the rate is the likelier
+        # cause: the service counts arrivals, and queueing on the way can bunch a few of ours
+        # into its window. Then pause, but keep the in-flight limit: cutting it would slow the
+        # lane for thousands of tasks. A hidden in-flight cap shows with the window far from
+        # full, because slots, not the rate, are what hold submissions back.
+        if self._window.used(now) < RATE_FULL * self._window.limit:
             self._step_down()
         floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
         delay = max(retry_after or 0.0, min(floor, self._max_backoff))

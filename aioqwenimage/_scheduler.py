@@ -99,7 +99,7 @@ class PollPolicy:
     spread: float = 0.35
     max_backoff: float = 30.0
     sweep: bool = True
-    sweep_interval: float = 0.5
+    sweep_interval: float = 0.2
     sweep_min_live: int = 8
     sweep_share: float = 0.25
     stretch: float = 3.0

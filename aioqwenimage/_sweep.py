@@ -33,7 +33,7 @@ logger = logging.getLogger("aioqwenimage")
 PAGE_SIZE: Final = 100
 # The window starts this long before our oldest live task's creation: the list filters by the
 # service's clock, ours may be off by a second or two, and the bounds have one-second resolution.
-WINDOW_MARGIN: Final = 5.0
+WINDOW_MARGIN: Final = 2.0
 # Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
 FAILED_EVERY: Final = 4
 _BEIJING: Final = timezone(timedelta(hours=8))

@@ -60,8 +60,8 @@ async def test_one_sweep_pages_through_and_announces_only_live_tasks():
     # The window starts before the oldest live task, in Beijing time, one-second resolution.
     assert {
         "status": "SUCCEEDED",
-        "start_time": "20231115061315",
-        "end_time": "20231115061505",
+        "start_time": "20231115061318",
+        "end_time": "20231115061502",
         "page_size": "100",
         "page_no": "1",
     } == queries[0]
