@@ -132,7 +132,7 @@ def test_policy_scaled_compresses_only_durations():
         min_interval=0.001,
         max_interval=0.005,
         max_backoff=0.03,
-        sweep_interval=0.0005,
+        sweep_interval=0.0002,
     )
     assert attrs.asdict(expected) == pytest.approx(attrs.asdict(policy))
     with pytest.raises(ValueError, match="factor"):
