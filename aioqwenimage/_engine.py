@@ -314,8 +314,9 @@ class Engine:
             error = response.error()
             throttled = response.status == 429 and response.retryable  # noqa: PLR2004
             if throttled:
-                # Told while the slot is still held: the lane learns how many the server took.
-                lane.on_throttled(response.retry_after)
+                # The tasks the service holds for this lane, if this was its in-flight cap.
+                accepted = sum(1 for f in self._by_id.values() if f.lane is lane and f.holds_slot)
+                lane.on_throttled(response.retry_after, accepted=accepted if is_task else None)
             self._release_slot(flight)
             if throttled:
                 self._throttled += 1

@@ -479,8 +479,12 @@ class SubmitLane:
         self._max_backoff = max_backoff * scale
         self._jitter = jitter
         self._paused_until = -math.inf
-        self._throttles = 0  # in a row, for the backoff
+        self._throttles = 0  # episodes in a row, for the backoff
         self._successes = 0  # in a row, for the additive increase
+        # A throttle taken for the rate's: another episode before a window's worth of clean
+        # successes proves it was the in-flight cap after all.
+        self._suspect = False
+        self._clean = 0
         self.throttled = 0
         self.submitted = 0
 
@@ -548,6 +552,9 @@ class SubmitLane:
     def on_success(self) -> None:
         """A create succeeded: after `limit` successes in a row, allow one more task in flight."""
         self._throttles = 0
+        self._clean += 1
+        if self._clean >= self._window.limit:
+            self._suspect = False
         limit = self._slots.limit
         if limit is None or limit == self._configured:
             return
@@ -556,7 +563,7 @@ class SubmitLane:
             self._successes = 0
             self._slots.set_limit(limit + 1)
 
-    def on_throttled(self, retry_after: float | None = None) -> float:
+    def on_throttled(self, retry_after: float | None = None, *, accepted: int | None = None) -> float:
         """
         A create was throttled (429): pause the lane and, unless the lane's own rate window is
         full (then the rate, not the in-flight cap, is the likely cause), lower its in-flight limit.
@@ -567,36 +574,45 @@ class SubmitLane:
 
         Args:
             retry_after: The server's ``Retry-After``, a floor of the pause.
+            accepted: How many of the lane's tasks the server is known to hold (created and not
+                ended); the new limit when this proves to be the in-flight cap. Without it, the
+                slots held less this one: too high while other creates are in the air.
 
         Returns:
             The end of the pause.
         """
         self.throttled += 1
         self._successes = 0
-        self._throttles += 1
+        self._clean = 0
         now = self._clock()
-        # DashScope answers the same 429 for "too many submissions per second" and "too many
-        # tasks in flight". With our own rate window (nearly) full, the rate is the likelier
-        # cause: the service counts arrivals, and queueing on the way can bunch a few of ours
-        # into its window. Then pause, but keep the in-flight limit: cutting it would slow the
-        # lane for thousands of tasks. A hidden in-flight cap shows with the window far from
-        # full, because slots, not the rate, are what hold submissions back.
-        if self._window.used(now) < RATE_FULL * self._window.limit:
-            self._step_down()
+        # One burst of rejected creates is one episode: the first 429 decides, the others (sent
+        # before the lane paused) only extend the pause. Escalating or cutting once per 429
+        # would pause for 30 s and starve the lane after a single burst.
+        if now >= self._paused_until:
+            self._throttles += 1
+            # DashScope answers the same 429 for "too many submissions per second" and "too
+            # many tasks in flight". With our own rate window (nearly) full, the rate is the
+            # likelier cause (the service counts arrivals, and queueing on the way can bunch a
+            # few of ours into its window): pause but keep the in-flight limit, whose cut would
+            # slow the lane for thousands of tasks. If it happens again before a window's worth
+            # of clean successes, it was the in-flight cap: step down.
+            if self._window.used(now) >= RATE_FULL * self._window.limit and not self._suspect:
+                self._suspect = True
+            else:
+                self._step_down(accepted)
         floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
         delay = max(retry_after or 0.0, min(floor, self._max_backoff))
         until = now + delay * (1.0 + self._rng.uniform(0.0, self._jitter))
         self.pause_until(until)
         return until
 
-    def _step_down(self) -> None:
-        # The server accepted the other in_flight - 1 tasks and refused this one, so its cap, if
-        # this was a concurrency throttle, is at most in_flight - 1: step straight down to it
-        # rather than halving (a hidden cap is found in one throttle, not log(n) of them). Throttles
-        # from one burst all see about the same count, so they lower the limit once, not n times;
-        # min() keeps a lower limit already learnt. Never below 1, or the lane would stall.
+    def _step_down(self, accepted: int | None) -> None:
+        # The server holds `accepted` of our tasks and refused one more: its cap is `accepted`.
+        # Step straight down to it rather than halving (a hidden cap is found in one episode, not
+        # log(n) of them); min() keeps a lower limit already learnt. Never below 1, or the lane
+        # would stall.
         current = self._slots.limit
-        lowered = max(1, self._slots.in_flight - 1)
+        lowered = max(1, self._slots.in_flight - 1 if accepted is None else accepted)
         self._slots.set_limit(lowered if current is None else min(current, lowered))
 
     def __repr__(self) -> str:

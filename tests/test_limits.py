@@ -549,6 +549,38 @@ def test_lane_throttle_with_a_full_rate_window_keeps_the_limit():
     assert 1 == lane.limit  # 2 held, the throttled one included
 
 
+def test_lane_burst_of_throttles_is_one_episode():
+    """429s to creates sent together cut the limit once and escalate the pause once."""
+    now = [0.0]
+    lane = _lane(in_flight=50, clock=lambda: now[0], jitter=0.0, backoff=1.0)
+    for _ in range(30):
+        assert lane.try_acquire_slot()
+    first = lane.on_throttled(None, accepted=20)
+    for _ in range(9):  # the rest of the burst, answered while the lane is paused
+        lane.release_slot()
+        assert first == lane.on_throttled(None, accepted=20)
+    assert 20 == lane.limit  # the service's cap, known from the tasks it holds
+    assert 1.0 == first  # the first backoff step, not 2**9 of them
+
+
+def test_lane_rate_suspect_throttle_then_another_episode_is_the_cap():
+    """A window-full 429 pauses only; a second episode before clean successes steps down."""
+    now = [0.0]
+    lane = _lane(in_flight=50, submits_per_second=2, clock=lambda: now[0], jitter=0.0)
+
+    async def fill() -> None:
+        for _ in range(2):
+            await lane.acquire_submit()
+
+    run_virtual(fill)
+    lane.on_throttled(0.5, accepted=7)
+    assert 50 == lane.limit  # taken for the rate
+    now[0] = 2.0  # after the pause, the same again: it was the cap
+    run_virtual(fill)
+    lane.on_throttled(0.5, accepted=7)
+    assert 7 == lane.limit
+
+
 def test_lane_throttle_steps_down_to_accepted_count():
     """A throttle with 4 slots held (the rejected create's included) sets the limit to 3."""
     lane = _lane(in_flight=10)
@@ -621,9 +653,11 @@ _lane_ops = st.lists(st.sampled_from(["take", "release", "throttle", "success"])
 @settings(max_examples=200)
 @given(configured=st.integers(min_value=1, max_value=12), ops=_lane_ops)
 def test_lane_aimd_invariants(configured, ops):
-    """The limit stays in [1, configured], steps down on throttles and up only on successes."""
-    lane = _lane(in_flight=configured)
+    """The limit stays in [1, configured], steps down once per throttle episode, up on successes."""
+    now = [0.0]
+    lane = _lane(in_flight=configured, clock=lambda: now[0])
     for op in ops:
+        now[0] += 0.5  # some throttles start an episode, others fall inside the last one's pause
         before = lane.limit
         assert before is not None
         if op == "take":
@@ -633,8 +667,10 @@ def test_lane_aimd_invariants(configured, ops):
             lane.release_slot()
         elif op == "throttle":
             held = lane.in_flight
+            new_episode = now[0] >= lane.paused_until
             lane.on_throttled(None)
-            assert max(1, min(before, held - 1)) == lane.limit
+            # No submission went through the rate window here: never taken for a rate throttle.
+            assert (max(1, min(before, held - 1)) if new_episode else before) == lane.limit
         elif op == "success":
             lane.on_success()
             assert lane.limit in (before, before + 1)
