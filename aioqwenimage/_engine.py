@@ -455,7 +455,8 @@ class Engine:
             # A sweep saw this completion first and the task's own answer agrees: sweeps work
             # on this service, so per-task polls become the slow fallback they are meant to be.
             self._sweeper.trusted = True
-            self._scheduler.stretch = self._poll_policy.stretch
+            if self._scheduler.stretch != self._poll_policy.stretch:
+                self._scheduler.set_stretch(self._poll_policy.stretch)
         self._finish(flight, snapshot)
         return PollOutcome.FINISHED
 

@@ -101,7 +101,7 @@ class PollPolicy:
     sweep: bool = True
     sweep_interval: float = 0.2
     sweep_min_live: int = 8
-    sweep_share: float = 0.25
+    sweep_share: float = 0.15
     stretch: float = 3.0
 
     def __attrs_post_init__(self) -> None:
@@ -548,7 +548,7 @@ class PollScheduler(Generic[K]):
         self._in_air = 0
         self._throttles = 0  # in a row, budget-wide
         self._polls = self._finished = self._throttled = self._retried = self._errors = 0
-        self.stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
+        self._stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
 
     @property
     def budget(self) -> QueryBudget:
@@ -599,7 +599,7 @@ class PollScheduler(Generic[K]):
         """
         self._tracks[key] = _Track(model)
         if first_due is None:
-            delay = self._durations.first_delay(model) * self.stretch
+            delay = self._durations.first_delay(model) * self._stretch
             first_due = submitted_at + self._policy.jittered(delay, self._rng)
         self._schedule(key, first_due)
 
@@ -607,6 +607,25 @@ class PollScheduler(Generic[K]):
         """Never poll `key` again; a poll of it in the air is ignored when it answers."""
         self._tracks.pop(key, None)
         self._queue.discard(key)
+
+    @property
+    def stretch(self) -> float:
+        """The factor applied to every per-task delay."""
+        return self._stretch
+
+    def set_stretch(self, factor: float) -> None:
+        """
+        Multiply every per-task delay by `factor` from now on, polls already queued included
+        (their remaining wait is rescaled): the fallback schedule of tasks that sweeps cover.
+        """
+        now = self._clock()
+        ratio = factor / self._stretch
+        self._stretch = factor
+        for key in list(self._tracks):
+            due = self._queue.due(key)
+            if due is not None and due > now:
+                self._queue.schedule(key, now + (due - now) * ratio)
+        self.wake()
 
     def poll_now(self, key: K) -> bool:
         """Bring the next poll of `key` forward to now; False when none is queued."""
@@ -716,7 +735,7 @@ class PollScheduler(Generic[K]):
         if kind is OutcomeKind.PENDING:
             track.failures = 0
             track.polls += 1
-            interval = self._durations.next_interval(track.model, track.polls) * self.stretch
+            interval = self._durations.next_interval(track.model, track.polls) * self._stretch
             due = now + self._policy.jittered(interval, self._rng)
         elif kind is OutcomeKind.THROTTLED:
             due = self._budget.paused_until

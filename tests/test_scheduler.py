@@ -559,6 +559,23 @@ def _drive(
     return made[0]
 
 
+def test_set_stretch_rescales_queued_polls_and_later_intervals():
+    """Stretching moves queued polls out by the factor and lengthens later delays."""
+    service = FakeService({"a": 30.0})
+
+    async def body(scheduler: PollScheduler[str]) -> None:
+        scheduler.add("a", "m", submitted_at=0.0)  # first poll due at 5.0
+        await anyio.sleep(1.0)
+        scheduler.set_stretch(3.0)  # 4 s to go become 12: due at 13.0
+        assert 3.0 == scheduler.stretch
+        await _until_done(scheduler)
+
+    _drive(service, body)
+    times = service.times("a")
+    assert pytest.approx(13.0) == times[0]
+    assert pytest.approx(3.0) == times[1] - times[0]  # 1.0 s interval, stretched
+
+
 def test_driver_polls_on_the_policy_schedule():
     """First poll after first_poll, then widening intervals, until finished."""
     service = FakeService({"a": 8.0})
