@@ -13,7 +13,9 @@ task that `aclose` stops and awaits, so closing leaves nothing running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import logging
 import math
 import random
@@ -410,7 +412,7 @@ class Client:
             prompts: The items.
             model: The default model.
             concurrency: Items in progress at once (waiting for limits included); default:
-                the model's in-flight limit plus a quarter (at least 16 more); 64 for
+                the model's in-flight limit plus an eighth (at least 16 more); 64 for
                 models without one.
             save_to: A directory to save every image into.
             parameters: Default generation parameters, as for `generate`.
@@ -419,61 +421,103 @@ class Client:
         self._ensure_open()
         if concurrency is None:
             configured = self._engine.lane(prepare("concurrency", model=model)).configured
-            # Enough workers to keep every slot busy while some are saving images (a worker
-            # saving has released its slot): more would only wait for slots, holding memory.
-            concurrency = configured + max(16, configured // 4) if configured else 64
+            # Enough to keep every slot busy while some items are saving images (a finished
+            # item has released its slot); more would only queue for slots.
+            concurrency = configured + max(16, configured // 8) if configured else 64
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         scope = anyio.CancelScope()
+        room = anyio.Semaphore(concurrency)
+        pending: set[TaskHandle] = set()  # submitted, outcome not reported yet
         next_index = iter(range(len(items)))
+        unreported = [len(items)]
+        all_reported = anyio.Event()
+        if not items:
+            all_reported.set()
 
-        async def worker() -> None:
+        async def report(outcome: Outcome) -> None:
+            room.release()
+            unreported[0] -= 1
+            if not unreported[0]:
+                all_reported.set()
+            # The consumer may have left the loop: then the outcome has nowhere to go.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(outcome)
+
+        async def finish(index: int, handle: TaskHandle, where: Any, limit: Any) -> None:
+            # Runs once the handle is done (or from the start, to enforce an item's timeout).
+            prompt = handle.prompt or ""
+            try:
+                result = await handle.wait(limit)
+                if where is not None:
+                    await self.save_images(result, where)
+            except QwenImageError as exc:
+                if isinstance(exc, TimeoutError):
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                        await handle.cancel()
+                outcome = Outcome(
+                    index=index, prompt=prompt, error=exc, task_id=getattr(exc, "task_id", None)
+                )
+            else:
+                outcome = Outcome(index=index, prompt=prompt, result=result, task_id=result.task_id)
+            finally:
+                pending.discard(handle)
+            await report(outcome)
+
+        async def worker(tg: anyio.abc.TaskGroup) -> None:
+            # Workers only submit: a generation in flight costs its handle, not a coroutine
+            # waiting on it (thousands of those would hold megabytes of stack).
             for index in next_index:
-                outcome = await self._one(index, items[index], model, save_to, parameters)
+                await room.acquire()
+                item = items[index]
+                params = dict(parameters)
+                params.update(item if isinstance(item, Mapping) else {"prompt": item})
+                prompt = params.pop("prompt", "")
+                params.setdefault("model", model)
+                where, timeout = params.pop("save_to", save_to), params.pop("timeout", None)
                 try:
-                    await send.send(outcome)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return  # the consumer left the loop
+                    handle = await self.submit(prompt, **params)
+                except QwenImageError as exc:
+                    await report(Outcome(index=index, prompt=str(prompt), error=exc))
+                    continue
+                except TypeError as exc:  # an unknown parameter in an item
+                    error = InvalidRequestError(f"item {index}: {exc}", parameter="item")
+                    await report(Outcome(index=index, prompt=str(prompt), error=error))
+                    continue
+                pending.add(handle)
+                if timeout is None:
+                    handle._when_done(  # noqa: SLF001 - the client's own handle
+                        functools.partial(started, tg, index, handle, where)
+                    )
+                else:
+                    tg.start_soon(finish, index, handle, where, timeout)
 
-        async def run_workers() -> None:
+        def started(tg: anyio.abc.TaskGroup, index: int, handle: TaskHandle, where: Any) -> None:
+            if not scope.cancel_called:  # after the consumer left, nobody wants the outcome
+                tg.start_soon(finish, index, handle, where, None)
+
+        async def run() -> None:
             with scope:
                 async with send, anyio.create_task_group() as tg:
-                    for _ in range(min(concurrency, len(items))):
-                        tg.start_soon(worker)
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(min(concurrency, len(items), 32)):
+                            workers.start_soon(worker, tg)
+                    # Outcomes come from handles finishing, not from tasks this group waits
+                    # for: keep the stream open until every item has been reported.
+                    await all_reported.wait()
+            # Left early: what was submitted and not reported is cancelled, like generate()'s
+            # task when generate() is cancelled (remotely while PENDING), shielded, best effort.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                async with anyio.create_task_group() as cancels:
+                    for handle in list(pending):
+                        cancels.start_soon(handle.cancel)
 
-        (await self._task_group()).start_soon(run_workers)
+        (await self._task_group()).start_soon(run)
         try:
             async for outcome in receive:
                 yield outcome
         finally:
             scope.cancel()
             receive.close()
-
-    async def _one(
-        self,
-        index: int,
-        item: str | Mapping[str, Any],
-        model: str,
-        save_to: str | Path | None,
-        defaults: Mapping[str, Any],
-    ) -> Outcome:
-        params = dict(defaults)
-        if isinstance(item, Mapping):
-            params.update(item)
-            prompt = params.pop("prompt", "")
-        else:
-            prompt = item
-        params.setdefault("model", model)
-        params.setdefault("save_to", save_to)
-        try:
-            result = await self.generate(prompt, **params)
-        except QwenImageError as exc:
-            return Outcome(
-                index=index, prompt=str(prompt), error=exc, task_id=getattr(exc, "task_id", None)
-            )
-        except TypeError as exc:  # an unknown parameter in an item
-            error = InvalidRequestError(f"item {index}: {exc}", parameter="item")
-            return Outcome(index=index, prompt=str(prompt), error=error)
-        return Outcome(index=index, prompt=prompt, result=result, task_id=result.task_id)
 
     async def cancel(self, task_id: str) -> bool:
         """

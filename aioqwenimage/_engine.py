@@ -487,9 +487,15 @@ class Engine:
         """Resolve a flight from its terminal snapshot."""
         handle = flight.handle
         if snapshot.status is TaskStatus.SUCCEEDED and snapshot.urls:
+            model, task_id = handle.model, handle.task_id
+            # The callback names the task by value, never the handle: the handle holds the
+            # result, the result its images, and a cycle back would keep every finished
+            # generation alive until the cyclic garbage collector happened to run.
             fetcher = EventfulFetcher(
                 self._downloader,
-                lambda path: self._emit(EventKind.DOWNLOADED, handle, path=str(path)),
+                lambda path: self._report(
+                    EventKind.DOWNLOADED, model, task_id, TaskStatus.SUCCEEDED, {"path": str(path)}
+                ),
             )
             result = result_of(
                 snapshot, model=handle.model or "", prompt=handle.prompt, fetcher=fetcher
@@ -592,15 +598,20 @@ class Engine:
             self._throttled += 1
 
     def _emit(self, kind: EventKind, handle: TaskHandle, **detail: Any) -> None:
+        self._report(kind, handle.model, handle.task_id, handle.status, detail)
+
+    def _report(
+        self,
+        kind: EventKind,
+        model: str | None,
+        task_id: str | None,
+        status: TaskStatus | None,
+        detail: Mapping[str, Any],
+    ) -> None:
         event = TaskEvent(
-            kind=kind,
-            model=handle.model,
-            task_id=handle.task_id,
-            status=handle.status,
-            at=time.time(),
-            detail=detail,
+            kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
         )
-        logger.debug("%s task=%s model=%s %s", kind.value, handle.task_id, handle.model, detail)
+        logger.debug("%s task=%s model=%s %s", kind.value, task_id, model, detail)
         for hook in self._hooks:
             try:
                 hook(event)

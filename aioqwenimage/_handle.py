@@ -48,6 +48,7 @@ class TaskHandle:
         self._done = anyio.Event()
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
+        self._callbacks: list[Callable[[], object]] = []
         self.polls = 0
 
     @property
@@ -119,15 +120,28 @@ class TaskHandle:
         if not self._done.is_set():  # an outcome's status is final
             self._status = status
 
+    def _when_done(self, callback: Callable[[], object]) -> None:
+        """Call `callback` (synchronously) once the outcome is known; at once if it is."""
+        if self._done.is_set():
+            callback()
+        else:
+            self._callbacks.append(callback)
+
     def _resolve(self, result: GenerationResult) -> None:
         if not self._done.is_set():
             self._result = result
             self._status = TaskStatus.SUCCEEDED
-            self._done.set()
+            self._settled()
 
     def _fail(self, error: BaseException, status: TaskStatus | None = None) -> None:
         if not self._done.is_set():
             self._error = error
             if status is not None:
                 self._status = status
-            self._done.set()
+            self._settled()
+
+    def _settled(self) -> None:
+        self._done.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()

@@ -154,8 +154,12 @@ async def test_cancelling_generate_cancels_the_pending_task_remotely(fake):
         ) as client,
     ):
         first = await client.submit("first", model="qwen-image-plus")
-        with anyio.move_on_after(0.01):
-            await client.generate("second", model="qwen-image-plus")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.generate, "second")
+            with anyio.fail_after(5):  # cancel once the second task provably exists
+                while client.stats.submitted < 2:
+                    await anyio.sleep(SCALE)
+            tg.cancel_scope.cancel()
         assert 1 == slow.stats.requests["cancel"][200]
         assert "CANCELED" in {str(report.status) for report in slow.stats.tasks.values()}
         await first
