@@ -7,6 +7,9 @@ happens (no polling delay, no network time). A slot frees exactly at a task's en
 frees it. The submission limit is a sliding window, like the emulator's: at most ``limit``
 submissions in any ``period`` seconds. The result is a pure function of the durations, the cap and
 the rate; benchmarks divide each client's makespan by its makespan.
+
+`sdk_reference` is the other yardstick: what the official SDK's fixed polling schedule costs for a
+task of a given duration, unthrottled and with zero network time.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
-__all__ = ["IdealSchedule", "ideal_schedule"]
+__all__ = ["IdealSchedule", "ideal_schedule", "sdk_poll_times", "sdk_reference"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,39 @@ def ideal_schedule(
         ends.append(end)
         last = start
     return IdealSchedule(starts=tuple(starts), ends=tuple(ends))
+
+
+def sdk_poll_times(schedule: str) -> Iterator[float]:
+    """
+    When the official SDK polls a task, in seconds after submission (zero network time).
+
+    ``"1.x"``: an immediate poll, then sleeps of 1, 1, 2, 2, 2, 4, 4, 4 and 5 s thereafter
+    (``wait()`` doubles its sleep every third poll, capped at 5 s). ``"2.0"``: no immediate poll,
+    sleeps of 1, 2, 4 and 8 s thereafter (doubling, capped at 8 s). See
+    ``dashscope-sdk-notes.md`` §4.
+    """
+    if schedule == "1.x":
+        t, sleep, step = 0.0, 1.0, 0
+        while True:
+            yield t
+            step += 1
+            if sleep < 5 and step % 3 == 0:
+                sleep = min(sleep * 2, 5.0)
+            t += sleep
+    elif schedule == "2.0":
+        t, sleep = 0.0, 1.0
+        while True:
+            t += sleep
+            yield t
+            sleep = min(sleep * 2, 8.0)
+    else:
+        msg = f"unknown schedule {schedule!r}"
+        raise ValueError(msg)
+
+
+def sdk_reference(duration: float, schedule: str) -> tuple[int, float]:
+    """The SDK's polls of one task lasting `duration` s, and how late the last one sees its end."""
+    for polls, t in enumerate(sdk_poll_times(schedule), start=1):
+        if t >= duration:
+            return polls, t - duration
+    raise AssertionError  # pragma: no cover - the schedules are infinite

@@ -339,6 +339,28 @@ _STEADY_ROWS: Final = [
 ]
 
 
+def reference_line(name: str) -> str:
+    """What the SDKs' own polling schedules would cost on a workload's durations, unthrottled."""
+    from benchmarks._ideal import sdk_reference
+    from benchmarks._metrics import percentile
+    from benchmarks._workloads import WORKLOADS
+
+    workload = WORKLOADS.get(name)
+    if workload is None or workload.time_scale != 1.0:
+        return ""
+    durations = workload.durations(workload.async_group)
+    parts = []
+    for schedule in ("1.x", "2.0"):
+        found = [sdk_reference(d, schedule) for d in durations]
+        polls = sum(p for p, _ in found) / len(found)
+        p50 = percentile([late for _, late in found], 0.5)
+        parts.append(f"{schedule}: {polls:.2f} polls per task, detection p50 {_fmt(p50)} s")
+    return (
+        "For reference, the SDKs' own polling schedules on these durations, with no 429 and no "
+        "network time, would cost: " + "; ".join(parts) + "."
+    )
+
+
 def table(doc: Mapping[str, Any]) -> str:
     """The Markdown table of one workload: metrics as rows, clients as columns."""
     entries = doc.get("clients", {})
@@ -417,6 +439,8 @@ def render_markdown(
             ),
             "",
             table(doc),
+            "",
+            reference_line(name),
             "",
         ]
         revisions = sorted({e.get("revision", "?") for e in doc.get("clients", {}).values()})

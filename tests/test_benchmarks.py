@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from benchmarks._ideal import ideal_schedule
+
+from benchmarks._ideal import ideal_schedule, sdk_poll_times, sdk_reference
 from benchmarks._metrics import (
     detection_delays,
     duplicates,
@@ -338,3 +339,14 @@ def test_expected_durations_are_deterministic_and_in_range():
     assert all(5.0 <= d <= 15.0 for d in durations)
     assert len(set(durations)) == len(durations)
     assert expected_duration(0, "m", "p", (1.0, 1.0), 0.5) == 0.5
+
+
+def test_sdk_schedules_match_the_notes():
+    """1.x polls at 0, 1, 2, 4, 6, 8, 12, ...; 2.0 at 1, 3, 7, 15, 23, ... (notes §4.3)."""
+    assert (10, 0.0) == sdk_reference(25, "1.x")
+    assert (6, 6.0) == sdk_reference(25, "2.0")
+    assert (4, 1.0) == sdk_reference(3, "1.x")
+    assert (7, 2.0) == sdk_reference(10, "1.x")
+    assert (4, 5.0) == sdk_reference(10, "2.0")
+    with pytest.raises(ValueError):
+        next(sdk_poll_times("3.x"))
