@@ -563,7 +563,9 @@ class SubmitLane:
             self._successes = 0
             self._slots.set_limit(limit + 1)
 
-    def on_throttled(self, retry_after: float | None = None, *, accepted: int | None = None) -> float:
+    def on_throttled(
+        self, retry_after: float | None = None, *, accepted: int | None = None
+    ) -> float:
         """
         A create was throttled (429): pause the lane and, unless the lane's own rate window is
         full (then the rate, not the in-flight cap, is the likely cause), lower its in-flight limit.
