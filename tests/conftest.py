@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import aioresponses.core
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
@@ -32,6 +33,20 @@ class _CompatClientResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+
+def connection_refused(host: str = "api.example") -> aiohttp.ClientConnectorError:
+    """What aiohttp raises when a connection could not be made (nothing was sent)."""
+    key = ConnectionKey(
+        host=host,
+        port=443,
+        is_ssl=True,
+        ssl=True,
+        proxy=None,
+        proxy_auth=None,
+        proxy_headers_hash=None,
+    )
+    return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
 
 
 # --- the emulator and a client matched to its compressed time ----------------------------------

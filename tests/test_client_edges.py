@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 import time
 
-import aiohttp
 import anyio
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 
 import aioqwenimage as q
 from aioqwenimage._download import url_expiry
 from aioqwenimage.testing import Fault, FaultKind
-from tests.conftest import SCALE, make_client
+from tests.conftest import SCALE, connection_refused, make_client
 
 BASE = "https://api.example/api/v1"
 CREATE = BASE + "/services/aigc/text2image/image-synthesis"
@@ -34,23 +32,10 @@ def mocked_client(**kwargs) -> q.Client:
     return q.Client(api_key="sk-test", base_url=BASE, time_scale=SCALE, seed=1, **kwargs)
 
 
-def refused() -> aiohttp.ClientConnectorError:
-    key = ConnectionKey(
-        host="api.example",
-        port=443,
-        is_ssl=True,
-        ssl=True,
-        proxy=None,
-        proxy_auth=None,
-        proxy_headers_hash=None,
-    )
-    return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
-
-
 async def test_refused_connection_is_resent_because_nothing_left():
     """A create whose connection was refused provably created nothing: it is sent again."""
     with aioresponses() as mocked:
-        mocked.post(CREATE, exception=refused())
+        mocked.post(CREATE, exception=connection_refused())
         mocked.post(CREATE, payload={"output": {"task_id": "t-1", "task_status": "PENDING"}})
         mocked.get(TASK, payload=DONE, repeat=True)
         async with mocked_client() as client:
@@ -62,7 +47,7 @@ async def test_refused_connection_is_resent_because_nothing_left():
 async def test_refused_every_time_gives_up_with_a_transport_error():
     """Refused connections are retried up to the budget, then raised."""
     with aioresponses() as mocked:
-        mocked.post(CREATE, exception=refused(), repeat=True)
+        mocked.post(CREATE, exception=connection_refused(), repeat=True)
         async with mocked_client(retry=q.RetryPolicy(attempts=3)) as client:
             with pytest.raises(q.TransportError, match="could not connect"):
                 await client.submit("a fox", model="qwen-image-plus")

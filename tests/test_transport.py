@@ -6,12 +6,12 @@ import random
 
 import aiohttp
 import pytest
-from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 from yarl import URL
 
 import aioqwenimage as q
 from aioqwenimage._transport import ConnectFailedError, PoolKind, RetryPolicy, Transport
+from tests.conftest import connection_refused
 
 BASE = "https://api.example/api/v1"
 FAST = RetryPolicy(attempts=3, base=0.001, cap=0.002)
@@ -25,19 +25,6 @@ async def transport():
     t.open()
     yield t
     await t.aclose()
-
-
-def _refused() -> aiohttp.ClientConnectorError:
-    key = ConnectionKey(
-        host="api.example",
-        port=443,
-        is_ssl=True,
-        ssl=True,
-        proxy=None,
-        proxy_auth=None,
-        proxy_headers_hash=None,
-    )
-    return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
 
 
 async def test_send_sets_auth_async_and_workspace_headers(transport):
@@ -90,7 +77,7 @@ async def test_non_json_success_is_a_malformed_server_error(transport):
 async def test_connect_failure_and_dropped_connection_are_told_apart(transport):
     """Connection refused means nothing was sent; a dropped connection means it may have been."""
     with aioresponses() as mocked:
-        mocked.post(BASE + "/a", exception=_refused())
+        mocked.post(BASE + "/a", exception=connection_refused())
         mocked.post(BASE + "/b", exception=aiohttp.ServerDisconnectedError())
         with pytest.raises(ConnectFailedError):
             await transport.send(PoolKind.CONTROL, "POST", "/a", body={})
