@@ -457,6 +457,11 @@ class Client:
                 outcome = Outcome(
                     index=index, prompt=prompt, error=exc, task_id=getattr(exc, "task_id", None)
                 )
+            except Exception as exc:  # noqa: BLE001 - e.g. an unwritable save_to: this item's
+                # failure, which must not escape into the client's task group
+                outcome = Outcome(
+                    index=index, prompt=prompt, error=_wrapped(exc), task_id=handle.task_id
+                )
             else:
                 outcome = Outcome(index=index, prompt=prompt, result=result, task_id=result.task_id)
             finally:
@@ -482,6 +487,9 @@ class Client:
                 except TypeError as exc:  # an unknown parameter in an item
                     error = InvalidRequestError(f"item {index}: {exc}", parameter="item")
                     await report(Outcome(index=index, prompt=str(prompt), error=error))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - never into the client's task group
+                    await report(Outcome(index=index, prompt=str(prompt), error=_wrapped(exc)))
                     continue
                 pending.add(handle)
                 if timeout is None:
@@ -580,15 +588,27 @@ class Client:
             page += 1
 
     async def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
-        """Save every image of `result` into `directory`, concurrently; returns the paths."""
+        """
+        Save every image of `result` into `directory`, concurrently; returns the paths.
+
+        Raises:
+            QwenImageError: A download failed (see `GeneratedImage.save`).
+            OSError: The directory or a file cannot be written.
+        """
         paths: list[Path] = [Path()] * len(result.images)
+        failures: list[Exception] = []
 
         async def save(position: int, image: GeneratedImage) -> None:
-            paths[position] = await image.save(Path(directory) / image.name)
+            try:
+                paths[position] = await image.save(Path(directory) / image.name)
+            except Exception as exc:  # noqa: BLE001 - raised below, unwrapped from the group
+                failures.append(exc)
 
         async with anyio.create_task_group() as tg:
             for position, image in enumerate(result.images):
                 tg.start_soon(save, position, image)
+        if failures:
+            raise failures[0]
         return paths
 
     async def download_image(self, url: str, destination: str | Path | None = None) -> bytes | Path:
@@ -602,6 +622,14 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
         return self._engine.stats()
+
+
+def _wrapped(exc: Exception) -> QwenImageError:
+    """An unexpected error of one `map` item, as that item's outcome."""
+    logger.warning("a map item failed unexpectedly: %r", exc)
+    error = QwenImageError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _positive_number(value: object) -> bool:

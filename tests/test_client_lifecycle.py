@@ -271,3 +271,16 @@ async def test_edit_model_sends_local_images(client, tmp_path):
     )
     assert result.images
     gc.collect()
+
+
+async def test_map_reports_an_unwritable_save_to_as_the_items_failure(client, tmp_path):
+    """An OSError while saving is that item's error, not a crash of the client."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+
+    outcomes = [o async for o in client.map(["a", "b"], model="qwen-image-plus", save_to=blocked)]
+
+    assert 2 == len(outcomes)
+    assert all(isinstance(o.error, q.QwenImageError) and o.task_id for o in outcomes)
+    assert isinstance(outcomes[0].error.__cause__, OSError)  # type: ignore[union-attr]
+    assert (await client.generate("c", model="qwen-image-plus")).images  # still working
