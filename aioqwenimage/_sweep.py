@@ -103,6 +103,8 @@ class Sweeper:
                     self.enabled = False
             except QwenImageError as exc:  # network trouble: the next sweep tries again
                 logger.debug("sweep failed: %s", exc)
+            except Exception:  # a sweep is an optimisation: it must never end the client
+                logger.exception("sweep failed unexpectedly; polling goes on")
             self.sweeps += 1
 
     async def sweep(self, live: Mapping[str, float], status: str) -> int:

@@ -90,6 +90,16 @@ async def test_failed_tasks_are_looked_for_every_fourth_sweep():
     assert statuses.count("SUCCEEDED") >= 3 * statuses.count("FAILED")
 
 
+async def test_an_unexpected_error_in_a_sweep_is_logged_not_raised(caplog):
+    """A bug in a sweep is logged and sweeping goes on; it never ends the client's work."""
+    s, queries, _ = sweeper(ValueError("bug"), {"a": 1.7e9, "b": 1.7e9})
+    with anyio.move_on_after(0.01):
+        await s.run()
+    assert s.enabled
+    assert len(queries) > 1
+    assert "sweep failed unexpectedly" in caplog.text
+
+
 async def test_a_client_error_turns_sweeping_off_and_network_errors_do_not():
     """A list endpoint that rejects the query disables sweeps; a network error is retried."""
     s, _, _ = sweeper(TransportError("down"), {"a": 1.7e9, "b": 1.7e9})
