@@ -8,11 +8,13 @@ results already in ``benchmarks/results/``). Examples::
     python -m benchmarks all                          # the full suite, then the report
     python -m benchmarks B1 --clients aioqwenimage    # re-measure one client; report updated
     python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument  # profile, not recorded
+    python -m benchmarks B1 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.1}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -52,6 +54,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument(
         "--no-report", action="store_true", help="do not rebuild docs/benchmarks.md"
+    )
+    parser.add_argument(
+        "--aqi-poll",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help="PollPolicy overrides for aioqwenimage, e.g. '{\"sweep_interval\": 0.1}' (recorded)",
     )
     parser.add_argument(
         "--profile",
@@ -110,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "smoke":
             status |= _smoke(clients, args.out)
             continue
-        run_workload(WORKLOADS[name], clients, out, profile=args.profile, log=_log)
+        run_workload(
+            WORKLOADS[name], clients, out, profile=args.profile, poll=args.aqi_poll, log=_log
+        )
     if not args.profile and not args.no_report and any(n != "smoke" for n in names):
         plots = PLOTS if out == RESULTS else out / "plots"
         page = PAGE if out == RESULTS else out / "benchmarks.md"

@@ -522,11 +522,25 @@ def plot_workload(
         axes[1].axhline(
             limits["queries_per_second"], color="grey", ls=":", lw=1, label="server limit"
         )
+    # A client many times slower than the ideal would squash the others into the left edge.
+    clip = 3.0 * float(doc.get("ideal_makespan") or 0.0)
+    longest = max(
+        (
+            len(e["series"]["in_flight"]) * e["series"]["step"]
+            for e in doc.get("clients", {}).values()
+            if e.get("series")
+        ),
+        default=0.0,
+    )
+    title = f"{doc.get('workload')}: {doc.get('title', '')}"
+    if clip and longest > clip:
+        axes[0].set_xlim(-0.02 * clip, clip)
+        title += f" (time axis cut at 3 x ideal = {clip:.0f} s)"
     axes[0].set_ylabel("tasks in flight\n(server view)")
     axes[1].set_ylabel("task API calls / s\n(query, list, cancel)")
     axes[2].set_ylabel("429 answers / s\n(creates + queries)")
     axes[2].set_xlabel("seconds since the client started")
-    axes[0].set_title(f"{doc.get('workload')}: {doc.get('title', '')}")
+    axes[0].set_title(title)
     for axis in axes:
         axis.grid(visible=True, alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=8)

@@ -125,8 +125,13 @@ def run_variant(
     ideal: tuple[tuple[float, ...], tuple[float, ...]],
     profile: str | None = None,
     profile_dir: Path | None = None,
+    poll: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One client variant's run of `workload`: the results entry (metrics and run facts)."""
+    """
+    One client variant's run of `workload`: the results entry (metrics and run facts).
+
+    `poll` overrides fields of aioqwenimage's `PollPolicy` (other variants ignore it).
+    """
     emulator.reset()
     timeout = workload.timeout_for(variant)
     with tempfile.TemporaryDirectory(prefix="aioqwenimage-bench-") as tmp:
@@ -139,6 +144,8 @@ def run_variant(
             "timeout": timeout,
             "out": str(out),
         }
+        if poll and variant == "aioqwenimage":
+            spec["poll"] = poll
         command = [sys.executable, "-m", "benchmarks._variants"]
         if profile == "pyinstrument" and profile_dir is not None:
             spec["profile"] = "pyinstrument"
@@ -179,6 +186,8 @@ def run_variant(
             "exit_code": process.returncode,
             "profiled": profile,
         }
+        if "poll" in spec:
+            entry["poll_policy"] = spec["poll"]
         if not out.exists():
             entry["status"] = "crashed"
             entry["stderr"] = stderr[-2000:]
@@ -223,6 +232,7 @@ def run_workload(
     out_dir: Path,
     *,
     profile: str | None = None,
+    poll: dict[str, Any] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """
@@ -260,7 +270,13 @@ def run_workload(
         for client in clients:
             log(f"[{workload.name}] {client}: running (cap {workload.timeout_for(client):.0f} s)")
             entry = run_variant(
-                workload, client, emulator, ideal=ideal, profile=profile, profile_dir=profile_dir
+                workload,
+                client,
+                emulator,
+                ideal=ideal,
+                profile=profile,
+                profile_dir=profile_dir,
+                poll=poll,
             )
             if profile:
                 status = entry.get("status")

@@ -137,8 +137,11 @@ class Recorder:
         }
 
 
-class ThreadPacer:
-    """A sliding window (at most `limit` per `period` s) for threads: each reserves its slot."""
+class Pacer:
+    """
+    A sliding window (at most `limit` per `period` s) for threads and tasks alike: each caller
+    reserves the earliest admissible time, then sleeps until it.
+    """
 
     def __init__(self, limit: int, period: float) -> None:
         self._limit = limit
@@ -169,12 +172,12 @@ class ThreadPacer:
         await asyncio.sleep(max(0.0, self.reserve(now) - now))
 
 
-def _pacer(workload: Workload, group: Group) -> ThreadPacer | None:
+def _pacer(workload: Workload, group: Group) -> Pacer | None:
     setup = workload.models[group.model]
     rate = setup.told_submits_per_second
     if rate is None or (group.sync and setup.submits is None):
         return None
-    return ThreadPacer(max(1, int(rate)), workload.time_scale * max(1, int(rate)) / rate)
+    return Pacer(max(1, int(rate)), workload.time_scale * max(1, int(rate)) / rate)
 
 
 def _messages(prompt: str) -> list[dict[str, Any]]:
@@ -197,10 +200,13 @@ async def run_aioqwenimage(spec: dict[str, Any], workload: Workload, rec: Record
     limits = aioqwenimage.Limits(
         queries_per_second=workload.client_queries_per_second, models=models
     )
+    # Overrides of the poll policy, to re-measure a tuning without editing the client.
+    poll = aioqwenimage.PollPolicy(**spec["poll"]) if spec.get("poll") else None
     async with aioqwenimage.Client(
         api_key=spec["api_key"],
         base_url=spec["base_url"],
         limits=limits,
+        poll=poll,
         time_scale=workload.time_scale,
     ) as client:
 
@@ -259,7 +265,7 @@ def run_sdk1_threads(
     dashscope.api_key = spec["api_key"]
     scale = workload.time_scale
 
-    def one_async(group: Group, pacer: ThreadPacer | None, prompt: str) -> None:
+    def one_async(group: Group, pacer: Pacer | None, prompt: str) -> None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if pacer is not None:
                 pacer.acquire()
@@ -279,7 +285,7 @@ def run_sdk1_threads(
             rec.outcome(group, None if ok else f"{rsp.status_code} {rsp.code or status}")
             return
 
-    def one_sync(group: Group, pacer: ThreadPacer | None, prompt: str) -> None:
+    def one_sync(group: Group, pacer: Pacer | None, prompt: str) -> None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if pacer is not None:
                 pacer.acquire()
@@ -326,7 +332,7 @@ async def run_sdk1_aio(spec: dict[str, Any], workload: Workload, rec: Recorder) 
     scale = workload.time_scale
 
     async def one_async(
-        group: Group, sem: asyncio.Semaphore, pacer: ThreadPacer | None, prompt: str
+        group: Group, sem: asyncio.Semaphore, pacer: Pacer | None, prompt: str
     ) -> None:
         async with sem:
             for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -349,7 +355,7 @@ async def run_sdk1_aio(spec: dict[str, Any], workload: Workload, rec: Recorder) 
                 return
 
     async def one_sync(
-        group: Group, sem: asyncio.Semaphore, pacer: ThreadPacer | None, prompt: str
+        group: Group, sem: asyncio.Semaphore, pacer: Pacer | None, prompt: str
     ) -> None:
         async with sem:
             for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -403,7 +409,7 @@ async def run_sdk2_async(spec: dict[str, Any], workload: Workload, rec: Recorder
     async with dashscope.AsyncClient(api_key=spec["api_key"], base_url=spec["base_url"]) as client:
 
         async def attempt_loop(
-            group: Group, pacer: ThreadPacer | None, call: Callable[[], Awaitable[Any]]
+            group: Group, pacer: Pacer | None, call: Callable[[], Awaitable[Any]]
         ) -> None:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 if pacer is not None:
@@ -427,7 +433,7 @@ async def run_sdk2_async(spec: dict[str, Any], workload: Workload, rec: Recorder
                 return
 
         async def one_async(
-            group: Group, sem: asyncio.Semaphore, pacer: ThreadPacer | None, prompt: str
+            group: Group, sem: asyncio.Semaphore, pacer: Pacer | None, prompt: str
         ) -> None:
             async with sem:
                 await attempt_loop(
@@ -435,7 +441,7 @@ async def run_sdk2_async(spec: dict[str, Any], workload: Workload, rec: Recorder
                 )
 
         async def one_sync(
-            group: Group, sem: asyncio.Semaphore, pacer: ThreadPacer | None, prompt: str
+            group: Group, sem: asyncio.Semaphore, pacer: Pacer | None, prompt: str
         ) -> None:
             async with sem:
                 await attempt_loop(
