@@ -76,6 +76,18 @@ numbers are in `benchmarks/results/*.json`.
   task still running and its id lost: it counts as an error (calling again would order the image
   twice). Nothing else is added to the SDKs: their own polling schedules, pools and retries apply.
 
+## Re-running
+
+```
+python -m benchmarks all                        # 4 workloads x 4 clients (~22 min), then this page
+python -m benchmarks B1 --clients aioqwenimage  # one client: merged into the results, page rebuilt
+python -m benchmarks B2 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.5}'
+python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument   # profile, not recorded
+python -m benchmarks report                     # rebuild this page from benchmarks/results/
+python -m benchmarks smoke                      # the CI check (about 20 s, temporary directory)
+nox -s bench -- B4                              # the same through nox
+```
+
 ## Metrics
 
 - **makespan**: from the client starting the workload to the last async generation's outcome, and
@@ -88,8 +100,14 @@ numbers are in `benchmarks/results/*.json`.
   timestamps), p50 and p95; tasks never seen terminal are left out.
 - **429s received**, **errors** (generations that ended without an image), **duplicate tasks**
   (tasks created minus distinct prompts), **TCP connections** accepted by the emulator.
-- Plots: tasks in flight as the server sees them (created to ended), task queries per second, and
-  429 answers per second, per client.
+- **client CPU per generation**: the client process's CPU seconds during the workload divided by
+  the generations that reached an outcome (a run cut short is not credited with the rest).
+- **B4 convergence**: over the middle of the run (20-80 % of its makespan), on average at least
+  90 % of the hidden cap in flight, and at most 10 % of create requests answered 429.
+- Plots: tasks in flight as the server sees them (created to ended), task-API calls per second, and
+  429 answers per second, per client. Rates come from the emulator's `timeline` (0.1 s buckets) when
+  its stats carry one, else from a sampler of its request counters every 0.1 s in the emulator's
+  process (`timeline_source` in the results).
 """
 
 
