@@ -569,15 +569,7 @@ class Client:
         page = 1
         while True:
             params["page_no"] = str(page)
-            self._engine.count("list")
-            response = await self._transport.call(
-                "GET",
-                "/tasks",
-                params=params,
-                acquire=self._engine.spend_query,
-                on_retry=self._engine.count_retry,
-            )
-            body = response.body or {}
+            body = await self._engine.list_page(params)
             rows = body.get("data")
             for row in rows if isinstance(rows, list) else []:
                 if isinstance(row, Mapping):

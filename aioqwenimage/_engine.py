@@ -131,7 +131,7 @@ class Engine:
         policy = self._poll_policy
         if policy.sweep:
             self._sweeper = Sweeper(
-                list_page=self._list_page,
+                list_page=self.list_page,
                 live=self._sweepable,
                 announce=self._announce,
                 interval=policy.sweep_interval,
@@ -201,10 +201,6 @@ class Engine:
                     task_id=flight.handle.task_id,
                 ),
             )
-
-    def count(self, kind: str) -> None:
-        """Count one HTTP request of `kind` the client sent itself (lists)."""
-        self._requests[kind] += 1
 
     def stats(self) -> ClientStats:
         """A snapshot of the counters."""
@@ -462,7 +458,8 @@ class Engine:
 
     # --- sweeps ------------------------------------------------------------------------------
 
-    async def _list_page(self, params: Mapping[str, str]) -> Mapping[str, Any]:
+    async def list_page(self, params: Mapping[str, str]) -> Mapping[str, Any]:
+        """One page of the task list, within the query budget and retried (lists, sweeps)."""
         self._requests["list"] += 1
         response = await self._transport.call(
             "GET", "/tasks", params=params, acquire=self.spend_query, on_retry=self.count_retry

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import signal
 import struct
 import subprocess
 import sys
@@ -20,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
+
+from tests.emulator_process import emulator_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -58,21 +58,8 @@ class Emulator:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Emulator]:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "aioqwenimage", "emulator", "--port", "0", "--time-scale", SCALE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    env = dict(part.split("=", 1) for part in line.split())
-    try:
-        yield Emulator(env["DASHSCOPE_HTTP_BASE_URL"], env["DASHSCOPE_API_KEY"])
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=20)
+    with emulator_process("--time-scale", SCALE, stop_timeout=20) as (base_url, api_key):
+        yield Emulator(base_url, api_key)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ created (the emulator's own count), and a complete manifest.
 from __future__ import annotations
 
 import json
-import select
 import signal
 import sqlite3
 import struct
@@ -21,6 +20,8 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.emulator_process import emulator_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,31 +49,8 @@ class Emulator:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "aioqwenimage",
-            "emulator",
-            "--port",
-            "0",
-            "--time-scale",
-            SCALE,
-            "--no-limits",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    env = dict(part.split("=", 1) for part in line.split())
-    try:
-        yield Emulator(env["DASHSCOPE_HTTP_BASE_URL"], env["DASHSCOPE_API_KEY"])
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
+    with emulator_process("--time-scale", SCALE, "--no-limits") as (base_url, api_key):
+        yield Emulator(base_url, api_key)
 
 
 def _command(emulator: Emulator, source: Path, out: Path) -> list[str]:
@@ -257,17 +235,8 @@ def test_ctrl_c_cancels_tasks_still_pending_remotely_and_resume_makes_them(tmp_p
     """Tasks queued by the service are cancelled on Ctrl-C (never billed), then made on resume."""
     # Documented limits on the service's side (2 running, the rest queued PENDING) and more in
     # flight on ours: at any moment some of our tasks are PENDING remotely.
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "aioqwenimage", "emulator", "--port", "0", "--time-scale", SCALE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    env = dict(part.split("=", 1) for part in (process.stdout.readline() if ready else "").split())
-    try:
-        emulator = Emulator(env["DASHSCOPE_HTTP_BASE_URL"], env["DASHSCOPE_API_KEY"])
+    with emulator_process("--time-scale", SCALE) as (base_url, api_key):
+        emulator = Emulator(base_url, api_key)
         count = 40
         source, out = tmp_path / "p.txt", tmp_path / "out"
         source.write_text("".join(f"prompt {i}: a heron at dawn\n" for i in range(count)))
@@ -291,6 +260,3 @@ def test_ctrl_c_cancels_tasks_still_pending_remotely_and_resume_makes_them(tmp_p
         assert sorted(source.read_text().splitlines()) == sorted(succeeded)
         assert count + cancelled == len(tasks)
         print(f"\nSIGINT x1 with queued tasks: {cancelled} cancelled remotely, re-made on resume")
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
