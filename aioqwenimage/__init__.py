@@ -14,6 +14,7 @@ from importlib.metadata import version as _version
 from ._client import Client as Client
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ClientClosedError as ClientClosedError
 from ._errors import ContentModerationError as ContentModerationError
 from ._errors import ImageExpiredError as ImageExpiredError
 from ._errors import InvalidRequestError as InvalidRequestError
@@ -30,6 +31,7 @@ from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TaskModeratedError as TaskModeratedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TransportError as TransportError
+from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._handle import TaskHandle as TaskHandle
 from ._limits import Limits as Limits
 from ._limits import ModelLimits as ModelLimits
@@ -53,6 +55,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "Client",
+    "ClientClosedError",
     "ClientStats",
     "ContentModerationError",
     "EventKind",
@@ -85,6 +88,7 @@ __all__ = [
     "TaskTimeoutError",
     "Timeouts",
     "TransportError",
+    "WrongEventLoopError",
     "__version__",
 ]
 

@@ -41,8 +41,11 @@ from aioqwenimage import _config
 from aioqwenimage._download import Downloader
 from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._errors import (
+    ClientClosedError,
     InvalidRequestError,
     QwenImageError,
+    TaskTimeoutError,
+    WrongEventLoopError,
 )
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
@@ -58,6 +61,7 @@ from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._scheduler import (
     PollPolicy,
 )
+from aioqwenimage._timeouts import wait_timeout
 from aioqwenimage._transport import (
     PoolLimits,
     RetryPolicy,
@@ -167,6 +171,7 @@ class Client:
         # Created on open, inside the running loop.
         self._runners: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._host: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started: anyio.Event | None = None
         self._stop: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -189,12 +194,14 @@ class Client:
     def _ensure_open(self) -> None:
         """Open on first use: sessions, the query budget, and the host of background work."""
         if self._state is _State.OPENED:
+            self._check_loop()
             return
         if self._state is _State.CLOSED:
             msg = "the client is closed; create a new Client"
-            raise RuntimeError(msg)
+            raise ClientClosedError(msg, task_id=None)
         if self._key is None:
             raise _config.missing_key_error()
+        self._loop = asyncio.get_running_loop()
         self._state = _State.OPENED
         self._transport.open()
         self._runners = self._engine.open(self._task_group)
@@ -203,6 +210,15 @@ class Client:
         # The host owns the task group, so `aclose` may run in another task than the opener
         # (FastAPI lifespans, pytest fixtures) without crossing cancel scopes between tasks.
         self._host = asyncio.get_running_loop().create_task(self._run_host())
+
+    def _check_loop(self) -> None:
+        if asyncio.get_running_loop() is not self._loop:
+            # Its sessions, task group and scheduler live in that loop, which may be gone.
+            msg = (
+                "this client was opened in another event loop; a client belongs to the event "
+                "loop it was opened in: create one per loop (e.g. per asyncio.run)"
+            )
+            raise WrongEventLoopError(msg)
 
     async def _run_host(self) -> None:
         assert self._stop is not None  # noqa: S101
@@ -225,19 +241,27 @@ class Client:
         """
         Stop all background work and close the connections this client opened.
 
-        Generations still running are abandoned locally (their waiters get
-        `TaskCanceledError`); tasks already created go on remotely and can be re-attached by a
-        new client with `attach`.
+        From the moment it is called no generation request leaves, and every call waiting for
+        the limits, every handle not yet finished, and every later call ends with
+        `ClientClosedError`. Creates already on the wire are followed to their answers; the
+        tasks of `generate` and `map` (and of those creates) are cancelled remotely when
+        ``PENDING``. Tasks whose handles `submit` or `attach` gave out go on remotely; a new
+        client can `attach` them (the error carries ``task_id``).
+
+        Raises:
+            WrongEventLoopError: Called in another event loop than the client's.
         """
         if self._state is not _State.OPENED:
             self._state = _State.CLOSED
             return
+        self._check_loop()
         self._state = _State.CLOSED
-        self._engine.abandon_all()
+        self._engine.close()
         assert self._stop is not None  # noqa: S101
         assert self._host is not None  # noqa: S101
-        self._stop.set()
         with anyio.CancelScope(shield=True):
+            await self._engine.drain()
+            self._stop.set()
             await self._host
             await self._transport.aclose()
 
@@ -278,9 +302,12 @@ class Client:
         """
         Generate images and wait for them: `submit` plus ``await handle``.
 
-        Cancelling this coroutine cancels the task remotely (shielded, best effort: only a
-        ``PENDING`` task can be cancelled) and stops polling it. So does `timeout`, after which
-        `TaskTimeoutError` is raised.
+        This call owns its task: if it ends without a result (its `timeout` passed, the
+        coroutine was cancelled by anyio or asyncio, the client closed), the task is cancelled
+        remotely while ``PENDING``; a ``RUNNING`` task cannot be (the service finishes and bills
+        it), so the client polls it to its end to free its slot and reports
+        `EventKind.UNOBSERVED`. A create already sent when that happens is followed to its
+        answer first, in the client's own task group.
 
         Args:
             prompt: What to draw.
@@ -293,15 +320,20 @@ class Client:
             watermark: Add the model's watermark.
             images: Input images for editing models: URLs, ``data:`` URIs, paths or bytes.
             extra_parameters: Parameters this library does not know yet, sent as given.
-            timeout: Seconds to wait for the result at most.
+            timeout: Seconds to wait for the result at most (``None`` or ``inf``: no limit).
             save_to: A directory to save every image into before returning.
 
         Raises:
-            InvalidRequestError: Rejected by the catalog (before any I/O) or by the service.
+            InvalidRequestError: Rejected by the catalog or a bad `timeout` (before any I/O),
+                or by the service.
+            TaskTimeoutError: `timeout` passed; its message says whether the task was
+                cancelled remotely or still runs (and bills).
+            ClientClosedError: The client was closed first.
             SubmissionUncertainError: The create's outcome is unknown; it was not re-sent.
             TaskFailedError: The task failed (`TaskModeratedError` if moderation failed it).
             QwenImageError: Any other failure (see the error tree).
         """
+        wait_timeout(timeout)
         handle = await self.submit(
             prompt,
             model=model,
@@ -314,16 +346,35 @@ class Client:
             images=images,
             extra_parameters=extra_parameters,
         )
+        self._engine.own(handle)
         try:
             result = await handle.wait(timeout)
-        except BaseException as exc:
-            if not handle.done() or isinstance(exc, TimeoutError):
-                with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                    await handle.cancel()
+        except TaskTimeoutError:
+            raise await self._give_up(handle, timeout) from None
+        except BaseException:
+            if not handle.done():
+                await self._engine.abandon(handle)
             raise
         if save_to is not None:
             await self.save_images(result, save_to)
         return result
+
+    async def _give_up(self, handle: TaskHandle, limit: float | None) -> TaskTimeoutError:
+        """Cancel a generation whose time ran out; the error says what became of the task."""
+        cancelled = await self._engine.abandon(handle)
+        waited = f"no result after {limit} s"
+        if cancelled:
+            what = "the task was cancelled remotely while PENDING, so it will not be billed"
+        elif cancelled is None:
+            what = "cancelling the task did not complete in time: it may still run and bill"
+        elif handle.status.is_terminal:
+            what = f"the task ended {handle.status.value} meanwhile"
+        else:
+            what = (
+                f"the task is {handle.status.value} and the service cancels only PENDING "
+                "tasks: it will finish and bill; the client tracks it to its end"
+            )
+        return TaskTimeoutError(f"{waited}; {what}", task_id=handle.task_id)
 
     async def submit(
         self,
@@ -404,9 +455,10 @@ class Client:
         Generate for many prompts and yield an `Outcome` per item, in completion order.
 
         An item is a prompt, or a mapping with ``prompt`` and any parameter of `generate`
-        (its own ``model`` included); `parameters` are the defaults for every item. A failed
-        item yields an outcome with its error; it never stops the others. Leaving the loop
-        early cancels the items still running.
+        (its own ``model`` and ``timeout`` included); `parameters` are the defaults for every
+        item. A failed item yields an outcome with its error; it never stops the others.
+        Leaving the loop early cancels the items still running. If the client is closed
+        meanwhile, every item not yet reported yields an outcome with `ClientClosedError`.
 
         Args:
             prompts: The items.
@@ -427,33 +479,41 @@ class Client:
         send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         scope = anyio.CancelScope()
         room = anyio.Semaphore(concurrency)
-        pending: set[TaskHandle] = set()  # submitted, outcome not reported yet
+        pending: dict[int, TaskHandle] = {}  # submitted, outcome not reported yet
         next_index = iter(range(len(items)))
-        unreported = [len(items)]
+        unreported = set(range(len(items)))
         all_reported = anyio.Event()
         if not items:
             all_reported.set()
 
-        async def report(outcome: Outcome) -> None:
+        def report(outcome: Outcome) -> None:
+            # Synchronous (the buffer is unbounded), so that no cancellation can lose one.
+            if outcome.index not in unreported:
+                return
+            unreported.discard(outcome.index)
+            pending.pop(outcome.index, None)
             room.release()
-            unreported[0] -= 1
-            if not unreported[0]:
+            if not unreported:
                 all_reported.set()
             # The consumer may have left the loop: then the outcome has nowhere to go.
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await send.send(outcome)
+                send.send_nowait(outcome)
+
+        def prompt_of(index: int) -> str:
+            item = items[index]
+            return str(item.get("prompt", "") if isinstance(item, Mapping) else item)
 
         async def finish(index: int, handle: TaskHandle, where: Any, limit: Any) -> None:
             # Runs once the handle is done (or from the start, to enforce an item's timeout).
             prompt = handle.prompt or ""
             try:
-                result = await handle.wait(limit)
+                try:
+                    result = await handle.wait(limit)
+                except TaskTimeoutError:
+                    raise await self._give_up(handle, limit) from None
                 if where is not None:
                     await self.save_images(result, where)
             except QwenImageError as exc:
-                if isinstance(exc, TimeoutError):
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                        await handle.cancel()
                 outcome = Outcome(
                     index=index, prompt=prompt, error=exc, task_id=getattr(exc, "task_id", None)
                 )
@@ -464,9 +524,7 @@ class Client:
                 )
             else:
                 outcome = Outcome(index=index, prompt=prompt, result=result, task_id=result.task_id)
-            finally:
-                pending.discard(handle)
-            await report(outcome)
+            report(outcome)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:
             # Workers only submit: a generation in flight costs its handle, not a coroutine
@@ -480,18 +538,20 @@ class Client:
                 params.setdefault("model", model)
                 where, timeout = params.pop("save_to", save_to), params.pop("timeout", None)
                 try:
+                    wait_timeout(timeout)
                     handle = await self.submit(prompt, **params)
                 except QwenImageError as exc:
-                    await report(Outcome(index=index, prompt=str(prompt), error=exc))
+                    report(Outcome(index=index, prompt=str(prompt), error=exc))
                     continue
                 except TypeError as exc:  # an unknown parameter in an item
                     error = InvalidRequestError(f"item {index}: {exc}", parameter="item")
-                    await report(Outcome(index=index, prompt=str(prompt), error=error))
+                    report(Outcome(index=index, prompt=str(prompt), error=error))
                     continue
                 except Exception as exc:  # noqa: BLE001 - never into the client's task group
-                    await report(Outcome(index=index, prompt=str(prompt), error=_wrapped(exc)))
+                    report(Outcome(index=index, prompt=str(prompt), error=_wrapped(exc)))
                     continue
-                pending.add(handle)
+                self._engine.own(handle)
+                pending[index] = handle
                 if timeout is None:
                     handle._when_done(  # noqa: SLF001 - the client's own handle
                         functools.partial(started, tg, index, handle, where)
@@ -504,20 +564,33 @@ class Client:
                 tg.start_soon(finish, index, handle, where, None)
 
         async def run() -> None:
-            with scope:
-                async with send, anyio.create_task_group() as tg:
-                    async with anyio.create_task_group() as workers:
-                        for _ in range(min(concurrency, len(items), 32)):
-                            workers.start_soon(worker, tg)
-                    # Outcomes come from handles finishing, not from tasks this group waits
-                    # for: keep the stream open until every item has been reported.
-                    await all_reported.wait()
+            try:
+                with scope:
+                    async with anyio.create_task_group() as tg:
+                        async with anyio.create_task_group() as workers:
+                            for _ in range(min(concurrency, len(items), 32)):
+                                workers.start_soon(worker, tg)
+                        # Outcomes come from handles finishing, not from tasks this group
+                        # waits for: keep going until every item has been reported.
+                        await all_reported.wait()
+            finally:
+                if not scope.cancel_called:
+                    # Not the consumer leaving, so the client is closing: what was not
+                    # reported yet ends now, each item with its own outcome.
+                    for index in sorted(unreported):
+                        handle = pending.get(index)
+                        task_id = handle.task_id if handle is not None else None
+                        error = ClientClosedError(
+                            "the client was closed before this item ended", task_id=task_id
+                        )
+                        report(Outcome(index=index, prompt=prompt_of(index), error=error))
+                send.close()
             # Left early: what was submitted and not reported is cancelled, like generate()'s
             # task when generate() is cancelled (remotely while PENDING), shielded, best effort.
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
                 async with anyio.create_task_group() as cancels:
-                    for handle in list(pending):
-                        cancels.start_soon(handle.cancel)
+                    for handle in list(pending.values()):
+                        cancels.start_soon(self._engine.abandon, handle)
 
         (await self._task_group()).start_soon(run)
         try:

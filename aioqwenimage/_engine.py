@@ -23,6 +23,7 @@ import attrs
 
 from aioqwenimage._download import Downloader
 from aioqwenimage._errors import (
+    ClientClosedError,
     QwenImageError,
     SubmissionUncertainError,
     TaskCanceledError,
@@ -57,7 +58,7 @@ logger = logging.getLogger("aioqwenimage")
 EventHook = Callable[[TaskEvent], object]
 
 
-@attrs.define
+@attrs.define(eq=False)  # identity: flights are keys of the engine's job table
 class _Flight:
     """What the engine holds for one generation until it ends."""
 
@@ -69,6 +70,14 @@ class _Flight:
     on_sending: Callable[[], Awaitable[object]] | None = None
     created_at: float | None = None  # epoch seconds, for the sweeps' list window
     announced: bool = False  # a sweep found it finished; its poll is on the way
+    owned: bool = False  # nobody but the library holds the handle (generate, map)
+    abandoned: bool = False  # nobody waits for it any more; tracked only to free its slot
+    sending: bool = False  # a create may be on the wire: it must be followed to its answer
+    job: anyio.CancelScope | None = None  # the create's own task, while it admits or sends
+
+
+class _CallerGone(Exception):  # noqa: N818 - a signal inside the engine, never raised out
+    """The caller of a create left while nothing had been created: stop quietly."""
 
 
 class Engine:
@@ -111,6 +120,11 @@ class Engine:
         self._sweeper: Sweeper | None = None
         self._by_id: dict[str, _Flight] = {}
         self._task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        self._jobs: dict[_Flight, anyio.Event] = {}  # creates running in the task group
+        self._admitting: set[anyio.CancelScope] = set()  # synchronous calls waiting for limits
+        self._cancel_at_close: list[str] = []
 
     def open(
         self, task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]]
@@ -154,25 +168,20 @@ class Engine:
         on_sending: Callable[[], Awaitable[object]] | None = None,
     ) -> TaskHandle:
         """Admit and start one generation; returns once the task exists (or the call started)."""
+        self._check_open()
         lane = self.lane(request)
         handle = TaskHandle(
             model=request.model, task_id=None, canceller=self._cancel, prompt=request.prompt
         )
         flight = _Flight(handle=handle, request=request, lane=lane, on_sending=on_sending)
+        tg = await self._group()
         if request.protocol.is_async:
-            await self._create(flight)
-            return handle
+            return await self._create_in_group(tg, flight)
         # Admitted here, so that submit() returns once the limits let the call go.
-        await self._acquire_slot(flight)
-        try:
-            await lane.acquire_submit()
-        except BaseException:
-            self._release_slot(flight)
-            raise
+        await self._admit(flight)
         flight.sync_scope = anyio.CancelScope()
         self._flights[handle] = flight
-        assert self._task_group is not None  # noqa: S101
-        (await self._task_group()).start_soon(self._run_sync, flight)
+        tg.start_soon(self._run_sync, flight)
         return handle
 
     def attach(self, task_id: str, model: str | None) -> TaskHandle:
@@ -191,16 +200,88 @@ class Engine:
             return await flight.handle.cancel()
         return await self._remote_cancel(task_id)
 
-    def abandon_all(self) -> None:
-        """End every flight locally (the client is closing); remote tasks go on."""
+    def own(self, handle: TaskHandle) -> None:
+        """Mark a handle as the library's own (generate, map): closing cancels its task."""
+        flight = self._flights.get(handle)
+        if flight is not None:
+            flight.owned = True
+
+    async def abandon(self, handle: TaskHandle) -> bool | None:
+        """
+        Give up on a generation nobody will wait for: cancel it remotely if ``PENDING``, else
+        track it to its end. The work runs in the client's task group, so a second cancellation
+        of the caller cannot cut it short; this waits for its verdict (bounded, shielded).
+
+        Returns:
+            Whether the service cancelled the task; ``None`` if that is not known in time.
+        """
+        verdict: list[bool] = []
+        decided = anyio.Event()
+
+        async def run() -> None:
+            try:
+                verdict.append(await handle.cancel())
+            finally:
+                decided.set()
+
+        (await self._group()).start_soon(run)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+            await decided.wait()
+        return verdict[0] if verdict else None
+
+    def close(self) -> None:
+        """
+        The client is closing: nothing more is sent, every waiter and handle ends with
+        `ClientClosedError`. Tasks only the library knew of are cancelled by `drain`; tasks
+        whose handles were given out go on remotely (`Client.attach` picks them up).
+        """
+        self._closed = True
+        for scope in self._admitting:
+            scope.cancel()
+        for flight in self._jobs:
+            if not flight.sending and flight.job is not None:
+                flight.job.cancel()
         for flight in list(self._flights.values()):
-            self._end_flight(
-                flight,
-                TaskCanceledError(
-                    "the client was closed before the generation ended",
-                    task_id=flight.handle.task_id,
-                ),
-            )
+            handle = flight.handle
+            gone = flight.owned or flight.abandoned
+            if handle.task_id and gone and handle.status is TaskStatus.PENDING:
+                self._cancel_at_close.append(handle.task_id)
+            self._end_flight(flight, self._closed_error(handle.task_id))
+
+    async def drain(self) -> None:
+        """Follow creates still on the wire to their answers, then cancel what nobody holds."""
+        while self._jobs:
+            await next(iter(self._jobs.values())).wait()
+        task_ids, self._cancel_at_close = self._cancel_at_close, []
+        with anyio.move_on_after(30):
+            async with anyio.create_task_group() as tg:
+                for task_id in task_ids:
+                    tg.start_soon(self._remote_cancel, task_id)
+
+    @staticmethod
+    def _closed_error(task_id: str | None) -> ClientClosedError:
+        what = f"task {task_id} goes on remotely unless it was cancelled" if task_id else None
+        return ClientClosedError(
+            "the client was closed before the generation ended" + (f"; {what}" if what else ""),
+            task_id=task_id,
+        )
+
+    def _check_may_send(self, flight: _Flight) -> None:
+        """Nothing leaves once the client closes or the create's caller has left."""
+        self._check_open()
+        if flight.abandoned:
+            raise _CallerGone
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "the client is closed; create a new Client"
+            raise ClientClosedError(msg, task_id=None)
+
+    async def _group(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            assert self._task_group is not None  # noqa: S101
+            self._tg = await self._task_group()
+        return self._tg
 
     def stats(self) -> ClientStats:
         """A snapshot of the counters."""
@@ -232,6 +313,24 @@ class Engine:
             )
             self._lanes[request.model] = lane
         return lane
+
+    async def _admit(self, flight: _Flight) -> None:
+        """Take a slot and a submission token; closing the client interrupts the wait."""
+        assert flight.lane is not None  # noqa: S101
+        scope = anyio.CancelScope()
+        self._admitting.add(scope)
+        try:
+            with scope:
+                await self._acquire_slot(flight)
+                await flight.lane.acquire_submit()
+        except BaseException:
+            self._release_slot(flight)
+            raise
+        finally:
+            self._admitting.discard(scope)
+        if self._closed:  # the slot may have been handed over by the close itself
+            self._release_slot(flight)
+            raise self._closed_error(None)
 
     async def _acquire_slot(self, flight: _Flight) -> None:
         assert flight.lane is not None  # noqa: S101
@@ -271,17 +370,20 @@ class Engine:
         attempts = 0
         while True:
             attempts += 1
+            if flight.abandoned:  # the caller left, and nothing was created so far
+                raise _CallerGone
             if not admitted:
-                await self._acquire_slot(flight)
+                await self._admit(flight)
             try:
-                if not admitted:
-                    await lane.acquire_submit()
                 admitted = False
                 if flight.on_sending is not None:
                     await flight.on_sending()
-                # A create is shielded: once it may have left, its outcome must be learnt even
-                # if our caller is cancelled, or a created (billed) task would be lost. A
-                # synchronous call is abandoned instead: its result exists only in the answer.
+                self._check_may_send(flight)
+                # A create is shielded and runs in the client's task group: once it may have
+                # left, its outcome must be learnt whatever happens to the caller, or a created
+                # (billed) task would be lost. A synchronous call is abandoned instead: its
+                # result exists only in the answer.
+                flight.sending = is_task
                 with anyio.CancelScope(shield=is_task):
                     self._requests["create" if is_task else "sync"] += 1
                     response = await self._transport.send(
@@ -292,6 +394,7 @@ class Engine:
                         async_task=is_task,
                     )
             except ConnectFailedError as exc:
+                flight.sending = False
                 self._release_slot(flight)
                 if attempts >= self._transport.retry.attempts:
                     raise
@@ -309,6 +412,8 @@ class Engine:
                 return response
             error = response.error()
             throttled = response.status == 429 and response.retryable  # noqa: PLR2004
+            if throttled or response.status == 503:  # noqa: PLR2004 - provably nothing created
+                flight.sending = False
             if throttled:
                 # The tasks the service holds for this lane, if this was its in-flight cap.
                 accepted = sum(1 for f in self._by_id.values() if f.lane is lane and f.holds_slot)
@@ -352,16 +457,65 @@ class Engine:
         self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
         self._submitted += 1
         self._emit(EventKind.SUBMITTED, handle)
-        await self._cancel_if_cancelled(handle)
 
-    async def _cancel_if_cancelled(self, handle: TaskHandle) -> None:
-        """After a shielded create: if our caller was cancelled meanwhile, cancel the new task."""
+    async def _create_in_group(self, tg: anyio.abc.TaskGroup, flight: _Flight) -> TaskHandle:
+        """
+        Run the create in the client's task group and wait for it. A caller cancelled by any
+        means (anyio, or asyncio's ``Task.cancel``, which no anyio shield stops) only leaves:
+        a create not yet sent is stopped, one on the wire is followed to its answer and the
+        task it made is cancelled remotely when ``PENDING``, else tracked to its end.
+        """
+        finished = anyio.Event()
+        errors: list[BaseException] = []
+        flight.job = anyio.CancelScope()
+        self._jobs[flight] = finished
+        tg.start_soon(self._create_job, flight, finished, errors)
         try:
-            await anyio.lowlevel.checkpoint()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                await self._cancel(handle)
+            await finished.wait()
+        except BaseException:
+            self._caller_left(flight, finished)
             raise
+        if errors:
+            raise errors[0]
+        return flight.handle
+
+    async def _create_job(
+        self, flight: _Flight, finished: anyio.Event, errors: list[BaseException]
+    ) -> None:
+        assert flight.job is not None  # noqa: S101
+        try:
+            with flight.job:
+                if not flight.abandoned:  # the caller may have left before this first ran
+                    await self._create(flight)
+            if flight.job.cancelled_caught and self._closed:
+                errors.append(self._closed_error(None))
+            elif self._closed and flight.handle.task_id is not None:
+                # Created while the client closed: its caller gets no handle, so nobody could
+                # ever wait for the task; it is cancelled (when PENDING) like any orphan.
+                self._cancel_at_close.append(flight.handle.task_id)
+                errors.append(self._closed_error(flight.handle.task_id))
+                if flight.handle in self._flights:
+                    self._end_flight(flight, errors[-1])
+        except _CallerGone:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the caller's error, raised in the caller
+            errors.append(exc)
+        finally:
+            flight.sending = False
+            flight.job = None
+            self._jobs.pop(flight, None)
+            finished.set()
+        if flight.abandoned and flight.handle in self._flights and not self._closed:
+            await self._cancel(flight.handle)
+
+    def _caller_left(self, flight: _Flight, finished: anyio.Event) -> None:
+        """The caller of a create is gone: stop what was not sent, follow what was."""
+        flight.abandoned = True
+        if finished.is_set():
+            if flight.handle in self._flights and self._tg is not None:
+                self._tg.start_soon(self._cancel, flight.handle)
+        elif not flight.sending and flight.job is not None:
+            flight.job.cancel()
 
     def _uncertain_error(self, request: PreparedRequest, why: str) -> SubmissionUncertainError:
         return SubmissionUncertainError(
@@ -398,6 +552,8 @@ class Engine:
                 assert response.body is not None  # noqa: S101 - _send_paid returns bodies
                 lane.on_success()
                 self._finish(flight, TaskSnapshot.from_json(response.body))
+            except _CallerGone:  # pragma: no cover - only creates are abandoned this way
+                self._end_flight(flight, TaskCanceledError("cancelled", task_id=None))
             except QwenImageError as exc:
                 self._end_flight(flight, exc)
             except Exception as exc:  # a bug must fail this handle, not the client's host
@@ -441,7 +597,7 @@ class Engine:
         self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
         if not snapshot.status.is_terminal:
             if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
-                handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
+                handle._observe(TaskStatus.RUNNING)  # noqa: SLF001
                 self._emit(EventKind.RUNNING, handle)
             flight.announced = False  # the list was ahead of the task itself: sweep it again
             return PollOutcome.PENDING
@@ -520,6 +676,12 @@ class Engine:
             self._scheduler.remove(handle)
         if flight.sync_scope is not None:
             flight.sync_scope.cancel()
+        final = TaskStatus.SUCCEEDED if result is not None else status
+        if handle.done() and final is not None and not isinstance(error, ClientClosedError):
+            # Told earlier that nobody waits (a local cancel of a RUNNING task, or a caller
+            # that left): the handle still reports the last state known of the remote task.
+            handle._observe(final)  # noqa: SLF001
+            self._emit(EventKind.UNOBSERVED, handle)
         self._settle(handle, error, result=result, status=status)
 
     def _settle(
@@ -558,6 +720,11 @@ class Engine:
         # Not PENDING any more: the service finishes (and bills) it. The waiters are told now,
         # but the task keeps its slot and is still polled, quietly, until it really ends, so
         # the lane never counts fewer tasks in flight than the service does.
+        if flight is not self._flights.get(handle):  # it ended while the cancel was asked
+            return False
+        flight.abandoned = True
+        if handle.status is TaskStatus.PENDING:
+            handle._observe(TaskStatus.RUNNING)  # noqa: SLF001 - the service said: not pending
         error = TaskCanceledError(
             "cancelled locally; the service could not cancel it (no longer PENDING), so it may "
             "still finish and bill",

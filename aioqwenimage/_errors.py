@@ -16,9 +16,11 @@ Every error aioqwenimage raises, and the one place where HTTP answers become the
     ├── TransportError              the network failed (connect, reset, timeout)
     ├── SubmissionUncertainError    a create was sent, its outcome is unknown; it was not re-sent
     ├── ImageExpiredError           a result URL is past its expiry
+    ├── WrongEventLoopError         a client used outside the event loop it was opened in
     └── TaskError                   about one task (task_id)
         ├── TaskFailedError         the task ended FAILED
         ├── TaskCanceledError       the task ended CANCELED, or its handle was cancelled
+        │   └── ClientClosedError   ...because the client was closed (a RuntimeError too)
         ├── TaskExpiredError        the service does not know the task (UNKNOWN: none, or >24 h)
         └── TaskTimeoutError        waiting outlasted the caller's timeout (a TimeoutError too)
 
@@ -33,6 +35,7 @@ from typing import Any
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "ClientClosedError",
     "ContentModerationError",
     "ImageExpiredError",
     "InvalidRequestError",
@@ -49,6 +52,7 @@ __all__ = [
     "TaskModeratedError",
     "TaskTimeoutError",
     "TransportError",
+    "WrongEventLoopError",
     "error_from_response",
     "is_moderation_code",
     "is_throttling_code",
@@ -224,6 +228,21 @@ class TaskModeratedError(TaskFailedError, ContentModerationError):
 
 class TaskCanceledError(TaskError):
     """Raised when a task ends ``CANCELED``, or its handle was cancelled locally."""
+
+
+class ClientClosedError(TaskCanceledError, RuntimeError):
+    """
+    Raised when the client was closed: by a call made after `Client.aclose` began, by a
+    submission still waiting for its limits then (no request leaves after it), and by every
+    handle not yet finished. ``task_id`` names the task when one exists, for `Client.attach`.
+    """
+
+
+class WrongEventLoopError(QwenImageError, RuntimeError):
+    """
+    Raised when a client is used in another event loop than the one it was opened in (for
+    example across two ``asyncio.run`` calls): its connections and tasks belong to that loop.
+    """
 
 
 class TaskExpiredError(TaskError):

@@ -8,7 +8,6 @@ to stop it, and `Client.generate` does it for you when you cancel it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -16,6 +15,7 @@ import anyio
 
 from aioqwenimage._errors import TaskTimeoutError
 from aioqwenimage._models import GenerationResult, TaskStatus
+from aioqwenimage._timeouts import wait_timeout
 
 __all__ = ["TaskHandle"]
 
@@ -58,7 +58,11 @@ class TaskHandle:
 
     @property
     def status(self) -> TaskStatus:
-        """The last known status (as of the last poll, or the end of a synchronous call)."""
+        """
+        The last status the client knows (as of the last poll, or the end of a synchronous
+        call). A task cancelled locally while ``RUNNING`` is still polled until it ends, and
+        this follows it there, although the handle's outcome stays `TaskCanceledError`.
+        """
         return self._status
 
     def done(self) -> bool:
@@ -70,22 +74,28 @@ class TaskHandle:
 
     async def wait(self, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
         """
-        Wait for the result.
+        Wait for the result. Only waiting: neither a timeout nor cancelling the waiting
+        coroutine touches the task.
 
         Args:
-            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+            timeout: Seconds to wait at most (``0``: only look); ``None`` or ``inf`` waits as
+                long as it takes.
 
         Raises:
+            InvalidRequestError: `timeout` is not a number of seconds >= 0 (NaN, negative).
             TaskTimeoutError: `timeout` passed first. The task goes on; wait again if you like.
             TaskFailedError: The task ended ``FAILED``.
             TaskCanceledError: The task was cancelled.
             TaskExpiredError: The service no longer knows the task.
             QwenImageError: Anything else that ended the generation (see the error tree).
         """
-        with anyio.move_on_after(math.inf if timeout is None else timeout):
+        with anyio.move_on_after(wait_timeout(timeout)):
             await self._done.wait()
         if not self._done.is_set():
-            msg = f"no result after {timeout} s; the task goes on (status {self._status.value})"
+            msg = (
+                f"no result after {timeout} s; the task goes on (status {self._status.value}): "
+                "wait again, or cancel it"
+            )
             raise TaskTimeoutError(msg, task_id=self._task_id)
         if self._error is not None:
             raise self._error
@@ -119,6 +129,10 @@ class TaskHandle:
     def _set_status(self, status: TaskStatus) -> None:
         if not self._done.is_set():  # an outcome's status is final
             self._status = status
+
+    def _observe(self, status: TaskStatus) -> None:
+        """What the service says now, also after the outcome was settled locally."""
+        self._status = status
 
     def _when_done(self, callback: Callable[[], object]) -> None:
         """Call `callback` (synchronously) once the outcome is known; at once if it is."""

@@ -327,6 +327,9 @@ class EventKind(enum.Enum):
     """A request about this task failed transiently and will be retried."""
     FINISHED = "finished"
     """The task reached a terminal status; ``status`` says which."""
+    UNOBSERVED = "unobserved"
+    """A task nobody waited for any more (its caller was cancelled, or its handle was cancelled
+    while ``RUNNING``) reached its terminal status; the client tracked it to release its slot."""
     DOWNLOADED = "downloaded"
     """One of the task's images was saved to disk."""
 

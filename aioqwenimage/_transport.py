@@ -31,6 +31,7 @@ from aioqwenimage._errors import (
     error_from_response,
     is_throttling_code,
 )
+from aioqwenimage._timeouts import network_timeout
 
 __all__ = [
     "ConnectFailedError",
@@ -70,6 +71,12 @@ class Timeouts:
     control: float = 30.0
     generation: float = 300.0
     download: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        for field in attrs.fields(Timeouts):
+            value = getattr(self, field.name)
+            if value is not None:  # None: a limit that is off, where one may be
+                network_timeout(value, f"Timeouts.{field.name}")
 
 
 @attrs.frozen(kw_only=True)
