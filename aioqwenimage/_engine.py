@@ -215,6 +215,8 @@ class Engine:
         Returns:
             Whether the service cancelled the task; ``None`` if that is not known in time.
         """
+        if self._closed:  # closing gave up every generation already
+            return None
         verdict: list[bool] = []
         decided = anyio.Event()
 

@@ -194,6 +194,8 @@ async def test_close_while_submissions_wait_for_a_slot_sends_nothing_more():
         with pytest.raises(q.ClientClosedError) as info:
             await first
         assert first.task_id == info.value.task_id
+        # A handle submit() gave out is the caller's: its task goes on, to be attached again.
+        assert "RUNNING" == fake.stats.tasks[first.task_id].status  # type: ignore[index]
         with pytest.raises(q.ClientClosedError, match="closed"):
             await client.submit("late", model=MODEL)
 
@@ -261,6 +263,21 @@ async def test_generate_timeout_says_a_running_task_goes_on():
         assert "bill" in str(info.value)
         await until(lambda: not client.stats.in_flight)
         assert "SUCCEEDED" == fake.stats.tasks[info.value.task_id].status  # type: ignore[index]
+
+
+async def test_a_map_items_timeout_gives_up_its_task_like_generate():
+    """An item's own timeout: its outcome is a TaskTimeoutError saying the task was cancelled."""
+    async with (
+        FakeDashScope(time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (400, 400)}) as fake,
+        make_client(fake, limits=ROOMY_CLIENT) as client,
+    ):
+        first = await client.submit("first", model=MODEL)
+        items = [{"prompt": "late", "timeout": 5 * SCALE}]
+        [outcome] = [o async for o in client.map(items, model=MODEL)]
+        assert isinstance(outcome.error, q.TaskTimeoutError)
+        assert "cancelled remotely" in str(outcome.error)
+        assert "CANCELED" == fake.stats.tasks[outcome.task_id].status  # type: ignore[index]
+        await first.cancel()
 
 
 async def test_wait_timeout_says_the_task_goes_on(client):
