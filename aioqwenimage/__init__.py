@@ -30,6 +30,7 @@ from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TaskModeratedError as TaskModeratedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TransportError as TransportError
+from ._errors import UnsafeResultError as UnsafeResultError
 from ._handle import TaskHandle as TaskHandle
 from ._limits import Limits as Limits
 from ._limits import ModelLimits as ModelLimits
@@ -85,6 +86,7 @@ __all__ = [
     "TaskTimeoutError",
     "Timeouts",
     "TransportError",
+    "UnsafeResultError",
     "__version__",
 ]
 
