@@ -31,6 +31,7 @@ from ._errors import TaskFailedError as TaskFailedError
 from ._errors import TaskModeratedError as TaskModeratedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TransportError as TransportError
+from ._errors import UnsafeResultError as UnsafeResultError
 from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._handle import TaskHandle as TaskHandle
 from ._limits import Limits as Limits
@@ -88,6 +89,7 @@ __all__ = [
     "TaskTimeoutError",
     "Timeouts",
     "TransportError",
+    "UnsafeResultError",
     "WrongEventLoopError",
     "__version__",
 ]

@@ -58,6 +58,7 @@ from aioqwenimage._models import (
     TaskStatus,
 )
 from aioqwenimage._requests import ImageInput, encode_images, prepare
+from aioqwenimage._safety import ResultPolicy, safe_name
 from aioqwenimage._scheduler import (
     PollPolicy,
 )
@@ -156,6 +157,8 @@ class Client:
             concurrency=self._transport.pools.download,
             retry=self._transport.retry,
             rng=self._rng,
+            # An emulator on this machine serves its files over plain HTTP on loopback.
+            policy=ResultPolicy(strict=not _config.is_loopback_url(self._base_url)),
         )
         self._engine = Engine(
             self._transport,
@@ -656,6 +659,9 @@ class Client:
         """
         Save every image of `result` into `directory`, concurrently; returns the paths.
 
+        `directory` is always a directory (created as needed), whatever its name; each image
+        is saved under its `GeneratedImage.name`.
+
         Raises:
             QwenImageError: A download failed (see `GeneratedImage.save`).
             OSError: The directory or a file cannot be written.
@@ -665,7 +671,7 @@ class Client:
 
         async def save(position: int, image: GeneratedImage) -> None:
             try:
-                paths[position] = await image.save(Path(directory) / image.name)
+                paths[position] = await image.save(directory, filename=image.name)
             except Exception as exc:  # noqa: BLE001 - raised below, unwrapped from the group
                 failures.append(exc)
 
@@ -677,7 +683,17 @@ class Client:
         return paths
 
     async def download_image(self, url: str, destination: str | Path | None = None) -> bytes | Path:
-        """Fetch any result URL: its bytes, or the saved path when `destination` is given."""
+        """
+        Fetch any result URL: its bytes, or the saved path when `destination` is given.
+
+        `destination` is read as by `GeneratedImage.save`; into a directory, the file is named
+        after the URL's last path segment, reduced to a safe name.
+
+        Raises:
+            UnsafeResultError: The URL, a redirect or the bytes were refused (see the errors
+                guide), or the image is larger than ``PoolLimits.max_download_bytes``.
+            ImageExpiredError: The URL has expired.
+        """
         self._ensure_open()
         if destination is None:
             return await self._downloader.read(url)
@@ -717,5 +733,5 @@ def _list_time(value: datetime) -> str:
 
 
 def _name_from_url(url: str) -> str:
-    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return name or "image.png"
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return safe_name(name, fallback="image.png")

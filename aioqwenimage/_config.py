@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Final
+from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
 import attrs
 
-from aioqwenimage._errors import AuthenticationError
+from aioqwenimage._errors import AuthenticationError, InvalidRequestError
 
-__all__ = ["REGIONS", "Secret", "resolve_base_url", "resolve_key", "resolve_region"]
+__all__ = [
+    "REGIONS",
+    "Secret",
+    "is_loopback_url",
+    "resolve_base_url",
+    "resolve_key",
+    "resolve_region",
+]
 
 REGIONS: Final = {
     "singapore": "https://dashscope-intl.aliyuncs.com/api/v1",
@@ -74,21 +81,47 @@ def resolve_base_url(base_url: str | None, region: str) -> str:
     region's host.
 
     Raises:
-        ValueError: The URL is not http(s), or is plain HTTP to anything but a loopback address
-            (the API key would cross the network in clear).
+        InvalidRequestError: The URL is malformed (spaces or control characters, a backslash,
+            a bad port, a query or fragment), carries userinfo (``user:pw@``), is not http(s),
+            or is plain HTTP to anything but a loopback address (the API key would cross the
+            network in clear).
     """
     url = base_url or os.environ.get("DASHSCOPE_HTTP_BASE_URL") or REGIONS[region]
+    example = REGIONS[region]
     parts = urlsplit(url)
+    # Parsers disagree on backslashes and userinfo ("http://a.example\\@127.0.0.1" has two
+    # readings): refuse what could send the key to another host than the one we checked.
+    if any(ch.isspace() or not ch.isprintable() or ch == "\\" for ch in url):
+        _refuse("contains spaces, control characters or a backslash", example)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        msg = f"base_url must be an http(s) URL such as {REGIONS[region]!r}, not {url!r}"
-        raise ValueError(msg)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        _refuse("must be an http(s) URL with a host", example)
+    if "@" in parts.netloc:
+        _refuse("must not contain user information (user:password@): send the key as api_key")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        _refuse("must not have a query or a fragment", example)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+    except ValueError:
+        _refuse("has an invalid port", example)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
         msg = (
             f"refusing plain HTTP to {parts.hostname!r}: the API key would travel unencrypted; "
             "use https:// (plain http is allowed only for loopback addresses such as 127.0.0.1)"
         )
-        raise ValueError(msg)
+        raise InvalidRequestError(msg, parameter="base_url")
     return url.rstrip("/")
+
+
+def _refuse(why: str, example: str | None = None) -> NoReturn:
+    # The URL itself is not echoed: it may hold a password.
+    hint = f"; for example {example!r}" if example else ""
+    msg = f"base_url {why}{hint}"
+    raise InvalidRequestError(msg, parameter="base_url")
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url`'s host is a loopback address (an emulator on this machine)."""
+    return _is_loopback(urlsplit(url).hostname or "")
 
 
 def _is_loopback(host: str) -> bool:

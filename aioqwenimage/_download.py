@@ -2,18 +2,22 @@
 Result downloads: streamed, retried, written atomically, bounded, and never with the API key.
 
 Result URLs are signed OSS URLs on another host; the signature is the credential, so the download
-pool sends no ``Authorization`` header at all (the transport's download session has none).
+pool sends no ``Authorization`` header at all (the transport's download session has none). What
+may be fetched and kept is `_safety`'s policy; redirects are followed here, hop by hop, so that
+each one is checked against it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import anyio
 
@@ -21,9 +25,19 @@ from aioqwenimage._errors import (
     ImageExpiredError,
     QwenImageError,
     TransportError,
+    UnsafeResultError,
     error_from_response,
 )
-from aioqwenimage._transport import RetryPolicy, Transport
+from aioqwenimage._safety import (
+    MAX_REDIRECTS,
+    SIGNATURE_BYTES,
+    ResultPolicy,
+    check_image_signature,
+    parse_oss_error,
+    safe_name,
+    target_in,
+)
+from aioqwenimage._transport import AnswerTooLargeError, DownloadAnswer, RetryPolicy, Transport
 
 __all__ = ["Downloader", "url_expiry"]
 
@@ -34,13 +48,19 @@ def url_expiry(url: str) -> float | None:
     if not values:
         return None
     try:
-        return float(values[0])
+        expires = float(values[0])
     except ValueError:
         return None
+    return expires if math.isfinite(expires) else None
 
 
 class Downloader:
-    """Fetches result images through the transport's download pool, `concurrency` at a time."""
+    """
+    Fetches result images through the transport's download pool, `concurrency` at a time.
+
+    `policy` decides which URLs (and redirects) may be fetched; `requests` counts every HTTP
+    request sent to a result host (retries and redirects included), `retries` the re-sends.
+    """
 
     def __init__(
         self,
@@ -49,14 +69,16 @@ class Downloader:
         concurrency: int,
         retry: RetryPolicy,
         rng: random.Random,
+        policy: ResultPolicy | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._transport = transport
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._retry = retry
         self._rng = rng
+        self._policy = policy or ResultPolicy(strict=True)
         self._now = wall_clock
-        self.downloads = 0
+        self.requests = 0
         self.retries = 0
 
     async def read(self, url: str) -> bytes:
@@ -72,17 +94,44 @@ class Downloader:
         await self._fetch(url, sink, restart)
         return b"".join(chunks)
 
-    async def save(self, url: str, destination: str | Path, *, default_name: str) -> Path:
+    async def save(
+        self,
+        url: str,
+        destination: str | Path,
+        *,
+        default_name: str,
+        filename: str | None = None,
+    ) -> Path:
         """
-        Stream the image to `destination` (a directory gets `default_name`) and return the path.
+        Stream the image to a file and return its path.
+
+        With `filename`, `destination` is a directory and the file is ``destination/filename``.
+        Without, `destination` is a directory (receiving `default_name`, reduced to a safe
+        name) when it is one already, ends with a separator, or has no file extension; else
+        it is the file itself. A directory is created as needed, and a file written into it
+        must resolve inside it.
 
         The bytes go to a hidden temporary file in the same directory, which is renamed over
-        the target only when complete; on any failure it is removed.
+        the target only when complete and checked; on any failure it is removed.
+
+        Raises:
+            InvalidRequestError: `filename` is not a plain file name.
+            UnsafeResultError: The file would land outside the directory, or the policy
+                refused the URL or the bytes.
         """
         target = Path(destination)
-        if await anyio.Path(target).is_dir() or str(destination).endswith(("/", os.sep)):
-            target = target / default_name
-        await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
+        is_directory = (
+            filename is not None
+            or str(destination).endswith(("/", os.sep))
+            or not target.suffix
+            or await anyio.Path(target).is_dir()
+        )
+        if is_directory:
+            name = filename if filename is not None else safe_name(default_name)
+            await anyio.Path(target).mkdir(parents=True, exist_ok=True)
+            target = await anyio.to_thread.run_sync(target_in, target, name)
+        else:
+            await anyio.Path(target.parent).mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             async with await anyio.open_file(partial, "wb") as file:
@@ -108,6 +157,7 @@ class Downloader:
         sink: Callable[[bytes], Awaitable[None]],
         restart: Callable[[], Awaitable[None]],
     ) -> None:
+        self._policy.check(url)
         self._check_expiry(url)
         attempt = 0
         async with self._limiter:
@@ -115,30 +165,113 @@ class Downloader:
                 attempt += 1
                 failure: QwenImageError
                 try:
-                    status = await self._transport.download(url, sink)
+                    await self._fetch_once(url, sink)
+                except (UnsafeResultError, AnswerTooLargeError) as exc:
+                    if isinstance(exc, AnswerTooLargeError):
+                        raise UnsafeResultError(str(exc)) from None
+                    raise
                 except TransportError as exc:
                     failure = exc
+                except _RetryableAnswer as exc:
+                    failure = exc.error
                 else:
-                    if status == 200:  # noqa: PLR2004
-                        self.downloads += 1
-                        return
-                    if status in (403, 404):
-                        self._check_expiry(url)
-                    failure = error_from_response(status, None)
-                    if status < 500 and status != 429:  # noqa: PLR2004
-                        raise failure
+                    return
                 if attempt >= self._retry.attempts:
                     raise failure
                 self.retries += 1
                 await restart()
                 await anyio.sleep(self._retry.backoff(attempt, self._rng))
 
-    def _check_expiry(self, url: str) -> None:
+    async def _fetch_once(self, url: str, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """One download, following up to `MAX_REDIRECTS` redirects that the policy allows."""
+        head = bytearray()
+
+        async def checked(chunk: bytes) -> None:
+            # The first bytes decide, before any of them is handed on: no page saved as .png.
+            if len(head) < SIGNATURE_BYTES:
+                head.extend(chunk)
+                if len(head) < SIGNATURE_BYTES:
+                    return
+                check_image_signature(bytes(head))
+                chunk, head[SIGNATURE_BYTES:] = bytes(head), b""
+            await sink(chunk)
+
+        hop = url
+        for _ in range(MAX_REDIRECTS + 1):
+            self.requests += 1
+            answer = await self._transport.download(hop, checked)
+            if answer.status == 200:  # noqa: PLR2004
+                if len(head) < SIGNATURE_BYTES:  # shorter than any image header
+                    check_image_signature(bytes(head))
+                return
+            if 300 <= answer.status < 400 and answer.location:  # noqa: PLR2004
+                target = urljoin(hop, answer.location)
+                self._policy.check(target, redirected_from=hop)
+                hop = target
+                continue
+            raise self._error(url, answer)
+        msg = f"more than {MAX_REDIRECTS} redirects from the result host; giving up"
+        raise UnsafeResultError(msg)
+
+    def _error(self, url: str, answer: DownloadAnswer) -> QwenImageError | _RetryableAnswer:
+        """The error for a non-200 answer: OSS's own code and message, when it sent them."""
+        fields = parse_oss_error(answer.body)
+        code, message = fields.get("Code"), fields.get("Message")
+        if _says_expired(fields) or (answer.status in (400, 403, 404) and self._expired(url)):
+            return ImageExpiredError(_expired_message(url, fields))
+        text = f"the result host answered HTTP {answer.status}"
+        if message:
+            text = f"{text}: {message}"
+        body = {"code": code, "message": text, "request_id": fields.get("RequestId")}
+        error = error_from_response(answer.status, body)
+        if answer.status >= 500 or answer.status == 429:  # noqa: PLR2004
+            return _RetryableAnswer(error)
+        return error
+
+    def _expired(self, url: str) -> bool:
         expires = url_expiry(url)
-        if expires is not None and self._now() >= expires:
-            msg = (
-                "the result URL expired at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(expires))}; "
-                "DashScope keeps results for 24 hours"
-            )
-            raise ImageExpiredError(msg)
+        return expires is not None and self._now() >= expires
+
+    def _check_expiry(self, url: str) -> None:
+        if self._expired(url):
+            raise ImageExpiredError(_expired_message(url, {}))
+
+
+class _RetryableAnswer(Exception):  # noqa: N818 - a signal inside this module, never raised out
+    def __init__(self, error: QwenImageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _says_expired(fields: Mapping[str, str]) -> bool:
+    """OSS's own verdict, by its own clock: ours may be wrong either way."""
+    if fields.get("Code") == "AccessDenied" and "expired" in fields.get("Message", "").lower():
+        return True
+    expires, now = _oss_time(fields.get("Expires")), _oss_time(fields.get("ServerTime"))
+    return expires is not None and now is not None and now >= expires
+
+
+def _oss_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            continue
+        return parsed.timestamp()
+    return None
+
+
+def _expired_message(url: str, fields: Mapping[str, str]) -> str:
+    expires = url_expiry(url)
+    when = (
+        f" at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(expires))}"
+        if expires is not None and expires < 253402300800  # noqa: PLR2004 - year 9999
+        else ""
+    )
+    source = " (so says the storage service)" if fields else ""
+    return (
+        f"the result URL expired{when}{source}; DashScope keeps results for 24 hours, so the "
+        "images of this task are gone"
+    )

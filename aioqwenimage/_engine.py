@@ -25,6 +25,7 @@ from aioqwenimage._download import Downloader
 from aioqwenimage._errors import (
     ClientClosedError,
     QwenImageError,
+    ServerError,
     SubmissionUncertainError,
     TaskCanceledError,
     TransportError,
@@ -57,6 +58,11 @@ logger = logging.getLogger("aioqwenimage")
 
 EventHook = Callable[[TaskEvent], object]
 
+# Polls of one task answered in a row with bodies that cannot be read (not JSON, cut off at the
+# size cap) before the task ends with `ServerError`: a service answering garbage will not heal
+# by being asked again every few seconds for ever.
+GARBLED_POLLS = 5
+
 
 @attrs.define(eq=False)  # identity: flights are keys of the engine's job table
 class _Flight:
@@ -74,6 +80,7 @@ class _Flight:
     abandoned: bool = False  # nobody waits for it any more; tracked only to free its slot
     sending: bool = False  # a create may be on the wire: it must be followed to its answer
     job: anyio.CancelScope | None = None  # the create's own task, while it admits or sends
+    garbled: int = 0  # unreadable poll answers in a row
 
 
 class _CallerGone(Exception):  # noqa: N818 - a signal inside the engine, never raised out
@@ -289,7 +296,7 @@ class Engine:
         """A snapshot of the counters."""
         in_flight = {model: lane.in_flight for model, lane in self._lanes.items() if lane.in_flight}
         requests = dict(self._requests)
-        requests["download"] = self._downloader.downloads
+        requests["download"] = self._downloader.requests
         return ClientStats(
             requests=requests,
             polls=self._polls,
@@ -585,7 +592,9 @@ class Engine:
             self._throttled += 1
             self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
             return PollOutcome.throttled(response.retry_after)
-        if response.status >= 500 or (response.ok and response.body is None):  # noqa: PLR2004
+        if response.ok and response.body is None:
+            return self._garbled(flight, response.error())
+        if response.status >= 500:  # noqa: PLR2004
             self._retries += 1
             self._emit(EventKind.RETRIED, handle, status=response.status)
             return PollOutcome.RETRY
@@ -595,6 +604,7 @@ class Engine:
         assert response.body is not None  # noqa: S101
         self._polls += 1
         handle.polls += 1
+        flight.garbled = 0
         snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
         self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
         if not snapshot.status.is_terminal:
@@ -612,6 +622,27 @@ class Engine:
             if self._scheduler.stretch != self._poll_policy.stretch:
                 self._scheduler.set_stretch(self._poll_policy.stretch)
         self._finish(flight, snapshot)
+        return PollOutcome.FINISHED
+
+    def _garbled(self, flight: _Flight, error: QwenImageError) -> PollOutcome:
+        """A poll answered with an unreadable body: retried, a few times in a row at most."""
+        flight.garbled += 1
+        self._retries += 1
+        self._emit(EventKind.RETRIED, flight.handle, error="MalformedResponse")
+        if flight.garbled < GARBLED_POLLS:
+            return PollOutcome.RETRY
+        task_id = flight.handle.task_id
+        self._end_flight(
+            flight,
+            ServerError(
+                f"{flight.garbled} polls of task {task_id} in a row were answered with bodies "
+                f"that cannot be read (last: {error}); stopped polling it. The task may still "
+                f"run: Client.attach({task_id!r}) follows it again",
+                code="MalformedResponse",
+                status=getattr(error, "status", None),
+                request_id=getattr(error, "request_id", None),
+            ),
+        )
         return PollOutcome.FINISHED
 
     # --- sweeps ------------------------------------------------------------------------------

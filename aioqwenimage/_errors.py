@@ -16,6 +16,7 @@ Every error aioqwenimage raises, and the one place where HTTP answers become the
     ├── TransportError              the network failed (connect, reset, timeout)
     ├── SubmissionUncertainError    a create was sent, its outcome is unknown; it was not re-sent
     ├── ImageExpiredError           a result URL is past its expiry
+    ├── UnsafeResultError           a result refused for safety: URL, redirect, bytes, file name
     ├── WrongEventLoopError         a client used outside the event loop it was opened in
     └── TaskError                   about one task (task_id)
         ├── TaskFailedError         the task ended FAILED
@@ -52,6 +53,7 @@ __all__ = [
     "TaskModeratedError",
     "TaskTimeoutError",
     "TransportError",
+    "UnsafeResultError",
     "WrongEventLoopError",
     "error_from_response",
     "is_moderation_code",
@@ -186,6 +188,16 @@ class SubmissionUncertainError(QwenImageError):
 
 class ImageExpiredError(QwenImageError):
     """Raised when a result image is fetched after its signed URL expired (24 h after the task)."""
+
+
+class UnsafeResultError(QwenImageError):
+    """
+    Raised when a result is refused for safety, and nothing was written: a result URL that is
+    not ``https`` or names (or redirects to) a loopback, link-local or private address while
+    the API host is not local; bytes that are not a PNG, JPEG or WebP image, or larger than
+    ``PoolLimits.max_download_bytes``; a file name from the service that would land outside
+    the chosen directory.
+    """
 
 
 class TaskError(QwenImageError):

@@ -80,7 +80,14 @@ class ImageFetcher(Protocol):
 
     async def read(self, url: str) -> bytes: ...
 
-    async def save(self, url: str, destination: str | Path, *, default_name: str) -> Path: ...
+    async def save(
+        self,
+        url: str,
+        destination: str | Path,
+        *,
+        default_name: str,
+        filename: str | None = None,
+    ) -> Path: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -92,7 +99,8 @@ class GeneratedImage:
         url: Signed result URL; valid for 24 hours.
         actual_prompt: The prompt after server-side rewriting, when it was enabled.
         index: The image's position in its request.
-        name: A file name for `save` into a directory: ``{task id or request id}-{index}.png``.
+        name: A file name for `save` into a directory: ``{task id or request id}-{index}.png``,
+            reduced to letters, digits, ``.``, ``_`` and ``-`` (the ids come from the server).
     """
 
     url: str
@@ -111,19 +119,33 @@ class GeneratedImage:
         """
         return await self._require_fetcher().read(self.url)
 
-    async def save(self, destination: str | Path) -> Path:
+    async def save(self, destination: str | Path, *, filename: str | None = None) -> Path:
         """
         Stream the image to disk and return the file's path.
 
-        A directory (existing, or given with a trailing slash) receives `name`; any other path is
-        the file itself. The file appears atomically: it is written under a temporary name and
-        renamed, so a crash never leaves half an image under the final name.
+        Where it goes:
+
+        - ``save(directory, filename="fox.png")``: always ``directory/fox.png``; the
+          directory is created as needed, whatever its name.
+        - ``save("out/fox.png")``: a path with a file extension that is not an existing
+          directory is the file itself.
+        - ``save("out")``, ``save("out/")``, ``save(Path("newdir/"))``: a path without an
+          extension, an existing directory or a string ending in a separator is a directory
+          (created as needed) that receives `name`.
+
+        The file appears atomically: it is written under a temporary name and renamed, so a
+        crash never leaves half an image under the final name. Into a directory, the file
+        must resolve inside it.
 
         Raises:
             ImageExpiredError: The URL's expiry has passed.
+            UnsafeResultError: The URL, a redirect, the bytes or the file's place were refused.
+            InvalidRequestError: `filename` is not a plain file name.
             TransportError: The download failed after retries.
         """
-        return await self._require_fetcher().save(self.url, destination, default_name=self.name)
+        return await self._require_fetcher().save(
+            self.url, destination, default_name=self.name, filename=filename
+        )
 
     def _require_fetcher(self) -> ImageFetcher:
         if self._fetcher is None:

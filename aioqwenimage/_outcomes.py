@@ -25,6 +25,7 @@ from aioqwenimage._models import (
     TaskSnapshot,
     TaskStatus,
 )
+from aioqwenimage._safety import safe_name
 
 __all__ = ["EventfulFetcher", "error_of", "result_of"]
 
@@ -33,7 +34,8 @@ def result_of(
     snapshot: TaskSnapshot, *, model: str, prompt: str | None, fetcher: ImageFetcher
 ) -> GenerationResult:
     """The result of a snapshot that has images (a SUCCEEDED task or a synchronous answer)."""
-    stem = snapshot.task_id or snapshot.request_id or "image"
+    # Ids come from the server: never a path of their own (issue 8, "../../escaped").
+    stem = safe_name(snapshot.task_id or snapshot.request_id or "image")
     images = tuple(
         GeneratedImage(
             url=url, actual_prompt=actual, index=index, name=f"{stem}-{index}.png", fetcher=fetcher
@@ -84,7 +86,16 @@ class EventfulFetcher:
     async def read(self, url: str) -> bytes:
         return await self.fetcher.read(url)
 
-    async def save(self, url: str, destination: str | Path, *, default_name: str) -> Path:
-        path = await self.fetcher.save(url, destination, default_name=default_name)
+    async def save(
+        self,
+        url: str,
+        destination: str | Path,
+        *,
+        default_name: str,
+        filename: str | None = None,
+    ) -> Path:
+        path = await self.fetcher.save(
+            url, destination, default_name=default_name, filename=filename
+        )
         self.on_saved(path)
         return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import importlib.metadata
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -35,12 +36,14 @@ from aioqwenimage._timeouts import network_timeout
 
 __all__ = [
     "ConnectFailedError",
+    "DownloadAnswer",
     "PoolKind",
     "PoolLimits",
     "Response",
     "RetryPolicy",
     "Timeouts",
     "Transport",
+    "parse_retry_after",
 ]
 
 USER_AGENT = f"aioqwenimage/{importlib.metadata.version('aioqwenimage')}"
@@ -60,17 +63,27 @@ class Timeouts:
     """
     Network timeouts, in seconds.
 
+    Every request also has a total deadline, so that an answer trickling in a byte at a time
+    cannot hold a connection (and the poll or create waiting on it) for ever.
+
     Attributes:
         connect: Establishing a connection (TCP and TLS).
-        control: Reading the answer of a create, poll, list or cancel.
-        generation: A synchronous generation: DashScope allows up to 300 s.
+        control: Between two chunks of the answer of a create, poll, list or cancel.
+        generation: A synchronous generation, whole: DashScope allows up to 300 s.
         download: Between two chunks of a result download.
+        control_total: A create, whole (connection, request and answer).
+        query_total: A poll, list or cancel, whole. Their answers are a few KiB, so this is
+            short: a drip-fed answer gives its connection back to the other tasks' polls soon.
+        download_total: One result download, whole.
     """
 
     connect: float = 10.0
     control: float = 30.0
     generation: float = 300.0
     download: float = 60.0
+    control_total: float = 60.0
+    query_total: float = 20.0
+    download_total: float = 300.0
 
     def __attrs_post_init__(self) -> None:
         for field in attrs.fields(Timeouts):
@@ -82,7 +95,8 @@ class Timeouts:
 @attrs.frozen(kw_only=True)
 class PoolLimits:
     """
-    Connection limits per pool, and how long idle connections are kept.
+    Connection limits per pool, how long idle connections are kept, and how large an answer
+    may grow.
 
     Attributes:
         control: Connections for creates.
@@ -92,6 +106,10 @@ class PoolLimits:
         download: Connections to the result host.
         keepalive: Idle seconds before a pooled connection is closed; longer than the longest
             poll interval so that polls reuse connections (the 2.0 SDK's 5 s does not).
+        max_answer_bytes: The largest API answer read (JSON; real ones are a few KiB); a
+            longer one is cut off and treated as unreadable.
+        max_download_bytes: The largest result image downloaded (real ones are a few MiB);
+            a larger one fails with `UnsafeResultError` and nothing is kept.
     """
 
     control: int = 32
@@ -99,6 +117,12 @@ class PoolLimits:
     long: int = 256
     download: int = 16
     keepalive: float = 30.0
+    max_answer_bytes: int = 4 * 1024 * 1024
+    max_download_bytes: int = 100 * 1024 * 1024
+
+    def __attrs_post_init__(self) -> None:
+        for field in attrs.fields(PoolLimits):
+            _check_positive(field.name, getattr(self, field.name))
 
 
 @attrs.frozen(kw_only=True)
@@ -110,11 +134,18 @@ class RetryPolicy:
         attempts: Tries in all, the first included.
         base: The first backoff, in seconds.
         cap: The largest backoff, in seconds.
+        max_retry_after: The longest server-given wait (``Retry-After``) honoured, in seconds,
+            everywhere: polls, creates, lists. A longer one (``inf``, ``1e9``) is cut to this;
+            one that is not a non-negative number (NaN, negative, an HTTP date) is ignored.
     """
 
     attempts: int = 5
     base: float = 0.5
     cap: float = 20.0
+    max_retry_after: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_positive("max_retry_after", self.max_retry_after)
 
     def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
         """The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``."""
@@ -124,17 +155,38 @@ class RetryPolicy:
 
     def scaled(self, factor: float) -> RetryPolicy:
         """The same policy with every delay times `factor` (tests compress time with it)."""
-        return attrs.evolve(self, base=self.base * factor, cap=self.cap * factor)
+        return attrs.evolve(
+            self,
+            base=self.base * factor,
+            cap=self.cap * factor,
+            max_retry_after=self.max_retry_after * factor,
+        )
+
+
+def _check_positive(name: str, value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        msg = f"{name} must be a positive finite number, got {value!r}"
+        raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
 class Response:
-    """One HTTP answer: status, decoded JSON (``None`` when it was not JSON), request id."""
+    """
+    One HTTP answer: status, decoded JSON (``None`` when it was not usable JSON), request id.
+
+    `problem` says why a body is ``None`` (not JSON, too large, nested too deep).
+    """
 
     status: int
     body: Mapping[str, Any] | None
     request_id: str | None
     retry_after: float | None
+    problem: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,9 +197,17 @@ class Response:
         """The mapped error for a non-2xx answer (or a 2xx whose body was not JSON)."""
         if self.ok:
             return ServerError(
-                "the answer was not valid JSON",
+                self.problem or "the answer was not a JSON object",
                 status=self.status,
                 code="MalformedResponse",
+                request_id=self.request_id,
+            )
+        if 300 <= self.status < 400:  # noqa: PLR2004
+            return APIError(
+                f"the API answered with a redirect (HTTP {self.status}); API requests are never "
+                "redirected, so that the key goes nowhere else: check base_url",
+                status=self.status,
+                code="Redirect",
                 request_id=self.request_id,
             )
         return error_from_response(
@@ -167,14 +227,45 @@ class ConnectFailedError(TransportError):
     """The connection could not be made: the request provably never left."""
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
+@attrs.frozen(kw_only=True)
+class DownloadAnswer:
+    """
+    The answer of one result-host request, redirects not followed.
+
+    Attributes:
+        status: The HTTP status.
+        location: The ``Location`` of a redirect.
+        body: The start of a non-200 answer's body (OSS explains errors in XML), at most 64 KiB.
+        size: Bytes handed to the sink (200 only).
+    """
+
+    status: int
+    location: str | None = None
+    body: bytes = b""
+    size: int = 0
+
+
+class AnswerTooLargeError(TransportError):
+    """An answer grew past its cap; what it said is unknown."""
+
+
+def parse_retry_after(value: str | None, *, cap: float) -> float | None:
+    """
+    A ``Retry-After`` header as seconds, at most `cap`; ``None`` when absent or unusable.
+
+    DashScope sends seconds. ``inf`` and huge numbers are cut to `cap`; NaN, negative values
+    and HTTP dates (which would need the two clocks to agree) count as absent, and the
+    caller's own backoff applies.
+    """
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP-date: DashScope sends seconds; treat a date as "no hint"
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return min(seconds, cap)
 
 
 class Transport:
@@ -276,9 +367,14 @@ class Transport:
             headers["Content-Type"] = "application/json"
         if async_task:
             headers["X-DashScope-Async"] = "enable"
-        read_timeout = (
-            self._timeouts.generation if pool is PoolKind.LONG else self._timeouts.control
-        )
+        timeouts = self._timeouts
+        if pool is PoolKind.LONG:
+            read_timeout, total = timeouts.generation, timeouts.generation + timeouts.connect
+        elif pool is PoolKind.QUERY:
+            read_timeout, total = timeouts.control, timeouts.query_total
+        else:
+            read_timeout, total = timeouts.control, timeouts.control_total
+        failure: TransportError
         try:
             async with session.request(
                 method,
@@ -286,23 +382,37 @@ class Transport:
                 data=None if body is None else json.dumps(body, ensure_ascii=False).encode(),
                 params=params,
                 headers=headers,
+                # DashScope never redirects; following one would replay the key elsewhere.
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._timeouts.connect, sock_read=read_timeout
+                    total=total, sock_connect=timeouts.connect, sock_read=read_timeout
                 ),
             ) as response:
-                raw = await response.read()
+                raw, problem = await _read_capped(response, self._pools.max_answer_bytes)
+                decoded, problem = _decode(raw) if problem is None else (None, problem)
                 return Response(
                     status=response.status,
-                    body=_decode(raw),
-                    request_id=response.headers.get("X-Request-ID") or _request_id_of(_decode(raw)),
-                    retry_after=_retry_after(response.headers),
+                    body=decoded,
+                    request_id=_request_id(response.headers.get("X-Request-ID"))
+                    or _request_id_of(decoded),
+                    retry_after=parse_retry_after(
+                        response.headers.get("Retry-After"), cap=self._retry.max_retry_after
+                    ),
+                    problem=problem,
                 )
         except aiohttp.ClientConnectorError as exc:
-            msg = f"could not connect to the API: {exc.os_error}"
-            raise ConnectFailedError(msg) from exc
+            failure = ConnectFailedError(
+                self._scrub(f"could not connect to the API: {_describe(exc.os_error)}")
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            msg = f"{method} {path}: {type(exc).__name__}: {exc}"
-            raise TransportError(msg) from exc
+            failure = TransportError(self._scrub(f"{method} {path}: {_describe(exc)}"))
+        # Raised outside the handler, with no cause or context: aiohttp's exceptions hold the
+        # request's headers (the key among them), and nothing reachable from an error may.
+        raise failure
+
+    def _scrub(self, text: str) -> str:
+        key = self._headers["Authorization"].removeprefix("Bearer ")
+        return text.replace(key, "***") if key else text
 
     async def call(
         self,
@@ -351,36 +461,59 @@ class Transport:
             await anyio.sleep(delay)
 
     async def download(
-        self, url: str, sink: Callable[[bytes], Awaitable[None]], *, chunk_size: int = 256 * 1024
-    ) -> int:
+        self,
+        url: str,
+        sink: Callable[[bytes], Awaitable[None]],
+        *,
+        chunk_size: int = 256 * 1024,
+    ) -> DownloadAnswer:
         """
-        Stream `url` into `sink`, one attempt, without any API credential; returns the status.
+        One request for `url`, streamed into `sink`, without any API credential.
 
-        A non-200 status is returned without calling `sink` so that the caller can map it.
+        Redirects are not followed: the answer carries the ``Location`` for the caller to
+        check against its policy. A non-200 answer never reaches `sink`; its body's start does
+        reach the answer (the storage service explains errors there).
 
         Raises:
+            AnswerTooLargeError: The body outgrew ``PoolLimits.max_download_bytes``.
             TransportError: The network failed before or during the body.
         """
         session = self._session(PoolKind.DOWNLOAD)
+        limit = self._pools.max_download_bytes
+        failure: TransportError
         try:
             async with session.get(
                 url,
                 headers={"User-Agent": USER_AGENT},
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
-                    total=None,
+                    total=self._timeouts.download_total,
                     sock_connect=self._timeouts.connect,
                     sock_read=self._timeouts.download,
                 ),
             ) as response:
                 if response.status != 200:  # noqa: PLR2004
-                    await response.read()
-                    return response.status
+                    excerpt = await response.content.read(64 * 1024)
+                    response.close()
+                    return DownloadAnswer(
+                        status=response.status,
+                        location=response.headers.get("Location"),
+                        body=excerpt,
+                    )
+                size = 0 if (response.content_length or 0) <= limit else limit + 1
                 async for chunk in response.content.iter_chunked(chunk_size):
+                    size += len(chunk)
+                    if size > limit:
+                        break
                     await sink(chunk)
-                return response.status
+                if size > limit:
+                    response.close()  # the rest may still be coming: never back to the pool
+                    failure = AnswerTooLargeError(_too_large("the image", limit))
+                else:
+                    return DownloadAnswer(status=200, size=size)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            msg = f"download failed: {type(exc).__name__}: {exc}"
-            raise TransportError(msg) from exc
+            failure = TransportError(f"download failed: {_describe(exc)}")
+        raise failure  # unchained, as in `send`
 
     def _session(self, pool: PoolKind) -> aiohttp.ClientSession:
         try:
@@ -390,14 +523,55 @@ class Transport:
             raise RuntimeError(msg) from None
 
 
-def _decode(raw: bytes) -> Mapping[str, Any] | None:
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str | None]:
+    """The body, or what was read of it and why reading stopped at `limit` bytes."""
+    if (response.content_length or 0) > limit:
+        response.close()
+        return b"", _too_large("the answer", limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            # Closed, not returned to the pool: the rest of the answer is still on its way.
+            response.close()
+            return b"", _too_large("the answer", limit)
+        chunks.append(chunk)
+    return b"".join(chunks), None
+
+
+def _too_large(what: str, limit: int) -> str:
+    return f"{what} is larger than {limit / 1024 / 1024:g} MiB; it was cut off"
+
+
+def _refuse_constant(name: str) -> Any:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def _decode(raw: bytes) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The answer's JSON object, or ``None`` and why not."""
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
+        # Strict JSON: DashScope never sends NaN or Infinity, and they poison arithmetic.
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        return None, "the answer was nested too deeply to be read"
+    except ValueError:  # UnicodeDecodeError included
+        return None, "the answer was not valid JSON"
+    if not isinstance(value, dict):
+        return None, "the answer was not a JSON object"
+    return value, None
+
+
+def _describe(exc: BaseException) -> str:
+    # Type and message only: the message of aiohttp's errors names the URL, never the headers.
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _request_id(value: str | None) -> str | None:
+    return value[:200] if value else None
 
 
 def _request_id_of(body: Mapping[str, Any] | None) -> str | None:
     value = body.get("request_id") if body else None
-    return value if isinstance(value, str) else None
+    return value[:200] if isinstance(value, str) else None

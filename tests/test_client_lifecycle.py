@@ -64,7 +64,7 @@ async def test_key_from_environment(fake, monkeypatch):
 
 def test_bad_settings_fail_at_construction():
     """Plain HTTP off loopback and a non-positive time scale are refused at once."""
-    with pytest.raises(ValueError, match="plain HTTP"):
+    with pytest.raises(q.InvalidRequestError, match="plain HTTP"):
         q.Client(api_key="k", base_url="http://example.com/api/v1")
     with pytest.raises(ValueError, match="time_scale"):
         q.Client(api_key="k", time_scale=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import aioqwenimage as q
 from aioqwenimage import _config
 
 
@@ -60,13 +61,13 @@ def test_plain_http_is_allowed_to_loopback(url):
 @pytest.mark.parametrize("url", ["http://dashscope.aliyuncs.com/api/v1", "http://10.0.0.1/api/v1"])
 def test_plain_http_elsewhere_is_refused(url):
     """The key must never cross the network unencrypted."""
-    with pytest.raises(ValueError, match="refusing plain HTTP"):
+    with pytest.raises(q.InvalidRequestError, match="refusing plain HTTP"):
         _config.resolve_base_url(url, "singapore")
 
 
 def test_non_http_url_is_refused():
     """A base URL must be http(s)."""
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(q.InvalidRequestError, match="http"):
         _config.resolve_base_url("ftp://x/api/v1", "singapore")
 
 

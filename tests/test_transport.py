@@ -153,9 +153,9 @@ async def test_download_sends_no_credentials(transport):
 
     with aioresponses() as mocked:
         mocked.get("https://oss.example/a.png", body=b"PNGDATA")
-        status = await transport.download("https://oss.example/a.png", sink)
+        answer = await transport.download("https://oss.example/a.png", sink)
         call = mocked.requests[("GET", URL("https://oss.example/a.png"))][0]
-    assert 200 == status
+    assert 200 == answer.status
     assert b"PNGDATA" == b"".join(chunks)
     assert "Authorization" not in call.kwargs["headers"]
 

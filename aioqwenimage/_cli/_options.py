@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from aioqwenimage._config import resolve_key
+from aioqwenimage._errors import QwenImageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
@@ -242,7 +243,7 @@ def resolve_connection(args: argparse.Namespace) -> Connection | str:
         region = resolve_region(args.region)
         if not emulator:
             resolve_base_url(args.base_url, region)
-    except ValueError as exc:
+    except (ValueError, QwenImageError) as exc:
         return str(exc)
     scale = args.time_scale or (EMULATOR_TIME_SCALE if emulator else 1.0)
     return Connection(
