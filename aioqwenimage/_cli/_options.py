@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STORAGE",
     "EXIT_USAGE",
     "Connection",
     "add_connection_options",
@@ -52,6 +53,8 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_STORAGE: Final = 3
+"""The journal or the output directory cannot be used: damaged, untrusted, full, unwritable."""
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 DEFAULT_MODEL: Final = "qwen-image-plus"
