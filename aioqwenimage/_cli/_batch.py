@@ -22,6 +22,7 @@ from aioqwenimage._cli._journal import (
     JournalMismatchError,
     JournalWriteError,
 )
+from aioqwenimage._cli._messages import add_output_options, model_problem
 from aioqwenimage._cli._options import (
     EXIT_INTERRUPTED,
     EXIT_STORAGE,
@@ -107,6 +108,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--client-seed", type=int, help=argparse.SUPPRESS)
     add_generation_options(parser, batch=True)
     add_connection_options(parser)
+    add_output_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -137,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         error("--concurrency must be at least 1")
         return EXIT_USAGE
+    unknown, warning = model_problem(args.model)
+    if unknown is not None:
+        error(f"--model: {unknown}")
+        return EXIT_USAGE
+    if warning is not None:
+        note(f"aioqwenimage: warning: {warning}")
     try:
         loaded = load_items(args.file, model=args.model, defaults=generation_defaults(args))
     except InputError as exc:
@@ -173,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         resend_uncertain=args.resend_uncertain,
         retry_failed=args.retry_failed,
         plain=args.plain,
+        quiet=args.quiet,
         seed=args.client_seed,
     )
     try:

@@ -98,6 +98,7 @@ class BatchOptions:
     resend_uncertain: bool = False
     retry_failed: bool = False
     plain: bool = False
+    quiet: bool = False
     seed: int | None = None
 
 
@@ -172,7 +173,11 @@ class BatchRunner:
         models = sorted({row.model for row in self.rows.values()})
         title = self._title(models)
         self.display, self.console = make_display(
-            self.tally, title=title, plain=self.options.plain, stream=self.stream
+            self.tally,
+            title=title,
+            plain=self.options.plain,
+            quiet=self.options.quiet,
+            stream=self.stream,
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
@@ -472,7 +477,7 @@ class BatchRunner:
             self.journal.downloaded(seq, files, sync=row.task_id is None)
             self.rows[seq] = self.journal.row(seq)
             self.tally.set(seq, Phase.DONE)
-            if self.console is None:
+            if self.console is None and not self.options.quiet:
                 self._log(f"done {row.item_id}: {', '.join(files)}")
             return
 
