@@ -1,4 +1,4 @@
-"""The batch journal (SQLite, WAL): transitions, durability settings, fingerprints, the manifest."""
+"""The batch journal (SQLite): transitions, durability settings, fingerprints, the manifest."""
 
 from __future__ import annotations
 
@@ -48,13 +48,15 @@ def _open(directory: Path, fingerprint: dict[str, object] | None = None) -> Jour
     return Journal.open(directory, fingerprint=fingerprint or FINGERPRINT, items=_items())
 
 
-def test_a_new_journal_is_wal_with_full_sync_and_every_item_pending(tmp_path: Path):
-    """Opening creates the file in WAL mode, fsyncing each commit, with all items pending."""
+def test_a_new_journal_truncates_its_side_file_with_full_sync_and_every_item_pending(
+    tmp_path: Path,
+):
+    """Opening creates the file in TRUNCATE mode, fsyncing each commit, with all items pending."""
     journal = _open(tmp_path)
     try:
         mode = journal._db.execute("PRAGMA journal_mode").fetchone()[0]
         sync = journal._db.execute("PRAGMA synchronous").fetchone()[0]
-        assert ("wal", 2) == (mode, sync)  # 2 is FULL
+        assert ("truncate", 2) == (mode, sync)  # 2 is FULL
         assert [State.PENDING] * 3 == [row.state for row in journal.rows()]
         assert {"seed": 1} == dict(journal.row(1).params)
     finally:
@@ -167,12 +169,12 @@ def test_a_journal_for_another_input_or_options_is_refused(tmp_path: Path):
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path):
     """A corrupt or foreign file in place of the journal is a clear error, not a crash."""
     (tmp_path / JOURNAL_NAME).write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(JournalError, match="not a usable journal"):
+    with pytest.raises(JournalError, match="is damaged"):
         _open(tmp_path)
 
 
 def test_a_reader_sees_committed_states_while_the_writer_is_open(tmp_path: Path):
-    """Another process may watch progress read-only while the batch runs (WAL readers)."""
+    """Another process may watch progress read-only while the batch runs."""
     journal = _open(tmp_path)
     try:
         journal.sending(0)

@@ -41,10 +41,10 @@ def _tally(clock: Clock, total: int = 10) -> Tally:
 
 
 def test_the_tally_counts_phases_rate_and_eta():
-    """Submitted, running, done and failed follow the phases; rate and ETA follow completions."""
+    """Waiting, in flight, done and failed follow the phases; rate and ETA follow completions."""
     clock = Clock()
     tally = _tally(clock)
-    assert (None, None, 0) == (tally.rate(), tally.eta(), tally.submitted)
+    assert (None, None, 10) == (tally.rate(), tally.eta(), tally.waiting)
     for seq in range(4):
         tally.set(seq, Phase.RUNNING)
     clock.now += 2
@@ -52,7 +52,7 @@ def test_the_tally_counts_phases_rate_and_eta():
     tally.set(1, Phase.DONE)
     tally.set(2, Phase.FAILED)
     tally.set(5, Phase.SKIPPED)
-    assert (5, 1, 3, 1) == (tally.submitted, tally.in_flight, tally.done, tally.failed)
+    assert (5, 1, 3, 1) == (tally.waiting, tally.in_flight, tally.done, tally.failed)
     assert 1.0 == tally.rate()  # two done in two seconds
     assert 6.0 == tally.eta()  # six items to go at one a second
     clock.now += 60  # completions older than the window no longer count
@@ -114,7 +114,7 @@ def test_plain_is_forced_by_the_flag_or_a_dumb_terminal(monkeypatch: pytest.Monk
 
 
 def test_a_terminal_gets_the_live_frame_with_bar_and_counters(monkeypatch: pytest.MonkeyPatch):
-    """On a terminal with rich: a title, a bar with n/total and percent, the counters."""
+    """On a terminal with rich: a title, rich.progress columns (n/total, %, times), counters."""
     monkeypatch.setenv("TERM", "xterm-256color")
     clock = Clock()
     tally = _tally(clock, total=4)
@@ -129,9 +129,9 @@ def test_a_terminal_gets_the_live_frame_with_bar_and_counters(monkeypatch: pytes
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())
     assert "failed 0003: InternalError: boom" in text
     assert "p.txt -> out: 4 items" in text
-    assert "1/4  25%" in text
-    last = [line for line in text.splitlines() if line.startswith("submitted")][-1]
-    assert re.match(r"submitted 2  running 1  done 1  failed 0  rate \S+  ETA \S+  elapsed", last)
+    assert re.search(r"1/4\s+25% elapsed 0:00:\d\d ETA (-|\d):", text)
+    last = [line for line in text.splitlines() if line.startswith("waiting")][-1]
+    assert re.match(r"waiting 2  in flight 1  done 1  failed 0  rate \S+$", last.rstrip())
 
 
 def test_the_plain_summary_lists_counts_and_what_needs_attention():

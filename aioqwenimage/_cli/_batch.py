@@ -15,9 +15,17 @@ from typing import Any
 
 from aioqwenimage._catalog import resolve
 from aioqwenimage._cli._inputs import InputError, Loaded, load_items
-from aioqwenimage._cli._journal import Journal, JournalError
+from aioqwenimage._cli._journal import (
+    Journal,
+    JournalDamagedError,
+    JournalError,
+    JournalMismatchError,
+    JournalWriteError,
+)
+from aioqwenimage._cli._messages import add_output_options, model_problem
 from aioqwenimage._cli._options import (
     EXIT_INTERRUPTED,
+    EXIT_STORAGE,
     EXIT_USAGE,
     Connection,
     add_connection_options,
@@ -28,6 +36,7 @@ from aioqwenimage._cli._options import (
     note,
     resolve_connection,
 )
+from aioqwenimage._cli._recovery import earlier_work, recover, untrusted_journal, untrusted_message
 from aioqwenimage._cli._runner import BatchOptions, BatchRunner
 
 __all__ = ["fingerprint", "register", "run"]
@@ -48,7 +57,8 @@ def register(subparsers: Any) -> None:
         ),
         epilog=(
             "exit status: 0 every item done, 1 some items failed or were not done, "
-            "2 usage or input error, 130 interrupted"
+            "2 usage or input error, 3 the journal or the output directory cannot be used "
+            "(the message says how to recover), 130 interrupted"
         ),
     )
     parser.add_argument("file", metavar="FILE", type=Path, help="the .txt, .jsonl or .csv input")
@@ -84,6 +94,13 @@ def register(subparsers: Any) -> None:
         help="send again items that failed in an earlier run (failed tasks are not billed)",
     )
     parser.add_argument(
+        "--recover",
+        action="store_true",
+        help="when the journal is missing, empty or damaged but DIR shows earlier work: rebuild "
+        "it from manifest.jsonl and the images, and reconcile the other items against the "
+        "task list instead of paying for them again",
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help="plain log lines even on a terminal (the default when output is not a terminal)",
@@ -91,6 +108,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--client-seed", type=int, help=argparse.SUPPRESS)
     add_generation_options(parser, batch=True)
     add_connection_options(parser)
+    add_output_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -121,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         error("--concurrency must be at least 1")
         return EXIT_USAGE
+    unknown, warning = model_problem(args.model)
+    if unknown is not None:
+        error(f"--model: {unknown}")
+        return EXIT_USAGE
+    if warning is not None:
+        note(f"aioqwenimage: warning: {warning}")
     try:
         loaded = load_items(args.file, model=args.model, defaults=generation_defaults(args))
     except InputError as exc:
@@ -144,14 +168,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         target = connection.target
-        journal = Journal.open(
-            args.out,
-            fingerprint=fingerprint(args.file, loaded, args, target),
-            items=loaded.items,
-        )
-    except (JournalError, ValueError) as exc:
+    except ValueError as exc:
         error(str(exc))
         return EXIT_USAGE
+    journal = _open_journal(args, loaded, fingerprint(args.file, loaded, args, target))
+    if isinstance(journal, int):
+        return journal
     options = BatchOptions(
         input_name=str(args.file),
         out_dir=args.out,
@@ -159,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         resend_uncertain=args.resend_uncertain,
         retry_failed=args.retry_failed,
         plain=args.plain,
+        quiet=args.quiet,
         seed=args.client_seed,
     )
     try:
@@ -167,6 +190,35 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         journal.close()
+
+
+def _open_journal(
+    args: argparse.Namespace, loaded: Loaded, print_: dict[str, Any]
+) -> Journal | int:
+    """The batch's journal, rebuilt with ``--recover`` when untrusted; else the exit code."""
+    out: Path = args.out
+    untrusted = untrusted_journal(out, loaded.items)
+    try:
+        if untrusted is None:
+            try:
+                return Journal.open(out, fingerprint=print_, items=loaded.items)
+            except JournalDamagedError as exc:
+                untrusted = untrusted_message(str(exc), out, earlier_work(out, loaded.items))
+        if not args.recover:
+            error(untrusted)
+            return EXIT_STORAGE
+        journal, restored = recover(out, fingerprint=print_, items=loaded.items)
+    except JournalMismatchError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except JournalWriteError as exc:
+        error(f"{exc}. Nothing was sent; free some space or make it writable, then run again.")
+        return EXIT_STORAGE
+    except JournalError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    note(f"aioqwenimage: {restored}")
+    return journal
 
 
 def default_concurrency(connection: Connection, loaded: Loaded) -> int:

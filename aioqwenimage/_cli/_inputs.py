@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from aioqwenimage._catalog import format_size, parse_size, resolve
+from aioqwenimage._cli._messages import model_problem
 from aioqwenimage._errors import InvalidRequestError
 from aioqwenimage._requests import prepare
 
@@ -350,7 +351,11 @@ def _validate(
                 warnings.simplefilter("ignore")
                 prepare(prompt, model=item_model, **params)
         except InvalidRequestError as exc:
-            bad(str(exc.message))
+            if exc.parameter == "model" and isinstance(item_model, str):
+                error, _ = model_problem(item_model)
+                bad(error or str(exc.message))
+            else:
+                bad(str(exc.message))
             continue
         if item_id in ids:
             bad(f"duplicate id {item_id!r} (first on line {ids[item_id]})")

@@ -1,5 +1,5 @@
 """
-The batch journal: one SQLite file (WAL) in the output directory, the truth about every item.
+The batch journal: one SQLite file in the output directory, the truth about every item.
 
 Every transition is one small committed transaction, written before the step it guards can have
 an effect that outlives the process. The order that makes a crash harmless:
@@ -12,11 +12,18 @@ an effect that outlives the process. The order that makes a crash harmless:
 * ``succeeded`` keeps the result URLs, so images are downloaded again without a new task;
 * ``downloaded`` is committed after the files are renamed into place (downloads are atomic).
 
-``synchronous=FULL``: with WAL, each commit is then fsynced before it returns. ``NORMAL`` would
-survive SIGKILL as well (the WAL is in the OS's page cache) but could lose the last commits on
-power loss, and the one commit we cannot lose is ``sending``: without it a resume would send a
-request that may already have been paid for. The cost, measured on the CI disk, is about 0.15 ms a
-commit, invisible next to the API's limits (two submissions a second by default).
+Durability: ``journal_mode=TRUNCATE`` with ``synchronous=FULL``. Every commit is in the main file,
+fsynced, before it returns; the side file (``journal.sqlite-journal``) only holds the old pages of
+the transaction in progress and is empty between commits. So losing the side files (a deleted
+``-journal``, a backup or copy of ``journal.sqlite`` alone) loses no committed transition. WAL,
+which this journal used before, keeps recent commits only in ``journal.sqlite-wal`` until a
+checkpoint: a deleted ``-wal`` after a crash lost committed ``sending`` and ``created`` rows, and
+with them the knowledge that tasks had been paid for. The price, measured on the CI disk, is about
+2 ms a commit instead of 0.3 ms, invisible next to the API's limits (two submissions a second).
+
+A journal that cannot be trusted (damaged, or gone while the directory shows earlier work) is
+refused before anything is sent: see `aioqwenimage._cli._recovery`. Any SQLite failure while
+reading or writing is a `JournalError` that names the file, never a raw ``sqlite3`` error.
 
 Writes run inline on the event loop thread, on purpose: a write is finished when the call returns,
 so no transaction is ever open across an ``await`` and a signal handler that exits the process
@@ -25,6 +32,7 @@ between two callbacks always leaves the journal consistent.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import sqlite3
@@ -34,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
     from aioqwenimage._cli._inputs import Item
@@ -42,8 +50,10 @@ if TYPE_CHECKING:
 __all__ = [
     "JOURNAL_NAME",
     "Journal",
+    "JournalDamagedError",
     "JournalError",
     "JournalMismatchError",
+    "JournalWriteError",
     "Row",
     "State",
 ]
@@ -106,6 +116,27 @@ class JournalError(Exception):
 
 class JournalMismatchError(JournalError):
     """The journal in the output directory was written for another input or other options."""
+
+
+class JournalDamagedError(JournalError):
+    """The journal file is not a sound SQLite database (truncated, overwritten, corrupt)."""
+
+
+class JournalWriteError(JournalError):
+    """A change could not be committed: disk full, a read-only or immutable file, an I/O error."""
+
+
+@contextlib.contextmanager
+def _mapped(path: Path, writing: bool) -> Iterator[None]:
+    """SQLite's errors as the journal's, naming the file and what it means for the batch."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and writing:
+            msg = f"cannot write the journal {path}: {exc}"
+            raise JournalWriteError(msg) from exc
+        msg = f"the journal {path} is damaged ({exc})"
+        raise JournalDamagedError(msg) from exc
 
 
 @attrs.frozen(kw_only=True)
@@ -198,9 +229,9 @@ class Journal:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
-        self._states: dict[int, State] = {
-            seq: State(state) for seq, state in self._db.execute("SELECT seq, state FROM items")
-        }
+        with _mapped(path, writing=False):
+            rows = self._db.execute("SELECT seq, state FROM items").fetchall()
+        self._states: dict[int, State] = {seq: State(state) for seq, state in rows}
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -224,20 +255,27 @@ class Journal:
             JournalError: The file is not a journal of a version this program reads.
         """
         path = directory / JOURNAL_NAME
-        try:
+        with _mapped(path, writing=False):
             db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_DDL)
-        except sqlite3.DatabaseError as exc:
-            msg = f"{path} is not a usable journal ({exc}); move it away to start over"
-            raise JournalError(msg) from exc
         try:
-            stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            with _mapped(path, writing=False):
+                # Reading the first page is what tells a database from any other file.
+                _quick_check(db)
+            with _mapped(path, writing=True):
+                db.execute("PRAGMA journal_mode=TRUNCATE")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_DDL)
+            with _mapped(path, writing=False):
+                stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not stored:
-                _initialise(db, fingerprint, items, clock())
+                with _mapped(path, writing=True):
+                    _initialise(db, fingerprint, items, clock())
             else:
                 _check(stored, fingerprint, path)
+                # A write before anything is sent: a read-only, immutable or full journal is
+                # found now, not at the first `sending`, which would stop the batch half-way.
+                with _mapped(path, writing=True), _Transaction(db):
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(clock()),))
         except BaseException:
             db.close()
             raise
@@ -251,15 +289,17 @@ class Journal:
 
     def rows(self) -> list[Row]:
         """Every item, in input order."""
-        cursor = self._db.execute(f"SELECT {_COLUMNS} FROM items ORDER BY seq")  # noqa: S608
-        return [_row(values) for values in cursor]
+        with _mapped(self.path, writing=False):
+            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM items ORDER BY seq")  # noqa: S608
+            return [_row(values) for values in cursor]
 
     def row(self, seq: int) -> Row:
         """One item."""
-        values = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE seq = ?",  # noqa: S608 - constant columns
-            (seq,),
-        ).fetchone()
+        with _mapped(self.path, writing=False):
+            values = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE seq = ?",  # noqa: S608 - constant columns
+                (seq,),
+            ).fetchone()
         if values is None:
             msg = f"no item {seq} in the journal"
             raise KeyError(msg)
@@ -281,10 +321,11 @@ class Journal:
 
     def known_task_ids(self) -> set[str]:
         """Every task id the journal holds."""
-        rows = self._db.execute(
-            "SELECT task_id FROM items WHERE task_id IS NOT NULL "
-            "UNION SELECT task_id FROM transitions WHERE task_id IS NOT NULL"
-        )
+        with _mapped(self.path, writing=False):
+            rows = self._db.execute(
+                "SELECT task_id FROM items WHERE task_id IS NOT NULL "
+                "UNION SELECT task_id FROM transitions WHERE task_id IS NOT NULL"
+            ).fetchall()
         return {task_id for (task_id,) in rows}
 
     def transitions(self, seq: int | None = None) -> list[tuple[int, str, str, str | None]]:
@@ -390,6 +431,33 @@ class Journal:
         """A finished item's files are missing: back to ``succeeded`` to download them again."""
         self._move(seq, State.SUCCEEDED, "files = '[]', downloaded_at = NULL", note=note)
 
+    def restore(self, seq: int, state: State, note: str, **fields: Any) -> None:
+        """
+        Set a fresh item to what the remains of a lost journal say (``--recover`` only).
+
+        Args:
+            seq: The item, still ``pending`` in a journal just created.
+            state: Where the evidence puts it.
+            note: Where that evidence comes from.
+            fields: Any of ``task_id``, ``sending_at``, ``created_at``, ``files``,
+                ``error_code``, ``error_message``.
+        """
+        if self._states[seq] is not State.PENDING:
+            msg = f"item {seq} is {self._states[seq].value}, not a fresh item to restore"
+            raise JournalError(msg)
+        values: dict[str, Any] = {"task_id": None, "sending_at": None, "created_at": None}
+        values |= {"error_code": None, "error_message": None, **fields}
+        values["files"] = json.dumps(list(fields.get("files", ())))
+        self._move(
+            seq,
+            state,
+            "task_id = :task_id, sending_at = :sending_at, created_at = :created_at, "
+            "files = :files, error_code = :error_code, error_message = :error_message",
+            note=note,
+            restoring=True,
+            **values,
+        )
+
     def annotate(self, seq: int, note: str | None) -> None:
         """Set an item's note without changing its state (e.g. why a create is uncertain)."""
         with self._transaction():
@@ -399,7 +467,7 @@ class Journal:
 
     def _move(self, seq: int, new: State, assignments: str, **values: Any) -> None:
         old = self._states[seq]
-        if new not in _ALLOWED[old]:
+        if not values.pop("restoring", False) and new not in _ALLOWED[old]:
             msg = f"illegal journal transition for item {seq}: {old.value} -> {new.value}"
             raise JournalError(msg)
         now = time.time()
@@ -423,8 +491,10 @@ class Journal:
             )
         self._states[seq] = new
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with _mapped(self.path, writing=True), _Transaction(self._db):
+            yield
 
 
 class _Transaction:
@@ -437,7 +507,26 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+                raise
+            return
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled back on its own already.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+
+
+def _quick_check(db: sqlite3.Connection) -> None:
+    """Raise when the file is not a sound database (a truncated one fails here, not later)."""
+    (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+    if verdict != "ok":
+        raise sqlite3.DatabaseError(verdict)
 
 
 def _initialise(

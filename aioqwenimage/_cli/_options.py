@@ -36,6 +36,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STORAGE",
     "EXIT_USAGE",
     "Connection",
     "add_connection_options",
@@ -53,6 +54,8 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_STORAGE: Final = 3
+"""The journal or the output directory cannot be used: damaged, untrusted, full, unwritable."""
 EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 DEFAULT_MODEL: Final = "qwen-image-plus"
@@ -149,8 +152,23 @@ def generation_defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """Connection, limits and ``--emulator`` flags."""
+_ALL_LIMITS: Final = ("in_flight", "submits_per_second", "queries_per_second", "time_scale")
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser,
+    *,
+    limits: tuple[str, ...] = _ALL_LIMITS,
+    emulator: bool = True,
+) -> None:
+    """
+    Connection, limits and ``--emulator`` flags.
+
+    Args:
+        parser: The command's parser.
+        limits: The limit flags that do something for this command (the others are not offered).
+        emulator: Whether ``--emulator`` is offered; when not, the flag is refused with `why`.
+    """
     group = parser.add_argument_group("connection")
     group.add_argument("--api-key", help="DashScope API key; default: $DASHSCOPE_API_KEY")
     group.add_argument(
@@ -162,43 +180,64 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         help="singapore, beijing or virginia; default: $DASHSCOPE_REGION, else singapore",
     )
     group.add_argument("--workspace", help="workspace id, sent as X-DashScope-WorkSpace")
-    group.add_argument(
-        "--emulator",
-        action="store_true",
-        help=(
-            "run offline against a local emulator started in this process, in compressed time "
-            f"(--time-scale, default {EMULATOR_TIME_SCALE:g}); no key needed"
-        ),
-    )
-    limits = parser.add_argument_group("limits (for accounts with raised quotas)")
-    limits.add_argument(
-        "--in-flight",
-        type=_positive_int,
-        metavar="N",
-        help="tasks of each model in flight at once; default: the documented limit (e.g. 2)",
-    )
-    limits.add_argument(
-        "--submits-per-second",
-        type=_positive_float,
-        metavar="R",
-        help="task submissions per second for each model; default: the documented limit",
-    )
-    limits.add_argument(
-        "--queries-per-second",
-        type=_positive_float,
-        metavar="Q",
-        help="task queries (polls, lists, cancels) per second, all models; default: 15 of 20",
-    )
-    limits.add_argument(
-        "--time-scale",
-        type=_positive_float,
-        metavar="X",
-        help=(
-            "for emulators only: multiply every delay the client waits for (poll schedule, rate "
-            "windows, backoffs) by X to match an emulator's compressed time; default 1 "
-            f"({EMULATOR_TIME_SCALE:g} with --emulator). Never set it against the real service"
-        ),
-    )
+    if emulator:
+        group.add_argument(
+            "--emulator",
+            action="store_true",
+            help=(
+                "run offline against a local emulator started in this process, in compressed "
+                f"time (--time-scale, default {EMULATOR_TIME_SCALE:g}); no key needed"
+            ),
+        )
+    else:
+        group.add_argument("--emulator", action=_NoEmulator, nargs=0, help=argparse.SUPPRESS)
+    parser.set_defaults(emulator=False, **dict.fromkeys(_ALL_LIMITS))
+    if not limits:
+        return
+    group = parser.add_argument_group("limits (for accounts with raised quotas)")
+    if "in_flight" in limits:
+        group.add_argument(
+            "--in-flight",
+            type=_positive_int,
+            metavar="N",
+            help="tasks of each model in flight at once; default: the documented limit (e.g. 2)",
+        )
+    if "submits_per_second" in limits:
+        group.add_argument(
+            "--submits-per-second",
+            type=_positive_float,
+            metavar="R",
+            help="task submissions per second for each model; default: the documented limit",
+        )
+    if "queries_per_second" in limits:
+        group.add_argument(
+            "--queries-per-second",
+            type=_positive_float,
+            metavar="Q",
+            help="task queries (polls, lists, cancels) per second, all models; default: 15 of 20",
+        )
+    if "time_scale" in limits:
+        group.add_argument(
+            "--time-scale",
+            type=_positive_float,
+            metavar="X",
+            help=(
+                "for emulators only: multiply every delay the client waits for (poll schedule, "
+                "rate windows, backoffs) by X to match an emulator's compressed time; default 1 "
+                f"({EMULATOR_TIME_SCALE:g} with --emulator). Never set it against the real service"
+            ),
+        )
+
+
+class _NoEmulator(argparse.Action):
+    """``--emulator`` where an emulator started for the command could not hold anything."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
+        parser.error(
+            "--emulator is not available here: an emulator started for one command has no tasks "
+            "to list, show or cancel. Serve one with `aioqwenimage emulator` and point "
+            "--base-url and --api-key (or DASHSCOPE_HTTP_BASE_URL and DASHSCOPE_API_KEY) at it"
+        )
 
 
 # --- resolving -----------------------------------------------------------------------------------

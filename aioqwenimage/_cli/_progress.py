@@ -4,6 +4,12 @@ otherwise (or when rich is not installed). The summary at the end is `aioqwenima
 
 The batch runner owns the numbers (a `Tally`); a display only renders them. Both displays take
 the same calls: `Display.log` for one notable line, `Display.refresh` now and then, `Display.close`.
+
+The counters are a partition of *now* (waiting, in flight, done, failed...), never a cumulative
+count beside a current one, and the bar counts the items that ended with an outcome: after Ctrl-C
+it shows what actually got done, not the items that were merely let go. On a terminal the bar,
+elapsed time, rate and ETA are `rich.progress` columns; the plain lines (no rich needed) measure
+the rate themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "Display",
     "Phase",
     "PlainDisplay",
+    "QuietDisplay",
     "RichDisplay",
     "Tally",
     "format_duration",
@@ -110,16 +117,14 @@ class Tally:
         return self.clock() - self.started
 
     @property
-    def submitted(self) -> int:
-        """Items whose create went out and came back: tasks that exist, or outcomes known."""
-        return self.total - self.count(
-            Phase.QUEUED,
-            Phase.WAITING,
-            Phase.SENDING,
-            Phase.UNCERTAIN,
-            Phase.NOT_SENT,
-            Phase.RECONCILING,
-        )
+    def waiting(self) -> int:
+        """Items not created yet: queued, waiting for the limits, being sent or reconciled."""
+        return self.count(Phase.QUEUED, Phase.WAITING, Phase.SENDING, Phase.RECONCILING)
+
+    @property
+    def ended(self) -> int:
+        """Items that ended with an outcome, images or a failure (what the bar counts)."""
+        return self.done + self.failed
 
     @property
     def in_flight(self) -> int:
@@ -180,23 +185,32 @@ def format_duration(seconds: float | None) -> str:
     return f"{whole // _HOUR}h{whole % _HOUR // _MINUTE:02d}m"
 
 
-def _status_fields(tally: Tally) -> list[tuple[str, str]]:
-    rate = tally.rate()
+def _counters(tally: Tally) -> list[tuple[str, str]]:
     fields = [
-        ("submitted", str(tally.submitted)),
-        ("running", str(tally.in_flight)),
+        ("waiting", str(tally.waiting)),
+        ("in flight", str(tally.in_flight)),
         ("done", str(tally.done)),
         ("failed", str(tally.failed)),
     ]
-    uncertain = tally.count(Phase.UNCERTAIN, Phase.RECONCILING)
-    if uncertain:
-        fields.append(("uncertain", str(uncertain)))
-    fields += [
+    # Shown only when there are some: both need the user's attention.
+    for name, phases in (
+        ("uncertain", (Phase.UNCERTAIN,)),
+        ("not sent", (Phase.NOT_SENT,)),
+    ):
+        count = tally.count(*phases)
+        if count:
+            fields.append((name, str(count)))
+    return fields
+
+
+def _status_fields(tally: Tally) -> list[tuple[str, str]]:
+    rate = tally.rate()
+    return [
+        *_counters(tally),
         ("rate", "?" if rate is None else f"{rate:.1f}/s"),
         ("ETA", format_duration(tally.eta())),
         ("elapsed", format_duration(tally.elapsed)),
     ]
-    return fields
 
 
 class Display(Protocol):
@@ -240,7 +254,7 @@ class PlainDisplay:
         """The tally in one line."""
         tally = self._tally
         fields = " ".join(f"{name} {value}" for name, value in _status_fields(tally))
-        return f"progress {tally.finished}/{tally.total}: {fields}"
+        return f"progress {tally.ended}/{tally.total}: {fields}"
 
     def refresh(self) -> None:
         """Every few seconds, a progress line (skipped while nothing changed)."""
@@ -258,44 +272,80 @@ class PlainDisplay:
         self.log(self.progress_line())
 
 
+class QuietDisplay:
+    """``-q``: the notable lines only (failures, decisions), no progress."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._plain = PlainDisplay(Tally(total=0), stream)
+
+    def log(self, line: str) -> None:
+        """Write `line` with a wall-clock timestamp."""
+        self._plain.log(line)
+
+    def refresh(self) -> None:
+        """Nothing: no progress lines."""
+
+    def close(self) -> None:
+        """Nothing: no last progress line."""
+
+
 class RichDisplay:
     """A live bar and counters on a terminal, with notable lines printed above them."""
 
     def __init__(self, tally: Tally, console: Console, title: str) -> None:
         from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._tally = tally
         self._console = console
         self._title = title
+        # Rendered inside our own Live (with the title and the counters), never started itself.
+        self._progress = Progress(
+            BarColumn(bar_width=40),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            auto_refresh=False,
+            speed_estimate_period=_RATE_WINDOW,
+        )
+        self._task = self._progress.add_task("", total=max(tally.total, 1))
         self._live: Live = Live(
             _Renderable(self), console=console, refresh_per_second=8, transient=False
         )
         self._live.start()
 
     def render(self) -> RenderableType:
-        """The live part: a title, the bar, and the counters."""
+        """The live part: a title, the bar (rich.progress columns), and the counters."""
         from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
         from rich.text import Text
 
         tally = self._tally
-        percent = 100 * tally.finished / tally.total if tally.total else 100.0
-        bar = Table.grid(padding=(0, 1))
-        bar.add_row(
-            ProgressBar(total=max(tally.total, 1), completed=tally.finished, width=40),
-            Text(f"{tally.finished}/{tally.total}", style="bold"),
-            Text(f"{percent:3.0f}%"),
-        )
+        self._progress.update(self._task, completed=tally.ended, total=max(tally.total, 1))
         counters = Text()
-        for name, value in _status_fields(tally):
-            style = {"failed": "red", "uncertain": "yellow", "done": "green"}.get(name, "")
+        fields = _counters(tally)
+        speed = self._progress.tasks[0].speed
+        fields.append(("rate", "?" if speed is None else f"{speed:.1f}/s"))
+        for name, value in fields:
+            style = {"failed": "red", "uncertain": "yellow", "not sent": "yellow"}.get(name, "")
+            style = "green" if name == "done" else style
             style = style if value not in ("0", "?") else ""
             if counters:
                 counters.append("  ")
             counters.append(f"{name} ")
             counters.append(value, style=f"bold {style}".strip())
-        return Group(Text(self._title, style="bold"), bar, counters)
+        return Group(Text(self._title, style="bold"), self._progress, counters)
 
     def log(self, line: str) -> None:
         """Print `line` above the live part."""
@@ -321,7 +371,12 @@ class _Renderable:
 
 
 def make_display(
-    tally: Tally, *, title: str, plain: bool = False, stream: IO[str] | None = None
+    tally: Tally,
+    *,
+    title: str,
+    plain: bool = False,
+    quiet: bool = False,
+    stream: IO[str] | None = None,
 ) -> tuple[Display, Console | None]:
     """
     The live display on a terminal with rich installed, plain lines otherwise.
@@ -330,6 +385,8 @@ def make_display(
         The display, and the rich console when one is used (for the summary table).
     """
     out = stream if stream is not None else sys.stdout
+    if quiet:
+        return QuietDisplay(out), None
     if not plain and _is_terminal(out):
         try:
             from rich.console import Console

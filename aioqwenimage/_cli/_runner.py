@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import attrs
 
-from aioqwenimage._cli._journal import Journal, Row, State
+from aioqwenimage._cli._journal import Journal, JournalError, Row, State
 from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STORAGE,
     Connection,
     connect,
+    error,
     note,
 )
 from aioqwenimage._cli._progress import Display, Phase, Tally, make_display, plural
@@ -64,7 +66,7 @@ from aioqwenimage._errors import (
 from aioqwenimage._models import EventKind, TaskEvent, TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
     from anyio.streams.memory import MemoryObjectSendStream
@@ -77,6 +79,9 @@ _MANIFEST_EVERY: Final = 5.0  # seconds between manifest rewrites while running
 _TICK: Final = 0.25
 # Refused for every item alike: stop the batch rather than fail it item by item.
 _FATAL: Final = (AuthenticationError, PermissionDeniedError, QuotaExceededError)
+# The journal or the directory failed us (disk full, unwritable, damaged): no image is paid for
+# that could not be recorded or saved, so the batch stops submitting at the first one.
+_STORAGE: Final = (JournalError, OSError)
 
 
 class _StoppedError(Exception):  # a signal, raised from on_sending so that nothing is sent
@@ -93,6 +98,7 @@ class BatchOptions:
     resend_uncertain: bool = False
     retry_failed: bool = False
     plain: bool = False
+    quiet: bool = False
     seed: int | None = None
 
 
@@ -140,6 +146,7 @@ class BatchRunner:
         self.stop_reason = "interrupted before it was sent"
         self.interrupts = 0
         self.fatal: QwenImageError | None = None
+        self.storage: Exception | None = None
         self.admissions: dict[int, _Admission] = {}
         self.handles: dict[int, TaskHandle] = {}
         self.by_task: dict[str, int] = {}
@@ -166,7 +173,11 @@ class BatchRunner:
         models = sorted({row.model for row in self.rows.values()})
         title = self._title(models)
         self.display, self.console = make_display(
-            self.tally, title=title, plain=self.options.plain, stream=self.stream
+            self.tally,
+            title=title,
+            plain=self.options.plain,
+            quiet=self.options.quiet,
+            stream=self.stream,
         )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
@@ -174,13 +185,26 @@ class BatchRunner:
             async with connect(
                 self.connection, models=models, event_hooks=[self._on_event], seed=self.options.seed
             ) as client:
-                await self._run(client)
+                try:
+                    await self._run(client)
+                except _STORAGE as exc:  # before or after the work group (plan, listing)
+                    self._storage_failed(exc)
         finally:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
             self.display.close()
-        write_manifest(self.out, self.journal.rows())
+        try:
+            write_manifest(self.out, self.journal.rows())
+        except _STORAGE as exc:
+            self._storage_failed(exc)
         self._print_summary()
+        if self.storage is not None:
+            error(
+                f"stopped: {_describe_storage(self.storage)}. Every change before it is in the "
+                "journal: free some space (or make the directory writable again), then run the "
+                "same command to resume; nothing is paid for twice."
+            )
+            return EXIT_STORAGE
         if self.fatal is not None:
             self._log(f"stopped: {self.fatal}")
             return EXIT_FAILED
@@ -218,11 +242,13 @@ class BatchRunner:
                 for seq in todo.submit:
                     send.send_nowait(seq)
                 for seq in todo.attach:
-                    work.start_soon(self._follow, seq, self._attach(self.rows[seq]))
+                    work.start_soon(
+                        self._guarded, seq, self._follow(seq, self._attach(self.rows[seq]))
+                    )
                 for seq in todo.download:
-                    work.start_soon(self._download, seq)
+                    work.start_soon(self._guarded, seq, self._download(seq))
                 if listing is not None:
-                    work.start_soon(self._reconcile, uncertain, listing)
+                    work.start_soon(self._guarded, None, self._reconcile(uncertain, listing))
                 else:
                     send.close()
                 for _ in range(min(self.options.concurrency, len(self.rows))):
@@ -253,9 +279,12 @@ class BatchRunner:
             await anyio.sleep(_TICK)
             if self.display is not None:
                 self.display.refresh()
-            if time.monotonic() - last_manifest >= _MANIFEST_EVERY:
+            if time.monotonic() - last_manifest >= _MANIFEST_EVERY and self.storage is None:
                 last_manifest = time.monotonic()
-                write_manifest(self.out, self.journal.rows())
+                try:
+                    write_manifest(self.out, self.journal.rows())
+                except _STORAGE as exc:
+                    self._storage_failed(exc)
 
     # --- submitting ------------------------------------------------------------------------------
 
@@ -265,7 +294,24 @@ class BatchRunner:
                 if self.stopping:
                     self._not_sent(seq, self.stop_reason)
                     continue
-                await self._submit(seq)
+                await self._guarded(seq, self._submit(seq))
+
+    async def _guarded(self, seq: int | None, work: Awaitable[None]) -> None:
+        """Run one item's work; a storage failure stops the batch instead of crashing it."""
+        try:
+            await work
+        except _STORAGE as exc:
+            self._storage_failed(exc)
+            if seq is not None:
+                # Whatever the journal last holds for it is what the next run resumes from.
+                self._not_finished(seq, f"stopped: {_describe_storage(exc)}")
+
+    def _storage_failed(self, exc: Exception) -> None:
+        if self.storage is not None:
+            return
+        self.storage = exc
+        self._log(f"stopped: {_describe_storage(exc)}; no new submissions")
+        self._stop_submitting("not sent: the batch stopped (the journal or directory failed)")
 
     async def _submit(self, seq: int) -> None:
         client = self.client
@@ -431,20 +477,20 @@ class BatchRunner:
             self.journal.downloaded(seq, files, sync=row.task_id is None)
             self.rows[seq] = self.journal.row(seq)
             self.tally.set(seq, Phase.DONE)
-            if self.console is None:
+            if self.console is None and not self.options.quiet:
                 self._log(f"done {row.item_id}: {', '.join(files)}")
             return
 
     async def _save_all(self, client: Client, row: Row, urls: list[tuple[int, str]]) -> list[str]:
         """Download every image concurrently; raises the first failure (expiry first)."""
         files: list[str] = [""] * len(urls)
-        errors: list[QwenImageError] = []
+        errors: list[Exception] = []
 
         async def save(position: int, index: int, url: str) -> None:
             name = self._file_name(row, index)
             try:
                 await client.download_image(url, self.out / name)
-            except QwenImageError as exc:
+            except (QwenImageError, OSError) as exc:
                 errors.append(exc)
                 return
             files[position] = name
@@ -453,7 +499,11 @@ class BatchRunner:
             for position, (index, url) in enumerate(urls):
                 tg.start_soon(save, position, index, url)
         if errors:
-            raise next((e for e in errors if isinstance(e, ImageExpiredError)), errors[0])
+            # A full disk stops the batch, so it goes first; then expiry (URLs to refresh).
+            raise next(
+                (e for e in errors if isinstance(e, OSError)),
+                next((e for e in errors if isinstance(e, ImageExpiredError)), errors[0]),
+            )
         return files
 
     async def _repoll(self, seq: int, row: Row) -> GenerationResult | None:
@@ -484,7 +534,9 @@ class BatchRunner:
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; adopted")
                 self._succeeded(seq, results[orphan.task_id])
                 self.tally.set(seq, Phase.DOWNLOADING)
-                self.live.work.start_soon(self._download, seq, results[orphan.task_id])
+                self.live.work.start_soon(
+                    self._guarded, seq, self._download(seq, results[orphan.task_id])
+                )
             for seq in decision.resend:
                 self.journal.pending(seq, decision.reasons[seq])
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; safe to send again")
@@ -558,7 +610,10 @@ class BatchRunner:
             return
         seq = self.by_task.get(event.task_id)
         if seq is not None and self.journal.state(seq) is State.CREATED:
-            self.journal.running(seq)
+            try:
+                self.journal.running(seq)
+            except JournalError as exc:  # only a hint for the next run: the task goes on
+                self._storage_failed(exc)
 
     def _on_interrupt(self) -> None:
         self.interrupts += 1
@@ -627,6 +682,14 @@ def _lost(exc: QwenImageError) -> str:
         f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
         "against the task list"
     )
+
+
+def _describe_storage(exc: Exception) -> str:
+    """A storage failure in one line: the journal's own message, or the file and the reason."""
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from aioqwenimage._cli._messages import add_output_options, describe_error
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -83,8 +84,13 @@ def register(subparsers: Any) -> None:
     cancel = actions.add_parser("cancel", help="cancel a PENDING task")
     cancel.add_argument("task_id", metavar="ID")
 
-    for sub in (listing, show, cancel):
-        add_connection_options(sub)
+    # Only the flags that change something for each action: a listing and `show --wait` query
+    # (so the query rate and an emulator's time scale matter), `cancel` is one request. None
+    # takes --emulator: an emulator started for one command has no tasks (see _NoEmulator).
+    queries = ("queries_per_second", "time_scale")
+    for sub, limits in ((listing, queries), (show, queries), (cancel, ("time_scale",))):
+        add_connection_options(sub, limits=limits, emulator=False)
+        add_output_options(sub)
         sub.set_defaults(run=run)
 
 
@@ -129,7 +135,7 @@ async def _list(args: argparse.Namespace, connection: Connection) -> int:
                 if len(rows) >= args.limit:
                     break
         except QwenImageError as exc:
-            error(str(exc))
+            error(describe_error(exc))
             return EXIT_FAILED
     if args.json:
         for info in rows:
@@ -248,7 +254,7 @@ async def _cancel(args: argparse.Namespace, connection: Connection) -> int:
         try:
             cancelled = await client.cancel(args.task_id)
         except QwenImageError as exc:
-            error(str(exc))
+            error(describe_error(exc))
             return EXIT_FAILED
     if cancelled:
         say(f"cancelled {args.task_id}")

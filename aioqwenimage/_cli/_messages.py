@@ -1,0 +1,138 @@
+"""
+What the command line says to people: errors in words, model names with a suggestion, verbosity.
+
+The library's errors are written for programmers (their class is part of the message's meaning);
+a command line user needs what happened and what to do, without an internal class name. Library
+log records go to stderr at the level ``-v``/``-q`` ask for; without either flag the library's
+own switch (``AIOQWENIMAGE_LOG``) or Python's defaults apply, so the two never print twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+import warnings
+from typing import TYPE_CHECKING, Final
+
+from aioqwenimage._errors import (
+    APIError,
+    AuthenticationError,
+    QwenImageError,
+    SubmissionUncertainError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = [
+    "add_output_options",
+    "configure_output",
+    "describe_error",
+    "model_problem",
+    "suggest_model",
+]
+
+_LOGGER: Final = "aioqwenimage"
+_UNKNOWN_MODEL_WARNING: Final = r"model .* is not in aioqwenimage's catalog"
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q``: how much the command says."""
+    group = parser.add_argument_group("output")
+    loudness = group.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show the library's log: -v retries and throttling (INFO), -vv every request (DEBUG)",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress or status lines: results, problems and errors only",
+    )
+
+
+def configure_output(verbose: int, *, quiet: bool) -> None:
+    """Route the library's log to stderr at the level the flags ask for; format warnings."""
+    # A warning is one line addressed to the user, not a source location and a code line.
+    warnings.formatwarning = _format_warning
+    if not verbose and not quiet:
+        return
+    logger = logging.getLogger(_LOGGER)
+    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose == 1 else logging.DEBUG)
+    if not logger.handlers:  # AIOQWENIMAGE_LOG may have installed one already
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    del category, filename, lineno, line
+    return f"aioqwenimage: warning: {message}\n"
+
+
+def suggest_model(name: str) -> str | None:
+    """The catalog's closest name to `name`, if one is close enough to be a typo of it."""
+    from aioqwenimage._catalog import MODELS
+
+    close = difflib.get_close_matches(name, sorted(MODELS), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def model_problem(name: str) -> tuple[str | None, str | None]:
+    """
+    What is wrong with a model name: ``(error, warning)``, each ``None`` when there is none.
+
+    A name of no known family is an error, with the nearest catalog name when there is one. A
+    name the catalog does not know but whose family it does (a new dated snapshot, or a typo)
+    runs with that family's rules, with a warning that suggests the nearest name.
+    """
+    from aioqwenimage._catalog import resolve
+
+    found = resolve(name)
+    if found is not None and found[1]:
+        return None, None
+    from aioqwenimage._catalog import MODELS
+
+    suggestion = suggest_model(name)
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    if found is None:
+        if suggestion is None:  # nothing close: the whole list is the help
+            hint = f"; known models: {', '.join(sorted(MODELS))}"
+        return f"unknown model {name!r}{hint}", None
+    # The library warns too; ours says the same with the suggestion, so silence its copy.
+    warnings.filterwarnings("ignore", message=_UNKNOWN_MODEL_WARNING, category=UserWarning)
+    return None, (
+        f"model {name!r} is not in the catalog; it is sent as is, with the rules of "
+        f"{found[0].family} models{hint}"
+    )
+
+
+def describe_error(exc: QwenImageError) -> str:
+    """A library error in words for the command line: what happened, and what to do."""
+    if isinstance(exc, SubmissionUncertainError):
+        return (
+            f"the request was sent but its answer was lost, so a task may exist: {exc}. "
+            "`aioqwenimage tasks list` shows the account's recent tasks"
+        )
+    if isinstance(exc, TransportError):
+        return (
+            f"network failure: {exc}. Check the connection, --base-url and --region "
+            "(or use --emulator to work offline)"
+        )
+    if isinstance(exc, AuthenticationError):
+        return f"the service refused the API key: {exc}"
+    if isinstance(exc, APIError):
+        return f"the service refused the request: {exc}"
+    return str(exc)
