@@ -29,6 +29,20 @@ ImageInput = str | bytes | PathLike[str]
 """An input image: an ``http(s)://``, ``oss://`` or ``data:`` URL, raw bytes, or a local path."""
 
 _MAX_IMAGE_BYTES = 10 * 1024 * 1024  # dashscope-api.md §4.3
+_KEYWORDS = frozenset(
+    {
+        "size",
+        "n",
+        "seed",
+        "negative_prompt",
+        "prompt_extend",
+        "watermark",
+        "prompt",
+        "model",
+        "images",
+        "messages",
+    }
+)
 _warned_unknown: set[str] = set()
 
 
@@ -110,17 +124,20 @@ def prepare(
 
     named = {
         "size": None if parsed_size is None else _catalog.format_size(parsed_size),
-        "n": n,
+        # Wan's service default is 4 images, each billed: one unless the caller asks for more.
+        "n": 1 if n is None else n,
         "seed": seed,
         "prompt_extend": prompt_extend,
         "watermark": watermark,
     }
     parameters: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     for key, value in (extra_parameters or {}).items():
-        if key in parameters or key in {"negative_prompt", "prompt", "model"}:
+        # A known parameter smuggled in here would skip the catalog's checks.
+        if key in _KEYWORDS:
             _reject(
                 "extra_parameters",
-                f"{key!r} has its own keyword argument; pass it there, not in extra_parameters",
+                f"{key!r} has its own keyword argument, validated against the model: pass "
+                f"{key}=... instead of extra_parameters={{{key!r}: ...}}",
                 model,
             )
         parameters[key] = value

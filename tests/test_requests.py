@@ -23,7 +23,7 @@ def test_async_qwen_model_builds_a_text2image_body():
     assert {
         "model": "qwen-image-plus",
         "input": {"prompt": "a fox", "negative_prompt": "blur"},
-        "parameters": {"size": "1328*1328", "seed": 7},
+        "parameters": {"size": "1328*1328", "n": 1, "seed": 7},
     } == request.body
 
 
@@ -108,6 +108,29 @@ def test_extra_parameters_pass_through_but_never_shadow_named_ones():
 
     with pytest.raises(InvalidRequestError, match="own keyword"):
         prepare("x", model="wan2.2-t2i-flash", n=1, extra_parameters={"n": 2})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("size", "100*100"),
+        ("size", "1024*1024"),
+        ("n", 9),
+        ("n", 1),
+        ("seed", -1),
+        ("watermark", "yes"),
+        ("prompt_extend", True),
+        ("negative_prompt", "blur"),
+    ],
+)
+def test_known_parameters_in_extra_parameters_are_refused_naming_the_keyword(
+    key: str, value: object
+):
+    """A known parameter never skips validation through extra_parameters: use the keyword."""
+    with pytest.raises(InvalidRequestError) as info:
+        prepare("x", model="wan2.2-t2i-flash", extra_parameters={key: value})
+    assert ("extra_parameters", "wan2.2-t2i-flash") == (info.value.parameter, info.value.model)
+    assert f"pass {key}=..." in str(info.value)
 
 
 def test_unknown_snapshot_is_routed_by_family_and_warns_once(monkeypatch):
