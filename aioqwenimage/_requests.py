@@ -163,20 +163,26 @@ def _reject(parameter: str, rule: str, model: str) -> None:
     raise InvalidRequestError(msg, parameter=parameter, model=model)
 
 
-async def encode_images(images: Sequence[ImageInput] | None) -> list[str]:
+async def encode_images(images: Sequence[ImageInput] | None, *, model: str) -> list[str]:
     """
     Turn input images into what the API takes: URLs pass through; bytes and local files become
     ``data:`` URIs (read in a worker thread, never on the event loop).
+
+    Args:
+        model: The model the images are for; every error names it.
 
     Raises:
         InvalidRequestError: A file is missing, or an image is larger than the API's 10 MB.
     """
     if images is None:
         return []
+
+    def refuse(rule: str) -> InvalidRequestError:
+        message = f"images: {rule} (model {model!r})"
+        return InvalidRequestError(message, parameter="images", model=model)
+
     if isinstance(images, str | bytes) or not isinstance(images, Sequence):
-        raise InvalidRequestError(
-            "images must be a sequence of URLs, paths or bytes", parameter="images"
-        )
+        raise refuse("must be a sequence of URLs, paths or bytes")
     encoded: list[str] = []
     for item in images:
         image: object = item  # untyped callers may pass anything
@@ -191,14 +197,14 @@ async def encode_images(images: Sequence[ImageInput] | None) -> list[str]:
                 data = await anyio.Path(path).read_bytes()
             except OSError as exc:
                 msg = f"cannot read input image {str(path)!r}: {exc.strerror}"
-                raise InvalidRequestError(msg, parameter="images") from exc
+                raise refuse(msg) from exc
             mime = mimetypes.guess_type(path.name)[0] or _sniff(data)
         else:
             msg = f"an input image must be a URL, a path or bytes, not {type(image).__name__}"
-            raise InvalidRequestError(msg, parameter="images")
+            raise refuse(msg)
         if len(data) > _MAX_IMAGE_BYTES:
             msg = f"an input image is {len(data)} bytes; the API takes at most {_MAX_IMAGE_BYTES}"
-            raise InvalidRequestError(msg, parameter="images")
+            raise refuse(msg)
         encoded.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
     return encoded
 

@@ -157,7 +157,9 @@ async def test_encode_images_passes_urls_and_inlines_files_and_bytes(tmp_path: P
     path = tmp_path / "in.jpg"
     path.write_bytes(b"\xff\xd8jpeg")
 
-    encoded = await encode_images(["https://x/a.png", png, path, str(path)])
+    encoded = await encode_images(
+        ["https://x/a.png", png, path, str(path)], model="qwen-image-edit-plus"
+    )
 
     assert "https://x/a.png" == encoded[0]
     assert "data:image/png;base64," + base64.b64encode(png).decode() == encoded[1]
@@ -168,10 +170,10 @@ async def test_encode_images_passes_urls_and_inlines_files_and_bytes(tmp_path: P
 async def test_encode_images_rejects_missing_files_and_oversized_images(tmp_path: Path):
     """A missing file or an image over 10 MB is an InvalidRequestError on `images`."""
     with pytest.raises(InvalidRequestError, match="cannot read input image"):
-        await encode_images([tmp_path / "nope.png"])
+        await encode_images([tmp_path / "nope.png"], model="qwen-image-edit-plus")
     with pytest.raises(InvalidRequestError, match="at most"):
-        await encode_images([b"\x00" * (10 * 1024 * 1024 + 1)])
+        await encode_images([b"\x00" * (10 * 1024 * 1024 + 1)], model="qwen-image-edit-plus")
     with pytest.raises(InvalidRequestError, match="sequence"):
-        await encode_images("https://x/a.png")  # type: ignore[arg-type]
+        await encode_images("https://x/a.png", model="qwen-image-edit-plus")  # type: ignore[arg-type]
     with pytest.raises(InvalidRequestError, match="not int"):
-        await encode_images([3])  # type: ignore[list-item]
+        await encode_images([3], model="qwen-image-edit-plus")  # type: ignore[list-item]
