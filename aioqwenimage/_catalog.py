@@ -3,25 +3,45 @@ The model catalog: what every image model accepts, where it is served, and its d
 
 One table serves both sides: the client validates and routes requests with it before any I/O, and
 the emulator in `aioqwenimage.testing` rejects with it what the real service rejects, so the two can
-never disagree. Every fact here is from ``dashscope-api.md`` §2, §3 and §7; where the documentation
-is silent the choice is marked ``[I]`` and explained.
+never disagree. Every fact names its source (`ModelSpec.sources`, `SizeRule.source`), and
+``docs/models.md`` is generated from them. Where sources disagree, the catalog refuses only what
+every documented source refuses and accepts what any of them accepts (issue 9); where they are
+silent, the choice is marked ``[I]`` and explained.
 
-This module is pure: no I/O, no aiohttp, no clock.
+This module is pure: no I/O, no aiohttp, no clock. The rule types live in ``_catalog_rules``.
 """
 
 from __future__ import annotations
 
-import enum
-import re
 from collections.abc import Mapping
 from typing import Final
 
 import attrs
 
+from aioqwenimage._catalog_rules import (
+    EDIT_IMAGES_MAX,
+    IMAGE_GENERATION_PATH,
+    MULTIMODAL_PATH,
+    NEGATIVE_PROMPT_MAX,
+    SEED_MAX,
+    TEXT2IMAGE_PATH,
+    DefaultLimits,
+    ModelSpec,
+    Protocol,
+    SizeRule,
+    Violation,
+    format_size,
+    parse_size,
+)
+
 __all__ = [
+    "EDIT_IMAGES_MAX",
     "IMAGE_GENERATION_PATH",
     "MODELS",
     "MULTIMODAL_PATH",
+    "NEGATIVE_PROMPT_MAX",
+    "SEED_MAX",
+    "SOURCES",
     "TEXT2IMAGE_PATH",
     "DefaultLimits",
     "ModelSpec",
@@ -33,330 +53,80 @@ __all__ = [
     "resolve",
 ]
 
-TEXT2IMAGE_PATH: Final = "/services/aigc/text2image/image-synthesis"  # E1
-MULTIMODAL_PATH: Final = "/services/aigc/multimodal-generation/generation"  # E2
-IMAGE_GENERATION_PATH: Final = "/services/aigc/image-generation/generation"  # E3
+# --- the sources ---------------------------------------------------------------------------------
+# The seeds are the documents the project was built from (issue 9: they win on conflicts unless a
+# newer official source is cited); the other tags are the official pages summarised, with their own
+# tags, in the project's ``dashscope-api.md``.
 
-SEED_MAX: Final = 2_147_483_647
-NEGATIVE_PROMPT_MAX: Final = 500
-EDIT_IMAGES_MAX: Final = 3
+GUIDE: Final = "seed text-to-image-guide.txt (Text-to-image guide, Jan 12 2026)"
+QWEN_REF: Final = "seed qwen-image-api-reference.txt (Qwen-Image API reference)"
+WAN_REF: Final = "Wan text-to-image V2 API reference (dashscope-api.md §3, S-WAN)"
+EDIT_REF: Final = "Qwen-Image edit API reference (dashscope-api.md §3, S-QE)"
+QWEN_PARAMS: Final = "Qwen-Image API reference, parameter table (dashscope-api.md §3, S-QI)"
+COMMON: Final = "common parameters of S-QI, S-WAN, S-QE (dashscope-api.md §3)"
+RATE_LIMITS: Final = "Rate limits page, 2026-02-24 (dashscope-api.md §7, S-RL)"
 
-
-class Protocol(enum.Enum):
-    """How a model is called: which endpoint, which body shape, sync or async."""
-
-    TEXT2IMAGE = "text2image"
-    """E1: async task, ``input.prompt`` string body."""
-    MULTIMODAL = "multimodal"
-    """E2: synchronous, ``input.messages`` body; the response carries the images."""
-    IMAGE_GENERATION = "image-generation"
-    """E3: async task, ``input.messages`` body (wan2.6)."""
-
-    @property
-    def path(self) -> str:
-        """The endpoint path under ``/api/v1``."""
-        return _PATHS[self]
-
-    @property
-    def is_async(self) -> bool:
-        """Whether the endpoint creates a task (and needs ``X-DashScope-Async: enable``)."""
-        return self is not Protocol.MULTIMODAL
-
-
-_PATHS: Final = {
-    Protocol.TEXT2IMAGE: TEXT2IMAGE_PATH,
-    Protocol.MULTIMODAL: MULTIMODAL_PATH,
-    Protocol.IMAGE_GENERATION: IMAGE_GENERATION_PATH,
+SOURCES: Final[Mapping[str, str]] = {
+    "guide": GUIDE,
+    "qwen-reference": QWEN_REF,
+    "wan-reference": WAN_REF,
+    "edit-reference": EDIT_REF,
+    "qwen-parameters": QWEN_PARAMS,
+    "common": COMMON,
+    "rate-limits": RATE_LIMITS,
 }
-
-
-@attrs.frozen(kw_only=True)
-class Violation:
-    """One broken rule: which parameter, what the rule is, for which model."""
-
-    parameter: str
-    rule: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.parameter}: {self.rule} (model {self.model!r})"
-
-
-# The multiplication sign (U+00D7) on purpose: sizes pasted from documents use it.
-_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")  # noqa: RUF001
-
-
-def parse_size(value: object) -> tuple[int, int]:
-    """
-    Read a size given as ``"W*H"``, ``"WxH"`` or ``(w, h)``.
-
-    Raises:
-        ValueError: The value is none of those forms, or a side is not a positive integer.
-    """
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if match is None:
-            msg = f"size must look like 'W*H' or 'WxH', got {value!r}"
-            raise ValueError(msg)
-        width, height = int(match[1]), int(match[2])
-    elif (
-        isinstance(value, tuple | list)
-        and len(value) == 2  # noqa: PLR2004 - a pair
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        width, height = value
-    else:
-        msg = f"size must be 'W*H', 'WxH' or a (width, height) pair, got {value!r}"
-        raise ValueError(msg)
-    if width <= 0 or height <= 0:
-        msg = f"size sides must be positive, got {width}*{height}"
-        raise ValueError(msg)
-    return width, height
-
-
-def format_size(size: tuple[int, int]) -> str:
-    """The wire form of a size: ``"W*H"``."""
-    return f"{size[0]}*{size[1]}"
-
-
-class _SizeKind(enum.Enum):
-    FIXED = "fixed"
-    TOTAL_PIXELS = "total-pixels"
-    PER_SIDE = "per-side"
-    NOT_SETTABLE = "not-settable"
-
-
-@attrs.frozen(kw_only=True)
-class SizeRule:
-    """
-    Which output sizes a model accepts.
-
-    Build one with the class methods; `check` says what is wrong with a size, or ``None``.
-    """
-
-    kind: _SizeKind
-    default: tuple[int, int]
-    choices: tuple[tuple[int, int], ...] = ()
-    min_pixels: int = 0
-    max_pixels: int = 0
-    min_side: int = 0
-    max_side: int = 0
-    max_aspect: float = 0.0
-
-    @classmethod
-    def fixed(cls, *choices: tuple[int, int]) -> SizeRule:
-        """Only these sizes; the first is the default."""
-        return cls(kind=_SizeKind.FIXED, default=choices[0], choices=choices)
-
-    @classmethod
-    def total_pixels(
-        cls,
-        low: int,
-        high: int,
-        *,
-        default: tuple[int, int],
-        max_aspect: float = 0.0,
-    ) -> SizeRule:
-        """Any ``W*H`` whose pixel count is in [low, high] (and aspect within 1:max..max:1)."""
-        return cls(
-            kind=_SizeKind.TOTAL_PIXELS,
-            default=default,
-            min_pixels=low,
-            max_pixels=high,
-            max_aspect=max_aspect,
-        )
-
-    @classmethod
-    def per_side(cls, low: int, high: int, *, default: tuple[int, int]) -> SizeRule:
-        """Width and height each in [low, high]."""
-        return cls(kind=_SizeKind.PER_SIDE, default=default, min_side=low, max_side=high)
-
-    @classmethod
-    def not_settable(cls, *, default: tuple[int, int]) -> SizeRule:
-        """The model picks the size; sending one is an error."""
-        return cls(kind=_SizeKind.NOT_SETTABLE, default=default)
-
-    @property
-    def settable(self) -> bool:
-        """Whether a request may name a size at all."""
-        return self.kind is not _SizeKind.NOT_SETTABLE
-
-    def describe(self) -> str:
-        """The rule in words, for error messages."""
-        if self.kind is _SizeKind.FIXED:
-            return "must be one of " + ", ".join(format_size(c) for c in self.choices)
-        if self.kind is _SizeKind.TOTAL_PIXELS:
-            text = (
-                f"total pixels must be in [{_square(self.min_pixels)}, {_square(self.max_pixels)}]"
-            )
-            if self.max_aspect:
-                text += (
-                    f" and the aspect ratio within 1:{self.max_aspect:g} to {self.max_aspect:g}:1"
-                )
-            return text
-        if self.kind is _SizeKind.PER_SIDE:
-            return f"width and height must each be in [{self.min_side}, {self.max_side}]"
-        return "cannot be set for this model"
-
-    def check(self, size: tuple[int, int]) -> str | None:
-        """``None`` when the size is accepted, else the rule it breaks."""
-        width, height = size
-        if self.kind is _SizeKind.FIXED:
-            ok = size in self.choices
-        elif self.kind is _SizeKind.TOTAL_PIXELS:
-            ok = self.min_pixels <= width * height <= self.max_pixels
-            if ok and self.max_aspect:
-                ok = max(width, height) / min(width, height) <= self.max_aspect
-        elif self.kind is _SizeKind.PER_SIDE:
-            ok = all(self.min_side <= side <= self.max_side for side in size)
-        else:
-            ok = False
-        return None if ok else self.describe()
-
-
-def _square(pixels: int) -> str:
-    root = int(pixels**0.5)
-    return f"{root}*{root}" if root * root == pixels else str(pixels)
-
-
-@attrs.frozen(kw_only=True)
-class DefaultLimits:
-    """
-    A model's documented per-account limits (``dashscope-api.md`` §7).
-
-    Attributes:
-        submits: How many submissions are allowed per `period` seconds.
-        period: The window of `submits`, in seconds (1 or 60).
-        in_flight: Concurrent async tasks allowed, or ``None`` where unlimited (sync calls).
-    """
-
-    submits: int
-    period: float
-    in_flight: int | None
-
-    @property
-    def submits_per_second(self) -> float:
-        """The submission rate as a per-second figure."""
-        return self.submits / self.period
-
-
-@attrs.frozen(kw_only=True)
-class ModelSpec:
-    """
-    Everything the client and the emulator need to know about one model.
-
-    Attributes:
-        name: The model name as sent on the wire.
-        family: A coarse grouping used for routing unknown snapshots and for emulated durations.
-        protocols: The endpoints serving the model; the first is the one the client prefers.
-        size: The accepted output sizes.
-        n_range: Allowed images per request, inclusive.
-        n_default: Images per request when ``n`` is not given.
-        prompt_limit: The documented prompt length; longer prompts are truncated server-side.
-        prompt_extend: Whether the model takes ``prompt_extend``.
-        edit: ``"required"`` for edit models, ``"optional"`` for models that also edit, else
-            ``"no"``.
-        limits: Documented limits per region name; ``"*"`` is the fallback.
-        duration: The typical (low, high) seconds from submission to the end of a task.
-    """
-
-    name: str
-    family: str
-    protocols: tuple[Protocol, ...]
-    size: SizeRule
-    n_range: tuple[int, int]
-    n_default: int
-    prompt_limit: int
-    prompt_extend: bool = True
-    edit: str = "no"
-    limits: Mapping[str, DefaultLimits]
-    duration: tuple[float, float]
-
-    @property
-    def async_protocol(self) -> Protocol | None:
-        """The task-creating endpoint, when the model has one."""
-        return next((p for p in self.protocols if p.is_async), None)
-
-    @property
-    def preferred(self) -> Protocol:
-        """The endpoint the client uses: async where offered (it survives restarts), else sync."""
-        return self.async_protocol or self.protocols[0]
-
-    def default_limits(self, region: str) -> DefaultLimits:
-        """The documented limits in `region`, or the fallback row."""
-        return self.limits.get(region) or self.limits["*"]
-
-    def validate(
-        self,
-        *,
-        prompt: object,
-        size: tuple[int, int] | None = None,
-        n: object = None,
-        seed: object = None,
-        negative_prompt: object = None,
-        prompt_extend: object = None,
-        watermark: object = None,
-        images: int = 0,
-    ) -> list[Violation]:
-        """
-        Every rule of this model that the request breaks (empty when it is valid).
-
-        Prompts and negative prompts longer than the documented limits are not a violation: the
-        service truncates them.
-        """
-        found: list[Violation] = []
-
-        def add(parameter: str, rule: str) -> None:
-            found.append(Violation(parameter=parameter, rule=rule, model=self.name))
-
-        if not isinstance(prompt, str) or not prompt.strip():
-            add("prompt", "must be a non-empty string")
-        if size is not None:
-            problem = self.size.check(size)
-            if problem is not None:
-                add("size", f"{format_size(size)} is not accepted: {problem}")
-        if n is not None:
-            low, high = self.n_range
-            if not _is_int(n) or not low <= n <= high:  # type: ignore[operator]
-                rule = f"must be {low}" if low == high else f"must be an integer in [{low}, {high}]"
-                add("n", f"{rule}, got {n!r}")
-        if seed is not None and (not _is_int(seed) or not 0 <= seed <= SEED_MAX):  # type: ignore[operator]
-            add("seed", f"must be an integer in [0, {SEED_MAX}], got {seed!r}")
-        # Like prompts, a negative prompt over NEGATIVE_PROMPT_MAX is truncated by the service.
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            add("negative_prompt", "must be a string")
-        if prompt_extend is not None:
-            if not self.prompt_extend:
-                add("prompt_extend", "is not supported by this model")
-            elif not isinstance(prompt_extend, bool):
-                add("prompt_extend", "must be a boolean")
-        if watermark is not None and not isinstance(watermark, bool):
-            add("watermark", "must be a boolean")
-        if self.edit == "required" and not 1 <= images <= EDIT_IMAGES_MAX:
-            add("images", f"an edit model needs 1 to {EDIT_IMAGES_MAX} input images, got {images}")
-        elif self.edit == "optional" and images > EDIT_IMAGES_MAX:
-            add("images", f"at most {EDIT_IMAGES_MAX} input images, got {images}")
-        elif self.edit == "no" and images:
-            add("images", "this model does not take input images")
-        return found
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
+"""Every document the catalog cites."""
 
 # --- the table -----------------------------------------------------------------------------------
 
 _QWEN_FIXED: Final = SizeRule.fixed(
-    (1664, 928), (1472, 1104), (1328, 1328), (1104, 1472), (928, 1664)
+    (1664, 928),
+    (1472, 1104),
+    (1328, 1328),
+    (1104, 1472),
+    (928, 1664),
+    source=f"{GUIDE}: Qwen-Image supports only five fixed resolutions, 1664*928 the default",
 )
-_QWEN2_SIZE: Final = SizeRule.total_pixels(512 * 512, 2048 * 2048, default=(2048, 2048))
-_EDIT_SIZE: Final = SizeRule.per_side(512, 2048, default=(1024, 1024))
-_WAN_SIZE: Final = SizeRule.per_side(512, 1440, default=(1024, 1024))
-# [!] §3 says [1280*1280, 1440*1440] but recommends 1104*1472 and 960*1696, which are below it;
-# the older bound of 768*768 admits every recommended size, so it is the one enforced.
-_WAN25_SIZE: Final = SizeRule.total_pixels(
-    768 * 768, 1440 * 1440, default=(1280, 1280), max_aspect=4.0
+_QWEN2_SIZE: Final = SizeRule.total_pixels(
+    512 * 512,
+    2048 * 2048,
+    default=(2048, 2048),
+    source=f"{QWEN_REF}: total pixels between 512*512 and 2048*2048, default 2048*2048",
+)
+_EDIT_SIZE: Final = SizeRule.per_side(
+    512, 2048, default=(1024, 1024), source=f"{EDIT_REF}: width and height each in [512, 2048]"
+)
+_WAN_V2_RULE: Final = SizeRule.per_side(
+    512,
+    1440,
+    default=(1024, 1024),
+    max_pixels=1440 * 1440,
+    source=f"{GUIDE}: Wan V2 (v2.0 and later), width and height from 512 to 1440, "
+    "total at most 1440*1440, default 1024*1024",
+)
+# The Wan reference gives wan2.5/wan2.6 a total-pixel rule (which admits 768*2700) and recommends
+# sizes its own rule refuses (960*1696 is below 1280*1280): each is a documented acceptance. Its
+# older copy's lower bound of 768*768 is superseded by the current one.
+_WAN25_SIZE: Final = SizeRule.any_of(
+    _WAN_V2_RULE,
+    SizeRule.total_pixels(
+        1280 * 1280,
+        1440 * 1440,
+        default=(1280, 1280),
+        max_aspect=4.0,
+        source=f"{WAN_REF}: total pixels in [1280*1280, 1440*1440], aspect 1:4 to 4:1",
+    ),
+    SizeRule.fixed(
+        (1280, 1280),
+        (1104, 1472),
+        (1472, 1104),
+        (960, 1696),
+        (1696, 960),
+        source=f"{WAN_REF}: recommended sizes",
+    ),
+    # [I] The service default: the model's own reference (1280*1280) over the guide's Wan V2
+    # section (1024*1024). The client sends no size unless asked, so this only shapes the emulator.
+    default=(1280, 1280),
 )
 
 _PER_SECOND_2: Final = {"*": DefaultLimits(submits=2, period=1, in_flight=None)}
@@ -372,6 +142,29 @@ _WAN26: Final = {
 
 _E1: Final = (Protocol.TEXT2IMAGE,)
 _E2: Final = (Protocol.MULTIMODAL,)
+
+_QWEN_SYNC_ONLY: Final = (
+    f"{QWEN_REF}: 'Qwen-Image supports synchronous calls'; only qwen-image-plus and qwen-image "
+    "support asynchronous calls"
+)
+_WAN_ASYNC_ONLY: Final = f"{GUIDE}: 'Wan supports only asynchronous calls' (text2image endpoint)"
+_SEED_RANGE: Final = f"{COMMON}: seed in [0, 2147483647]"
+_QWEN_PROMPT: Final = f"{QWEN_PARAMS}: 800 tokens, longer is truncated"
+_EDIT_PROMPT: Final = f"{EDIT_REF}: 800 tokens, longer is truncated"
+_WAN_N: Final = f"{WAN_REF}: 1 to 4, default 4 (the client sends 1 unless asked)"
+
+
+def _sources(
+    endpoints: str, size: str, n: str, prompt_limit: str, limits: str = RATE_LIMITS
+) -> dict[str, str]:
+    return {
+        "endpoints": endpoints,
+        "size": size,
+        "n": n,
+        "prompt_limit": prompt_limit,
+        "seed": _SEED_RANGE,
+        "limits": limits,
+    }
 
 
 def _family(
@@ -402,6 +195,13 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         # [I] §7 does not list the 2.0 series; the doc's own suggestion is to treat it like max.
         limits=_PER_MINUTE_2,
         duration=(12.0, 25.0),
+        sources=_sources(
+            f"{QWEN_REF}: the 2.0 series 'supports synchronous calls only'",
+            _QWEN2_SIZE.source,
+            f"{QWEN_REF}: number of images 1-6; default 1 ({QWEN_PARAMS})",
+            f"{QWEN_PARAMS}: 1300 tokens, longer is truncated",
+            limits=f"[I] not in {RATE_LIMITS}; treated like qwen-image-max",
+        ),
     ),
     **_family(
         "qwen-image-max",
@@ -413,6 +213,12 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         prompt_limit=800,
         limits=_PER_MINUTE_2,
         duration=(12.0, 20.0),
+        sources=_sources(
+            _QWEN_SYNC_ONLY,
+            _QWEN_FIXED.source,
+            f"{QWEN_REF}: number of images fixed at 1",
+            _QWEN_PROMPT,
+        ),
     ),
     **_family(
         "qwen-image",
@@ -424,6 +230,13 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         prompt_limit=800,
         limits=_QWEN_ASYNC,
         duration=(18.0, 30.0),
+        sources=_sources(
+            f"{QWEN_REF}: synchronous, and 'Only qwen-image-plus and qwen-image support "
+            "asynchronous calls'",
+            _QWEN_FIXED.source,
+            f"{QWEN_REF}: number of images fixed at 1",
+            f"{QWEN_PARAMS}: 800 characters on the task endpoint, longer is truncated",
+        ),
     ),
     **_family(
         "qwen-image",
@@ -435,6 +248,12 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         prompt_limit=800,
         limits=_PER_SECOND_2,
         duration=(6.0, 12.0),
+        sources=_sources(
+            _QWEN_SYNC_ONLY,
+            _QWEN_FIXED.source,
+            f"{QWEN_REF}: number of images fixed at 1",
+            _QWEN_PROMPT,
+        ),
     ),
     **_family(
         "qwen-image-edit",
@@ -447,6 +266,12 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         edit="required",
         limits=_PER_MINUTE_2,
         duration=(12.0, 25.0),
+        sources=_sources(
+            f"{EDIT_REF}: synchronous only",
+            _EDIT_SIZE.source,
+            f"{EDIT_REF}: 1 to 6, default 1",
+            _EDIT_PROMPT,
+        ),
     ),
     **_family(
         "qwen-image-edit",
@@ -463,12 +288,20 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         edit="required",
         limits=_PER_SECOND_2,
         duration=(8.0, 20.0),
+        sources=_sources(
+            f"{EDIT_REF}: synchronous only",
+            _EDIT_SIZE.source,
+            f"{EDIT_REF}: 1 to 6, default 1",
+            _EDIT_PROMPT,
+        ),
     ),
     **_family(
         "qwen-image-edit",
         ("qwen-image-edit",),
         protocols=_E2,
-        size=SizeRule.not_settable(default=(1024, 1024)),
+        size=SizeRule.not_settable(
+            default=(1024, 1024), source=f"{EDIT_REF}: size cannot be set for qwen-image-edit"
+        ),
         n_range=(1, 1),
         n_default=1,
         prompt_limit=800,
@@ -476,18 +309,32 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         edit="required",
         limits=_PER_SECOND_2,
         duration=(8.0, 20.0),
+        sources=_sources(
+            f"{EDIT_REF}: synchronous only",
+            f"{EDIT_REF}: size cannot be set for qwen-image-edit",
+            f"{EDIT_REF}: fixed at 1",
+            _EDIT_PROMPT,
+        ),
     ),
     **_family(
         "wan2.6",
         ("wan2.6-t2i",),
-        # The client prefers E3 (a task survives a restart); E2 is the synchronous alternative.
-        protocols=(Protocol.IMAGE_GENERATION, Protocol.MULTIMODAL),
+        # The guide: "Wan supports only asynchronous calls". dashscope-api.md's summary of the Wan
+        # reference also lists the synchronous endpoint, but no newer official copy saying so is
+        # at hand, so the seed is followed: tasks on the image-generation endpoint only.
+        protocols=(Protocol.IMAGE_GENERATION,),
         size=_WAN25_SIZE,
         n_range=(1, 4),
         n_default=4,
         prompt_limit=2100,
         limits=_WAN26,
         duration=(20.0, 35.0),
+        sources=_sources(
+            f"{_WAN_ASYNC_ONLY}; {WAN_REF}: wan2.6 tasks on the image-generation endpoint",
+            " | ".join(_WAN25_SIZE.sources),
+            _WAN_N,
+            f"{WAN_REF}: 2100 characters, longer is truncated",
+        ),
     ),
     **_family(
         "wan",
@@ -499,6 +346,12 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
         prompt_limit=2000,
         limits=_WAN25,
         duration=(8.0, 15.0),
+        sources=_sources(
+            _WAN_ASYNC_ONLY,
+            " | ".join(_WAN25_SIZE.sources),
+            _WAN_N,
+            f"{WAN_REF}: 2000 characters, longer is truncated",
+        ),
     ),
     **_family(
         "wan",
@@ -512,23 +365,35 @@ MODELS: Final[Mapping[str, ModelSpec]] = {
             "wan2.1-t2i-plus",
         ),
         protocols=_E1,
-        size=_WAN_SIZE,
+        size=_WAN_V2_RULE,
         n_range=(1, 4),
         n_default=4,
         prompt_limit=500,
         limits=_WAN_OLD,
         duration=(5.0, 15.0),
+        sources=_sources(
+            _WAN_ASYNC_ONLY,
+            _WAN_V2_RULE.source,
+            _WAN_N,
+            f"{WAN_REF}: 500 characters (2026 copy), longer is truncated",
+        ),
     ),
     **_family(
         "wan",
         ("wanx2.0-t2i-turbo",),
         protocols=_E1,
-        size=_WAN_SIZE,
+        size=_WAN_V2_RULE,
         n_range=(1, 4),
         n_default=4,
         prompt_limit=800,
         limits=_WAN_OLD,
         duration=(5.0, 15.0),
+        sources=_sources(
+            _WAN_ASYNC_ONLY,
+            _WAN_V2_RULE.source,
+            _WAN_N,
+            f"{WAN_REF}: 800 characters, longer is truncated",
+        ),
     ),
 }
 

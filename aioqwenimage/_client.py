@@ -412,7 +412,7 @@ class Client:
             SubmissionUncertainError: The create's outcome is unknown; it was not re-sent.
             RateLimitError: Throttling outlasted the retry budget.
         """
-        encoded = await encode_images(images)
+        encoded = await encode_images(images, model=model)
         request = prepare(
             prompt,
             model=model,
@@ -619,7 +619,7 @@ class Client:
         start: datetime | None = None,
         end: datetime | None = None,
         model: str | None = None,
-        status: TaskStatus | None = None,
+        status: TaskStatus | str | None = None,
         page_size: int = 50,
     ) -> AsyncIterator[TaskInfo]:
         """
@@ -629,9 +629,13 @@ class Client:
             start: The window's start (timezone-aware; naive means UTC).
             end: The window's end; the window may span at most 24 hours.
             model: Only tasks of this model.
-            status: Only tasks in this status.
+            status: Only tasks in this status: a `TaskStatus` or its value (``"SUCCEEDED"``).
             page_size: Rows fetched per request.
+
+        Raises:
+            InvalidRequestError: `status` is neither a `TaskStatus` nor one's value.
         """
+        wanted = _task_status(status)
         self._ensure_open()
         params: dict[str, str] = {"page_size": str(page_size)}
         if start is not None:
@@ -640,8 +644,8 @@ class Client:
             params["end_time"] = _list_time(end)
         if model is not None:
             params["model_name"] = model
-        if status is not None:
-            params["status"] = status.value
+        if wanted is not None:
+            params["status"] = wanted.value
         page = 1
         while True:
             params["page_no"] = str(page)
@@ -724,6 +728,17 @@ def _positive_number(value: object) -> bool:
 
 def _nonempty_str(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
+
+
+def _task_status(value: object) -> TaskStatus | None:
+    if value is None or isinstance(value, TaskStatus):
+        return value
+    if isinstance(value, str) and value in TaskStatus.__members__:
+        return TaskStatus(value)
+    msg = (
+        f"status must be a TaskStatus or one of {', '.join(TaskStatus.__members__)}, got {value!r}"
+    )
+    raise InvalidRequestError(msg, parameter="status")
 
 
 def _list_time(value: datetime) -> str:

@@ -388,6 +388,7 @@ class Engine:
                 if flight.on_sending is not None:
                     await flight.on_sending()
                 self._check_may_send(flight)
+                sent_at = time.time()
                 # A create is shielded and runs in the client's task group: once it may have
                 # left, its outcome must be learnt whatever happens to the caller, or a created
                 # (billed) task would be lost. A synchronous call is abandoned instead: its
@@ -413,7 +414,7 @@ class Engine:
                 self._release_slot(flight)
                 self._uncertain += 1
                 why = f"the connection failed after sending: {exc}"
-                raise self._uncertain_error(request, why) from exc
+                raise self._uncertain_error(request, why, sent_at) from exc
             except BaseException:
                 self._release_slot(flight)
                 raise
@@ -441,7 +442,7 @@ class Engine:
                 continue
             if response.ok or response.status >= 500:  # noqa: PLR2004
                 self._uncertain += 1
-                raise self._uncertain_error(request, str(error)) from error
+                raise self._uncertain_error(request, str(error), sent_at) from error
             raise error
 
     async def _create(self, flight: _Flight) -> None:
@@ -449,12 +450,13 @@ class Engine:
         request, lane, handle = flight.request, flight.lane, flight.handle
         assert request is not None  # noqa: S101
         assert lane is not None  # noqa: S101
+        sent_at = time.time()
         response = await self._send_paid(flight)
         task_id = _created_task_id(response)
         if task_id is None:  # a 2xx without a task id: something may exist, we cannot know
             self._release_slot(flight)
             self._uncertain += 1
-            raise self._uncertain_error(request, "the answer carried no task id")
+            raise self._uncertain_error(request, "the answer carried no task id", sent_at)
         lane.on_success()
         handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
         flight.created_at = time.time()
@@ -526,13 +528,31 @@ class Engine:
         elif not flight.sending and flight.job is not None:
             flight.job.cancel()
 
-    def _uncertain_error(self, request: PreparedRequest, why: str) -> SubmissionUncertainError:
+    def _uncertain_error(
+        self, request: PreparedRequest, why: str, sent_at: float
+    ) -> SubmissionUncertainError:
+        # Each kind of call gets the advice that is true for it: only a create leaves a task.
+        if request.protocol.is_async:
+            message = (
+                f"the create request for model {request.model!r} was sent but its outcome is "
+                f"unknown ({why}); it was not re-sent, so that no image is ordered twice. "
+                "Find the task it may have created with Client.resolve_uncertain(error) "
+                "before retrying."
+            )
+        else:
+            message = (
+                f"the synchronous call to model {request.model!r} was sent but its outcome is "
+                f"unknown ({why}); it was not re-sent, so that no image is ordered twice. "
+                "A synchronous call creates no task, so it cannot be looked up: if the service "
+                "billed it, its images were lost with the answer."
+            )
         return SubmissionUncertainError(
-            f"the create request for model {request.model!r} was sent but its outcome is unknown "
-            f"({why}); it was not re-sent, so that no image is ordered twice. "
-            "Check Client.list_tasks before retrying.",
+            message,
             model=request.model,
             prompt=request.prompt,
+            creates_task=request.protocol.is_async,
+            sent_at=sent_at,
+            parameters=request.body.get("parameters"),
         )
 
     async def _backoff(
@@ -560,7 +580,8 @@ class Engine:
                 response = await self._send_paid(flight, admitted=True)
                 assert response.body is not None  # noqa: S101 - _send_paid returns bodies
                 lane.on_success()
-                self._finish(flight, TaskSnapshot.from_json(response.body))
+                requested = flight.request.body["parameters"].get("n") if flight.request else None
+                self._finish(flight, TaskSnapshot.from_json(response.body, requested=requested))
             except _CallerGone:  # pragma: no cover - only creates are abandoned this way
                 self._end_flight(flight, TaskCanceledError("cancelled", task_id=None))
             except QwenImageError as exc:
@@ -606,6 +627,10 @@ class Engine:
         handle.polls += 1
         flight.garbled = 0
         snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
+            # Attached without a model: the list knows it. Asked before the poll is reported,
+            # so that whoever hears of the poll finds the handle resolved.
+            handle.model = await self._model_of(task_id)
         self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
         if not snapshot.status.is_terminal:
             if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
@@ -655,6 +680,20 @@ class Engine:
         )
         return response.body or {}
 
+    async def _model_of(self, task_id: str) -> str | None:
+        """The model the service recorded for a task (attached without one), or ``None``."""
+        try:
+            body = await self.list_page({"task_id": task_id, "page_no": "1", "page_size": "1"})
+        except QwenImageError as exc:
+            logger.info("the model of task %s could not be listed: %s", task_id, exc)
+            return None
+        rows = body.get("data")
+        for row in rows if isinstance(rows, list) else []:
+            name = row.get("model_name") if isinstance(row, Mapping) else None
+            if isinstance(name, str) and name and row.get("task_id") == task_id:
+                return name
+        return None
+
     def _sweepable(self) -> Iterator[tuple[str, float]]:
         for task_id, flight in self._by_id.items():
             if flight.created_at is not None and not flight.announced:
@@ -683,9 +722,7 @@ class Engine:
                     EventKind.DOWNLOADED, model, task_id, TaskStatus.SUCCEEDED, {"path": str(path)}
                 ),
             )
-            result = result_of(
-                snapshot, model=handle.model or "", prompt=handle.prompt, fetcher=fetcher
-            )
+            result = result_of(snapshot, model=handle.model, prompt=handle.prompt, fetcher=fetcher)
             self._end_flight(flight, None, result=result)
             return
         error, status = error_of(snapshot)

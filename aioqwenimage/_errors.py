@@ -14,7 +14,7 @@ Every error aioqwenimage raises, and the one place where HTTP answers become the
     │   ├── QuotaExceededError      arrears, exhausted quota: never retried
     │   └── ServerError             5xx
     ├── TransportError              the network failed (connect, reset, timeout)
-    ├── SubmissionUncertainError    a create was sent, its outcome is unknown; it was not re-sent
+    ├── SubmissionUncertainError    an order was sent, its outcome is unknown; it was not re-sent
     ├── ImageExpiredError           a result URL is past its expiry
     ├── UnsafeResultError           a result refused for safety: URL, redirect, bytes, file name
     ├── WrongEventLoopError         a client used outside the event loop it was opened in
@@ -170,20 +170,38 @@ class TransportError(QwenImageError):
 
 class SubmissionUncertainError(QwenImageError):
     """
-    Raised when a create request was sent but its outcome is unknown (the connection dropped
-    after sending, a timeout, a 5xx other than 503). The request was *not* re-sent, because a
-    second create could order and bill the same image twice. Look the task up with
-    `Client.list_tasks` if you need to know.
+    Raised when a request that orders images was sent but its outcome is unknown (the connection
+    dropped after sending, a timeout, a 5xx other than 503). The request was *not* re-sent,
+    because a second one could order and bill the same image twice.
+
+    For a task-creating request, `Client.resolve_uncertain` finds the task it created, or shows
+    that none was. A synchronous call creates no task: nothing can be looked up.
 
     Attributes:
         model: The model of the request.
         prompt: The prompt of the request.
+        creates_task: Whether the request would have created a task (``False``: a synchronous
+            call, which leaves nothing to look up).
+        sent_at: When the request was (last) sent, in epoch seconds; ``None`` if unknown.
+        parameters: The request's ``parameters`` as sent (size, n, seed...).
     """
 
-    def __init__(self, message: str, *, model: str, prompt: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        prompt: str,
+        creates_task: bool = True,
+        sent_at: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.prompt = prompt
+        self.creates_task = creates_task
+        self.sent_at = sent_at
+        self.parameters: Mapping[str, Any] = dict(parameters or {})
 
 
 class ImageExpiredError(QwenImageError):

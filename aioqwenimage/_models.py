@@ -173,7 +173,8 @@ class GenerationResult:
         failures: Images that failed while others succeeded.
         task_id: The task's id; ``None`` for a synchronous call.
         request_id: The id of the request that returned the result.
-        model: The model that generated the images.
+        model: The model that generated the images; ``None`` only for a task attached without
+            a model whose model the service's task list could not tell.
         prompt: The prompt as the service echoed it (``orig_prompt``), else as it was sent.
         usage: The service's usage record, as sent (``image_count``, sizes...).
         submitted_at: When the service accepted the task (UTC), if it said.
@@ -185,7 +186,7 @@ class GenerationResult:
     failures: tuple[ImageFailure, ...] = ()
     task_id: str | None = None
     request_id: str | None = None
-    model: str
+    model: str | None
     prompt: str | None = None
     usage: Mapping[str, Any] = attrs.field(factory=dict)
     submitted_at: dt.datetime | None = None
@@ -222,12 +223,20 @@ class TaskSnapshot:
         return (self.finished_at - self.submitted_at).total_seconds()
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any], *, task_id: str | None = None) -> TaskSnapshot:
+    def from_json(
+        cls,
+        body: Mapping[str, Any],
+        *,
+        task_id: str | None = None,
+        requested: object = None,
+    ) -> TaskSnapshot:
         """
         Parse a task query or a synchronous response.
 
         Results come as ``output.results[]`` (E1 tasks: ``url`` or ``code``/``message`` per
-        image) or ``output.choices[0].message.content[]`` (E2 responses and E3 tasks).
+        image) or ``output.choices[0].message.content[]`` (E2 responses and E3 tasks), whose
+        items may be failures too. A synchronous answer with fewer images than `requested` (or
+        than its ``task_metric`` total) reports the missing ones as failures, as a task would.
         """
         output = body.get("output")
         output = output if isinstance(output, Mapping) else {}
@@ -254,8 +263,13 @@ class TaskSnapshot:
                             message=_opt_str(item.get("message")),
                         )
                     )
-        for index, url in enumerate(_choice_images(output)):
-            urls.append((index, url, None))
+        for index, item in enumerate(_choice_items(output)):
+            if isinstance(item.get("image"), str) and item["image"]:
+                urls.append((index, item["image"], None))
+            else:
+                failures.append(_failure(index, item))
+        if raw_status is None and not isinstance(results, Sequence):
+            failures.extend(_missing(output, len(urls) + len(failures), requested))
         usage = body.get("usage")
         return cls(
             task_id=_opt_str(output.get("task_id")) or task_id,
@@ -273,21 +287,51 @@ class TaskSnapshot:
         )
 
 
-def _choice_images(output: Mapping[str, Any]) -> list[str]:
+def _choice_items(output: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The image items (``image``) and per-image failures (``code``) of every choice."""
     choices = output.get("choices")
     if not isinstance(choices, Sequence) or not choices:
         return []
-    found: list[str] = []
+    found: list[Mapping[str, Any]] = []
     for choice in choices:
         message = choice.get("message") if isinstance(choice, Mapping) else None
         content = message.get("content") if isinstance(message, Mapping) else None
         if isinstance(content, Sequence):
             found.extend(
-                item["image"]
+                item
                 for item in content
-                if isinstance(item, Mapping) and isinstance(item.get("image"), str)
+                if isinstance(item, Mapping)
+                and (isinstance(item.get("image"), str) or isinstance(item.get("code"), str))
             )
     return found
+
+
+def _failure(index: int, item: Mapping[str, Any]) -> ImageFailure:
+    return ImageFailure(
+        index=index, code=_opt_str(item.get("code")), message=_opt_str(item.get("message"))
+    )
+
+
+def _missing(output: Mapping[str, Any], seen: int, requested: object) -> list[ImageFailure]:
+    """
+    Images a synchronous answer left out: it drops failed images silently, and says so only
+    in its ``task_metric`` (max/plus) or not at all (the 2.0 series; then `requested` tells).
+    """
+    metric = output.get("task_metric")
+    total = metric.get("TOTAL") if isinstance(metric, Mapping) else None
+    if not _is_count(total):
+        total = requested
+    if not _is_count(total) or total <= seen:  # type: ignore[operator]
+        return []
+    message = f"the service returned {seen} of {total} images and did not say why"
+    return [
+        ImageFailure(index=index, code=None, message=message)
+        for index in range(seen, total)  # type: ignore[arg-type]
+    ]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _opt_str(value: object) -> str | None:

@@ -31,7 +31,7 @@ __all__ = ["EventfulFetcher", "error_of", "result_of"]
 
 
 def result_of(
-    snapshot: TaskSnapshot, *, model: str, prompt: str | None, fetcher: ImageFetcher
+    snapshot: TaskSnapshot, *, model: str | None, prompt: str | None, fetcher: ImageFetcher
 ) -> GenerationResult:
     """The result of a snapshot that has images (a SUCCEEDED task or a synchronous answer)."""
     # Ids come from the server: never a path of their own (issue 8, "../../escaped").

@@ -29,6 +29,20 @@ ImageInput = str | bytes | PathLike[str]
 """An input image: an ``http(s)://``, ``oss://`` or ``data:`` URL, raw bytes, or a local path."""
 
 _MAX_IMAGE_BYTES = 10 * 1024 * 1024  # dashscope-api.md §4.3
+_KEYWORDS = frozenset(
+    {
+        "size",
+        "n",
+        "seed",
+        "negative_prompt",
+        "prompt_extend",
+        "watermark",
+        "prompt",
+        "model",
+        "images",
+        "messages",
+    }
+)
 _warned_unknown: set[str] = set()
 
 
@@ -110,17 +124,20 @@ def prepare(
 
     named = {
         "size": None if parsed_size is None else _catalog.format_size(parsed_size),
-        "n": n,
+        # Wan's service default is 4 images, each billed: one unless the caller asks for more.
+        "n": 1 if n is None else n,
         "seed": seed,
         "prompt_extend": prompt_extend,
         "watermark": watermark,
     }
     parameters: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     for key, value in (extra_parameters or {}).items():
-        if key in parameters or key in {"negative_prompt", "prompt", "model"}:
+        # A known parameter smuggled in here would skip the catalog's checks.
+        if key in _KEYWORDS:
             _reject(
                 "extra_parameters",
-                f"{key!r} has its own keyword argument; pass it there, not in extra_parameters",
+                f"{key!r} has its own keyword argument, validated against the model: pass "
+                f"{key}=... instead of extra_parameters={{{key!r}: ...}}",
                 model,
             )
         parameters[key] = value
@@ -146,20 +163,26 @@ def _reject(parameter: str, rule: str, model: str) -> None:
     raise InvalidRequestError(msg, parameter=parameter, model=model)
 
 
-async def encode_images(images: Sequence[ImageInput] | None) -> list[str]:
+async def encode_images(images: Sequence[ImageInput] | None, *, model: str) -> list[str]:
     """
     Turn input images into what the API takes: URLs pass through; bytes and local files become
     ``data:`` URIs (read in a worker thread, never on the event loop).
+
+    Args:
+        model: The model the images are for; every error names it.
 
     Raises:
         InvalidRequestError: A file is missing, or an image is larger than the API's 10 MB.
     """
     if images is None:
         return []
+
+    def refuse(rule: str) -> InvalidRequestError:
+        message = f"images: {rule} (model {model!r})"
+        return InvalidRequestError(message, parameter="images", model=model)
+
     if isinstance(images, str | bytes) or not isinstance(images, Sequence):
-        raise InvalidRequestError(
-            "images must be a sequence of URLs, paths or bytes", parameter="images"
-        )
+        raise refuse("must be a sequence of URLs, paths or bytes")
     encoded: list[str] = []
     for item in images:
         image: object = item  # untyped callers may pass anything
@@ -174,14 +197,14 @@ async def encode_images(images: Sequence[ImageInput] | None) -> list[str]:
                 data = await anyio.Path(path).read_bytes()
             except OSError as exc:
                 msg = f"cannot read input image {str(path)!r}: {exc.strerror}"
-                raise InvalidRequestError(msg, parameter="images") from exc
+                raise refuse(msg) from exc
             mime = mimetypes.guess_type(path.name)[0] or _sniff(data)
         else:
             msg = f"an input image must be a URL, a path or bytes, not {type(image).__name__}"
-            raise InvalidRequestError(msg, parameter="images")
+            raise refuse(msg)
         if len(data) > _MAX_IMAGE_BYTES:
             msg = f"an input image is {len(data)} bytes; the API takes at most {_MAX_IMAGE_BYTES}"
-            raise InvalidRequestError(msg, parameter="images")
+            raise refuse(msg)
         encoded.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
     return encoded
 

@@ -495,23 +495,14 @@ async def test_sync_2_0_answers_n_images_without_task_metric(fast: Api):
     assert {"height": 2048, "image_count": 3, "width": 2048} == body["usage"]
 
 
-async def test_sync_wan26_shape(fast: Api):
-    """wan2.6-t2i sync answers typed image items, finished, and token usage fields."""
+async def test_sync_wan26_is_refused(fast: Api):
+    """Seed guide: "Wan supports only asynchronous calls": wan2.6-t2i on E2 is a url error."""
     status, body, _ = await fast.sync("wan2.6-t2i", n=2)
-    content = body["output"]["choices"][0]["message"]["content"]
-    assert (200, {"image"}, True) == (
+    assert (400, "InvalidParameter", "url error, please check url!") == (
         status,
-        {c["type"] for c in content},
-        body["output"]["finished"],
+        body["code"],
+        body["message"],
     )
-    expected = {
-        "size": "1280*1280",
-        "total_tokens": 0,
-        "image_count": 2,
-        "output_tokens": 0,
-        "input_tokens": 0,
-    }
-    assert expected == body["usage"]
 
 
 @pytest.mark.parametrize(

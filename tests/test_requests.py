@@ -23,7 +23,7 @@ def test_async_qwen_model_builds_a_text2image_body():
     assert {
         "model": "qwen-image-plus",
         "input": {"prompt": "a fox", "negative_prompt": "blur"},
-        "parameters": {"size": "1328*1328", "seed": 7},
+        "parameters": {"size": "1328*1328", "n": 1, "seed": 7},
     } == request.body
 
 
@@ -110,6 +110,29 @@ def test_extra_parameters_pass_through_but_never_shadow_named_ones():
         prepare("x", model="wan2.2-t2i-flash", n=1, extra_parameters={"n": 2})
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("size", "100*100"),
+        ("size", "1024*1024"),
+        ("n", 9),
+        ("n", 1),
+        ("seed", -1),
+        ("watermark", "yes"),
+        ("prompt_extend", True),
+        ("negative_prompt", "blur"),
+    ],
+)
+def test_known_parameters_in_extra_parameters_are_refused_naming_the_keyword(
+    key: str, value: object
+):
+    """A known parameter never skips validation through extra_parameters: use the keyword."""
+    with pytest.raises(InvalidRequestError) as info:
+        prepare("x", model="wan2.2-t2i-flash", extra_parameters={key: value})
+    assert ("extra_parameters", "wan2.2-t2i-flash") == (info.value.parameter, info.value.model)
+    assert f"pass {key}=..." in str(info.value)
+
+
 def test_unknown_snapshot_is_routed_by_family_and_warns_once(monkeypatch):
     """A new dated snapshot works with its family's rules, with one warning per name."""
     monkeypatch.setattr(_requests, "_warned_unknown", set())
@@ -134,7 +157,9 @@ async def test_encode_images_passes_urls_and_inlines_files_and_bytes(tmp_path: P
     path = tmp_path / "in.jpg"
     path.write_bytes(b"\xff\xd8jpeg")
 
-    encoded = await encode_images(["https://x/a.png", png, path, str(path)])
+    encoded = await encode_images(
+        ["https://x/a.png", png, path, str(path)], model="qwen-image-edit-plus"
+    )
 
     assert "https://x/a.png" == encoded[0]
     assert "data:image/png;base64," + base64.b64encode(png).decode() == encoded[1]
@@ -145,10 +170,10 @@ async def test_encode_images_passes_urls_and_inlines_files_and_bytes(tmp_path: P
 async def test_encode_images_rejects_missing_files_and_oversized_images(tmp_path: Path):
     """A missing file or an image over 10 MB is an InvalidRequestError on `images`."""
     with pytest.raises(InvalidRequestError, match="cannot read input image"):
-        await encode_images([tmp_path / "nope.png"])
+        await encode_images([tmp_path / "nope.png"], model="qwen-image-edit-plus")
     with pytest.raises(InvalidRequestError, match="at most"):
-        await encode_images([b"\x00" * (10 * 1024 * 1024 + 1)])
+        await encode_images([b"\x00" * (10 * 1024 * 1024 + 1)], model="qwen-image-edit-plus")
     with pytest.raises(InvalidRequestError, match="sequence"):
-        await encode_images("https://x/a.png")  # type: ignore[arg-type]
+        await encode_images("https://x/a.png", model="qwen-image-edit-plus")  # type: ignore[arg-type]
     with pytest.raises(InvalidRequestError, match="not int"):
-        await encode_images([3])  # type: ignore[list-item]
+        await encode_images([3], model="qwen-image-edit-plus")  # type: ignore[list-item]

@@ -230,12 +230,11 @@ def parse_generation(
         msg = f"Parameter {unknown[0]!r} is not supported."  # [I] wording; the 400 is reported
         raise ApiError.invalid(msg)
 
-    negative: object = parameters.get("negative_prompt")
+    # The guide lists negative_prompt in `input` (as the SDK sends it), its curl example and the
+    # messages protocol in `parameters` (§4.1, §4.2): both are read everywhere, `input` first.
+    negative: object = inputs.get("negative_prompt", parameters.get("negative_prompt"))
     if protocol is Protocol.TEXT2IMAGE:
         prompt: object = inputs.get("prompt")
-        # The Wan reference puts negative_prompt in `input`, qwen-image's curl example in
-        # `parameters` (§4.1): both are accepted, `input` first.
-        negative = inputs.get("negative_prompt", negative)
         raw_images = inputs.get("images")
         images = len(raw_images) if isinstance(raw_images, list) else 0
     else:

@@ -174,15 +174,10 @@ def sync_body(
     """The answer of a synchronous generation (§5.3): one choice, one content item per image."""
     kept = [url for url, failure in zip(urls, failures, strict=True) if failure is None]
     count = len(kept)
-    output: dict[str, Any]
-    if request.spec.family == "wan2.6":
-        output = {"choices": _choices([{"image": u, "type": "image"} for u in kept])}
-        output["finished"] = True
-        usage: dict[str, Any] = _wan26_usage(request.size, count)
-    else:
-        output = {"choices": _choices([{"image": u} for u in kept])}
-        # Singular task_metric, on max/plus answers only, never on the 2.0 series (§5.3).
-        if request.spec.family != "qwen-image-2.0":
-            output["task_metric"] = _metrics(len(failures), count, len(failures) - count)
-        usage = {"height": request.size[1], "image_count": count, "width": request.size[0]}
+    # Only Qwen-Image answers synchronously: "Wan supports only asynchronous calls" (the guide).
+    output: dict[str, Any] = {"choices": _choices([{"image": u} for u in kept])}
+    # Singular task_metric, on max/plus answers only, never on the 2.0 series (§5.3).
+    if request.spec.family != "qwen-image-2.0":
+        output["task_metric"] = _metrics(len(failures), count, len(failures) - count)
+    usage = {"height": request.size[1], "image_count": count, "width": request.size[0]}
     return dumps({"output": output, "usage": usage, "request_id": request_id})
