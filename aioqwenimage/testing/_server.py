@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from aioqwenimage import Client
+    from aioqwenimage import Client, SyncClient
     from aioqwenimage.testing._bodies import UnknownModels
     from aioqwenimage.testing._faults import Fault, Faults
     from aioqwenimage.testing._stats import Stats
@@ -228,6 +228,17 @@ class FakeDashScope:
         from aioqwenimage import Client
 
         return Client(**self._client_options(overrides))
+
+    def sync_client(self, **overrides: Any) -> SyncClient:
+        """
+        A `SyncClient` pointed at this emulator, in its compressed time.
+
+        Args:
+            overrides: Any `SyncClient` option, as for `client`.
+        """
+        from aioqwenimage import SyncClient
+
+        return SyncClient(**self._client_options(overrides))
 
     def _client_options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         options = {
