@@ -111,3 +111,13 @@ def test_a_thread_is_started_once():
     """Starting a running emulator again is refused clearly."""
     with FakeDashScope() as fake, pytest.raises(RuntimeError, match="starts once"):
         fake.start_in_thread()
+
+
+async def test_async_close_of_a_threaded_emulator_stops_its_thread():
+    """await fake.close() on an emulator served from a thread stops that thread."""
+    fake = FakeDashScope()
+    fake.start_in_thread()
+    await fake.close()
+    assert [] == emulator_threads()
+    with pytest.raises(RuntimeError, match="closed, not running"):
+        _ = fake.base_url

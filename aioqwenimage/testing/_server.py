@@ -8,6 +8,7 @@ connections they accept by wrapping aiohttp's protocol factory.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ipaddress
 import logging
@@ -338,6 +339,10 @@ class FakeDashScope:
 
     async def close(self) -> None:
         """Stop serving and release every socket; held synchronous calls are cut. Idempotent."""
+        if self._thread is not None and not self._thread.in_loop():
+            # Served from its own thread: its sockets belong to that loop, not the caller's.
+            await asyncio.to_thread(self._thread.stop)
+            return
         self._state = _State.CLOSED
         runners, self._runners = self._runners, []
         for runner in runners:
