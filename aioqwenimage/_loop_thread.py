@@ -17,6 +17,8 @@ from typing import Final, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from aioqwenimage._errors import ClientClosedError
+
 __all__ = ["LoopThread"]
 
 _T = TypeVar("_T")
@@ -55,7 +57,7 @@ class LoopThread:
             raise RuntimeError(msg)
         if self._closed or self._portal is None:
             msg = "the client is closed; create a new SyncClient"
-            raise RuntimeError(msg)
+            raise ClientClosedError(msg, task_id=None)
         return self._portal
 
     def call(self, fn: Callable[[], _T]) -> _T:
@@ -77,7 +79,7 @@ class LoopThread:
             future: Future[_T] = self._require().start_task_soon(guarded)
         except RuntimeError as exc:  # the portal stopped after the check: closed meanwhile
             msg = "the client is closed; create a new SyncClient"
-            raise RuntimeError(msg) from exc
+            raise ClientClosedError(msg, task_id=None) from exc
         try:
             return future.result()
         except BaseException:

@@ -179,7 +179,7 @@ class SyncClient:
     def close(self) -> None:
         """
         Close the client and end its thread; see `Client.aclose`. Idempotent, and thread-safe:
-        calls still waiting in other threads get `TaskCanceledError`.
+        calls still waiting in other threads, and every later call, get `ClientClosedError`.
         """
         self._loop.stop(self._client.aclose)
 

@@ -154,14 +154,29 @@ def test_many_threads_share_one_client(client):
 
 
 def test_close_leaves_no_thread_and_refuses_further_calls(fake):
-    """close() ends the loop thread; calls after it raise RuntimeError; close is idempotent."""
+    """close() ends the loop thread; calls after it raise ClientClosedError; close is idempotent."""
     client = fake.sync_client()
     client.generate("a fox")
     client.close()
     client.close()
     assert [] == sync_threads()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(q.ClientClosedError, match="closed"):
         client.generate("a fox")
+
+
+def test_closing_ends_calls_waiting_in_other_threads():
+    """close() from one thread ends a generate() waiting in another with ClientClosedError."""
+    with FakeDashScope(time_scale=SCALE, durations=SLOW) as fake:
+        client = fake.sync_client()
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.generate, "a fox")
+            deadline = time.monotonic() + 5
+            while client.stats.submitted < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            client.close()
+            with pytest.raises(q.ClientClosedError):
+                waiting.result(timeout=10)
+    assert [] == sync_threads()
 
 
 def test_bad_options_leave_no_thread():
