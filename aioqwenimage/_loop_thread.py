@@ -9,6 +9,7 @@ the program. The thread is a daemon, so a client nobody closed never blocks inte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -117,7 +118,9 @@ class LoopThread:
             finally:
                 await portal.stop()
 
-        # A finaliser may run on the loop's own thread, where the portal cannot be called.
+        # A finaliser may run on the loop's own thread, where the portal cannot be called, or
+        # at interpreter exit, when the loop may be gone already.
         if threading.current_thread() is not self.thread:
-            portal.start_task_soon(shutdown)
+            with contextlib.suppress(RuntimeError):
+                portal.start_task_soon(shutdown)
         return True

@@ -61,7 +61,7 @@ class EmulatorThread:
 
     def call(self, fn: Callable[[], _T]) -> _T:
         """Run `fn` on the emulator's loop, between two requests, and return its result."""
-        if self.in_loop() or self._loop is None:
+        if self.in_loop() or self._loop is None or not self._thread.is_alive():
             return fn()
 
         async def run() -> _T:
