@@ -46,6 +46,8 @@ from ._models import TaskEvent as TaskEvent
 from ._models import TaskInfo as TaskInfo
 from ._models import TaskStatus as TaskStatus
 from ._scheduler import PollPolicy as PollPolicy
+from ._sync import SyncClient as SyncClient
+from ._sync import SyncTaskHandle as SyncTaskHandle
 from ._transport import PoolLimits as PoolLimits
 from ._transport import RetryPolicy as RetryPolicy
 from ._transport import Timeouts as Timeouts
@@ -77,6 +79,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "SubmissionUncertainError",
+    "SyncClient",
+    "SyncTaskHandle",
     "TaskCanceledError",
     "TaskError",
     "TaskEvent",

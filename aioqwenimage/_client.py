@@ -109,7 +109,8 @@ class Client:
         seed: Seeds the jitter, for reproducible schedules in tests.
         time_scale: For emulators only: multiplies every delay the client waits for (the poll
             schedule, rate windows, backoffs) to match an emulator's compressed time. Leave it
-            at 1 against the real service. Network timeouts are not scaled.
+            at 1 against the real service. Network timeouts are not scaled. Default
+            ``$AIOQWENIMAGE_TIME_SCALE`` when `base_url` is a loopback address, else 1.
     """
 
     __module__ = "aioqwenimage"
@@ -129,10 +130,11 @@ class Client:
         session: aiohttp.ClientSession | None = None,
         event_hooks: Iterable[EventHook] = (),
         seed: int | None = None,
-        time_scale: float = 1.0,
+        time_scale: float | None = None,
     ) -> None:
         self._region = _config.resolve_region(region)
         self._base_url = _config.resolve_base_url(base_url, self._region)
+        time_scale = _config.resolve_time_scale(time_scale, self._base_url)
         self._key = _config.resolve_key(api_key)
         self._workspace = workspace
         if not _positive_number(time_scale):

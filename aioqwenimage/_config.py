@@ -2,12 +2,16 @@
 Where the client connects and with which key: arguments first, then the environment, then defaults.
 
 Environment variables: ``DASHSCOPE_API_KEY``, ``DASHSCOPE_REGION``, ``DASHSCOPE_HTTP_BASE_URL``
-(the official SDK's names, so one environment serves both).
+(the official SDK's names, so one environment serves both), and ``AIOQWENIMAGE_TIME_SCALE``, which
+lets an app that builds its own ``Client()`` run in an emulator's compressed time under test. It is
+honoured only for a loopback API root, so a stray variable can never compress production's time.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import os
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
@@ -18,12 +22,18 @@ from aioqwenimage._errors import AuthenticationError, InvalidRequestError
 
 __all__ = [
     "REGIONS",
+    "TIME_SCALE_ENV",
     "Secret",
     "is_loopback_url",
     "resolve_base_url",
     "resolve_key",
     "resolve_region",
+    "resolve_time_scale",
 ]
+
+logger = logging.getLogger("aioqwenimage")
+
+TIME_SCALE_ENV: Final = "AIOQWENIMAGE_TIME_SCALE"
 
 REGIONS: Final = {
     "singapore": "https://dashscope-intl.aliyuncs.com/api/v1",
@@ -122,6 +132,38 @@ def _refuse(why: str, example: str | None = None) -> NoReturn:
 def is_loopback_url(url: str) -> bool:
     """Whether `url`'s host is a loopback address (an emulator on this machine)."""
     return _is_loopback(urlsplit(url).hostname or "")
+
+
+def resolve_time_scale(time_scale: float | None, base_url: str) -> float:
+    """
+    The client's time scale: the argument, else ``$AIOQWENIMAGE_TIME_SCALE`` for a loopback
+    `base_url` (an emulator), else 1.
+
+    Raises:
+        ValueError: The variable is set for a loopback API root but is not a positive number.
+    """
+    if time_scale is not None:
+        return time_scale
+    raw = os.environ.get(TIME_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    if not is_loopback_url(base_url):
+        host = urlsplit(base_url).hostname or ""
+        logger.warning(
+            "$%s is ignored: the API root %s is not a loopback address, and compressed time "
+            "is for emulators only",
+            TIME_SCALE_ENV,
+            host,
+        )
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        msg = f"${TIME_SCALE_ENV} must be a positive number, not {raw!r}"
+        raise ValueError(msg)
+    return value
 
 
 def _is_loopback(host: str) -> bool:

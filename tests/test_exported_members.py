@@ -36,3 +36,8 @@ def test_version_and_pytest_entry_point_are_installed():
     assert "aioqwenimage.testing._pytest_plugin" in {
         ep.value for ep in entry_points if ep.name == "aioqwenimage"
     }
+
+
+def test_the_blocking_client_is_exported():
+    """SyncClient and its handle are public, beside the async Client."""
+    assert {"Client", "SyncClient", "SyncTaskHandle"} <= set(aioqwenimage.__all__)

@@ -21,6 +21,8 @@ from aioqwenimage._catalog import Protocol
 from aioqwenimage.testing._api import Handlers
 from aioqwenimage.testing._config import EmulatorLimits, build_limits
 from aioqwenimage.testing._engine import Engine
+from aioqwenimage.testing._sites import CountingSite, QuietLogger
+from aioqwenimage.testing._thread import EmulatorThread
 from aioqwenimage.testing._wire import Endpoint, public
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from aioqwenimage import Client, SyncClient
     from aioqwenimage.testing._bodies import UnknownModels
     from aioqwenimage.testing._faults import Fault, Faults
     from aioqwenimage.testing._stats import Stats
@@ -40,48 +43,6 @@ DEFAULT_MAX_BODY: Final = 48 * 1024 * 1024
 _API: Final = "/api/v1"
 _DOCUMENTED: Final = EmulatorLimits()
 _SHUTDOWN_GRACE: Final = 0.25  # seconds held sync calls get before close() cuts them
-
-
-class _QuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp's server logger, but everything at debug: an emulator never prints tracebacks."""
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002
-        super().log(logging.DEBUG, msg, *args, **kwargs)
-
-
-class _CountingSite(web.BaseSite):
-    """A TCP site that counts the connections it accepts."""
-
-    __slots__ = ("_bound", "_host", "_on_accept", "_port")
-
-    def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, on_accept: Callable[[], None]
-    ) -> None:
-        super().__init__(runner, backlog=1024)
-        self._host = host
-        self._port = port
-        self._bound = port
-        self._on_accept = on_accept
-
-    @property
-    def name(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._bound}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None  # noqa: S101 - the runner is set up before its sites
-        on_accept = self._on_accept
-
-        def accept() -> asyncio.Protocol:
-            on_accept()
-            return server()
-
-        self._server = await asyncio.get_running_loop().create_server(
-            accept, self._host, self._port, backlog=self._backlog, reuse_address=True
-        )
-        self._bound = self._server.sockets[0].getsockname()[1]
 
 
 class _State(enum.Enum):
@@ -104,8 +65,10 @@ class FakeDashScope:
     """
     A local DashScope image-generation service, on 127.0.0.1.
 
-    Use it as ``async with FakeDashScope() as fake:`` and point a client at `base_url` with
-    `api_key`. Every option is keyword-only.
+    Use it as ``async with FakeDashScope() as fake:`` on the caller's event loop, or as
+    ``with FakeDashScope() as fake:`` from synchronous code, which serves it from a background
+    thread with its own loop. `client` gives a client pointed at it; `environ` the environment
+    variables that point a ``Client()`` built elsewhere at it. Every option is keyword-only.
 
     Args:
         api_key: The one API key accepted.
@@ -192,8 +155,9 @@ class FakeDashScope:
         self._max_body = max_body_bytes
         self._state = _State.NEW
         self._runners: list[web.AppRunner] = []
-        self._api_site: _CountingSite | None = None
-        self._files_site: _CountingSite | None = None
+        self._api_site: CountingSite | None = None
+        self._files_site: CountingSite | None = None
+        self._thread: EmulatorThread | None = None
 
     def __repr__(self) -> str:
         where = self.base_url if self._state is _State.RUNNING else self._state.value
@@ -239,11 +203,60 @@ class FakeDashScope:
         """Real seconds per simulated second."""
         return self._engine.time_scale
 
+    @property
+    def environ(self) -> dict[str, str]:
+        """
+        The environment variables that point a ``Client()`` at this emulator, in its time.
+
+        ``DASHSCOPE_API_KEY``, ``DASHSCOPE_HTTP_BASE_URL``, ``DASHSCOPE_REGION`` and
+        ``AIOQWENIMAGE_TIME_SCALE`` (which clients honour for loopback API roots only).
+        """
+        limits = self._engine.limits
+        return {
+            "DASHSCOPE_API_KEY": self.api_key,
+            "DASHSCOPE_HTTP_BASE_URL": self.base_url,
+            "DASHSCOPE_REGION": limits.region if limits is not None else "singapore",
+            "AIOQWENIMAGE_TIME_SCALE": repr(self.time_scale),
+        }
+
+    def client(self, **overrides: Any) -> Client:
+        """
+        A `Client` pointed at this emulator, in its compressed time (not yet opened).
+
+        Args:
+            overrides: Any `Client` option, replacing the emulator's key, URL or time scale.
+        """
+        from aioqwenimage import Client
+
+        return Client(**self._client_options(overrides))
+
+    def sync_client(self, **overrides: Any) -> SyncClient:
+        """
+        A `SyncClient` pointed at this emulator, in its compressed time.
+
+        Args:
+            overrides: Any `SyncClient` option, as for `client`.
+        """
+        from aioqwenimage import SyncClient
+
+        return SyncClient(**self._client_options(overrides))
+
+    def _client_options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        options = {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "time_scale": self.time_scale,
+        }
+        return options | dict(overrides)
+
     def reset(self) -> None:
         """Forget every task and zero the stats; the configuration and armed faults stay."""
-        self._engine.reset()
+        if self._thread is not None:
+            self._thread.call(self._engine.reset)
+        else:
+            self._engine.reset()
 
-    def _require(self, site: _CountingSite | None) -> str:
+    def _require(self, site: CountingSite | None) -> str:
         if self._state is not _State.RUNNING or site is None:
             msg = f"the emulator is {self._state.value}, not running"
             raise RuntimeError(msg)
@@ -263,6 +276,40 @@ class FakeDashScope:
     ) -> None:
         await self.close()
 
+    def __enter__(self) -> Self:
+        self.start_in_thread()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop_thread()
+
+    def start_in_thread(self) -> None:
+        """
+        Start serving from a background thread with its own event loop; returns once serving.
+
+        For synchronous code: tests that never run an event loop of their own, Django's
+        ``setUpClass``. `stop_thread` (or leaving a ``with`` block) stops it.
+
+        Raises:
+            RuntimeError: Already started, or closed.
+            OSError: A port could not be bound.
+        """
+        if self._state is not _State.NEW:
+            msg = f"the emulator is {self._state.value}; an emulator starts once"
+            raise RuntimeError(msg)
+        self._thread = EmulatorThread(self)
+        self._thread.start()
+
+    def stop_thread(self) -> None:
+        """Stop an emulator started by `start_in_thread` and end its thread. Idempotent."""
+        if self._thread is not None:
+            self._thread.stop()
+
     async def start(self) -> None:
         """
         Bind both hosts and start serving.
@@ -278,10 +325,10 @@ class FakeDashScope:
         stats = self._engine.stats
         try:
             api = await self._runner(self._api_app())
-            self._api_site = _CountingSite(api, self._host, self._port, stats.count_connection)
+            self._api_site = CountingSite(api, self._host, self._port, stats.count_connection)
             await self._api_site.start()
             files = await self._runner(self._files_app())
-            self._files_site = _CountingSite(
+            self._files_site = CountingSite(
                 files, self._host, self._files_port, stats.count_file_connection
             )
             await self._files_site.start()
@@ -292,6 +339,10 @@ class FakeDashScope:
 
     async def close(self) -> None:
         """Stop serving and release every socket; held synchronous calls are cut. Idempotent."""
+        if self._thread is not None and not self._thread.in_loop():
+            # Served from its own thread: its sockets belong to that loop, not the caller's.
+            await asyncio.to_thread(self._thread.stop)
+            return
         self._state = _State.CLOSED
         runners, self._runners = self._runners, []
         for runner in runners:
@@ -303,7 +354,7 @@ class FakeDashScope:
             access_log=None,
             handle_signals=False,
             shutdown_timeout=_SHUTDOWN_GRACE,
-            logger=_QuietLogger(logging.getLogger("aioqwenimage.testing.server"), {}),
+            logger=QuietLogger(logging.getLogger("aioqwenimage.testing.server"), {}),
         )
         await runner.setup()
         self._runners.append(runner)

@@ -59,11 +59,45 @@ async def generate() -> Path:
         return path
 
 
+def blocking() -> Path:
+    with aioqwenimage.SyncClient(api_key="sk-...", region="singapore", time_scale=None) as client:
+        result: aioqwenimage.GenerationResult = client.generate("a red fox", size=(1328, 1328))
+        paths: list[Path] = client.save_images(result, "out/")
+        path: Path = client.save_image(result.images[0], "out/")
+        data: bytes = client.read_image(result.images[0])
+        handle: aioqwenimage.SyncTaskHandle = client.submit("a lighthouse", n=1)
+        task_id: str | None = handle.task_id
+        status: aioqwenimage.TaskStatus = handle.status
+        done: bool = handle.done()
+        waited: aioqwenimage.GenerationResult = handle.wait(timeout=120)
+        again: aioqwenimage.GenerationResult = handle.result()
+        cancelled: bool = handle.cancel() or client.cancel("task-id")
+        attached: aioqwenimage.SyncTaskHandle = client.attach("task-id", model="qwen-image-plus")
+        outcomes: list[aioqwenimage.Outcome] = list(client.map(["a", {"prompt": "b"}]))
+        rows: list[aioqwenimage.TaskInfo] = list(client.list_tasks(model="qwen-image-plus"))
+        stats: aioqwenimage.ClientStats = client.stats
+        seen: list[object] = [paths, data, task_id, status, done, waited, again, cancelled]
+        seen.extend([attached, outcomes, rows, stats])
+    client.close()
+    return path
+
+
 async def emulate() -> None:
     async with FakeDashScope(time_scale=0.01) as fake:
         base_url: str = fake.base_url
         key: str = fake.api_key
         assert base_url and key
+        async with fake.client(seed=1) as client:
+            assert isinstance(client, aioqwenimage.Client)
+    with FakeDashScope(time_scale=0.01) as threaded:
+        env: dict[str, str] = threaded.environ
+        assert env
+        with threaded.sync_client() as blocking_client:
+            assert isinstance(blocking_client, aioqwenimage.SyncClient)
+        threaded.reset()
+    other = FakeDashScope()
+    other.start_in_thread()
+    other.stop_thread()
 
 
 def errors() -> None:
