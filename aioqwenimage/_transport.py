@@ -31,6 +31,7 @@ from aioqwenimage._errors import (
     error_from_response,
     is_throttling_code,
 )
+from aioqwenimage._proxy import ProxyRoutes
 from aioqwenimage._timeouts import network_timeout
 
 __all__ = [
@@ -196,6 +197,8 @@ class Transport:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
@@ -206,6 +209,9 @@ class Transport:
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._given_session = session
+        # A session the caller passes keeps its own proxy settings unless `proxy` is explicit.
+        self._proxies = ProxyRoutes.resolve(proxy, trust_env=trust_env and session is None)
+        self._download_proxies = ProxyRoutes.resolve(proxy, trust_env=trust_env)
         self._sessions: dict[PoolKind, aiohttp.ClientSession] = {}
         self._owned: list[aiohttp.ClientSession] = []
 
@@ -280,9 +286,11 @@ class Transport:
             self._timeouts.generation if pool is PoolKind.LONG else self._timeouts.control
         )
         try:
+            url = self._base_url + path
             async with session.request(
                 method,
-                self._base_url + path,
+                url,
+                proxy=self._proxies.for_url(url),
                 data=None if body is None else json.dumps(body, ensure_ascii=False).encode(),
                 params=params,
                 headers=headers,
@@ -365,6 +373,7 @@ class Transport:
         try:
             async with session.get(
                 url,
+                proxy=self._download_proxies.for_url(url),
                 headers={"User-Agent": USER_AGENT},
                 timeout=aiohttp.ClientTimeout(
                     total=None,
