@@ -7,6 +7,7 @@ pool sends no ``Authorization`` header at all (the transport's download session 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -26,6 +27,8 @@ from aioqwenimage._errors import (
 from aioqwenimage._transport import RetryPolicy, Transport
 
 __all__ = ["Downloader", "url_expiry"]
+
+logger = logging.getLogger("aioqwenimage")
 
 
 def url_expiry(url: str) -> float | None:
@@ -130,8 +133,17 @@ class Downloader:
                 if attempt >= self._retry.attempts:
                     raise failure
                 self.retries += 1
+                delay = self._retry.backoff(attempt, self._rng)
+                logger.info(
+                    "download of %s failed (%s); retry %d of %d in %.2f s",
+                    url.split("?", 1)[0],
+                    failure,
+                    attempt,
+                    self._retry.attempts - 1,
+                    delay,
+                )
                 await restart()
-                await anyio.sleep(self._retry.backoff(attempt, self._rng))
+                await anyio.sleep(delay)
 
     def _check_expiry(self, url: str) -> None:
         expires = url_expiry(url)

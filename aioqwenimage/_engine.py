@@ -777,7 +777,9 @@ class Engine:
         event = TaskEvent(
             kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
         )
-        logger.debug("%s task=%s model=%s %s", kind.value, task_id, model, detail)
+        # Retries and throttling are what an operator tunes limits by: INFO; the rest is DEBUG.
+        level = logging.INFO if kind in (EventKind.THROTTLED, EventKind.RETRIED) else logging.DEBUG
+        logger.log(level, "%s task=%s model=%s %s", kind.value, task_id, model, detail)
         for hook in self._hooks:
             try:
                 hook(event)

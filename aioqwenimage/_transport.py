@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import importlib.metadata
 import json
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
     "Timeouts",
     "Transport",
 ]
+
+logger = logging.getLogger("aioqwenimage")
 
 USER_AGENT = f"aioqwenimage/{importlib.metadata.version('aioqwenimage')}"
 
@@ -299,18 +302,32 @@ class Transport:
                 ),
             ) as response:
                 raw = await response.read()
-                return Response(
+                body = _decode(raw)
+                answer = Response(
                     status=response.status,
-                    body=_decode(raw),
-                    request_id=response.headers.get("X-Request-ID") or _request_id_of(_decode(raw)),
+                    body=body,
+                    request_id=response.headers.get("X-Request-ID") or _request_id_of(body),
                     retry_after=_retry_after(response.headers),
                 )
         except aiohttp.ClientConnectorError as exc:
+            logger.debug("%s %s: could not connect: %s", method, url, exc.os_error)
             msg = f"could not connect to the API: {exc.os_error}"
             raise ConnectFailedError(msg) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.debug("%s %s: %s: %s", method, url, type(exc).__name__, exc)
             msg = f"{method} {path}: {type(exc).__name__}: {exc}"
             raise TransportError(msg) from exc
+        # Headers are never logged: the request's carry the key.
+        logger.debug("%s %s -> %d (request id %s)", method, url, answer.status, answer.request_id)
+        if body is None and answer.ok:
+            logger.warning(
+                "%s %s answered %d with a body that is not JSON (request id %s)",
+                method,
+                url,
+                answer.status,
+                answer.request_id,
+            )
+        return answer
 
     async def call(
         self,
@@ -354,6 +371,15 @@ class Transport:
                 raise failure
             floor = answer.retry_after if answer is not None else None
             delay = self._retry.backoff(attempt, self._rng, floor)
+            logger.info(
+                "%s %s: %s; retry %d of %d in %.2f s",
+                method,
+                path,
+                f"HTTP {answer.status}" if answer is not None else type(failure).__name__,
+                attempt,
+                self._retry.attempts - 1,
+                delay,
+            )
             if on_retry is not None:
                 await on_retry(answer, delay)
             await anyio.sleep(delay)
@@ -381,6 +407,8 @@ class Transport:
                     sock_read=self._timeouts.download,
                 ),
             ) as response:
+                # The query string is the file's signature: a credential, left out of logs.
+                logger.debug("GET %s -> %d", url.split("?", 1)[0], response.status)
                 if response.status != 200:  # noqa: PLR2004
                     await response.read()
                     return response.status
@@ -388,6 +416,7 @@ class Transport:
                     await sink(chunk)
                 return response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            logger.debug("GET %s: %s: %s", url.split("?", 1)[0], type(exc).__name__, exc)
             msg = f"download failed: {type(exc).__name__}: {exc}"
             raise TransportError(msg) from exc
 
