@@ -553,7 +553,9 @@ class Engine:
                 response = await self._send_paid(flight, admitted=True)
                 assert response.body is not None  # noqa: S101 - _send_paid returns bodies
                 lane.on_success()
-                self._finish(flight, TaskSnapshot.from_json(response.body))
+                self._finish(
+                    flight, TaskSnapshot.from_json(response.body, headers=response.headers)
+                )
             except _CallerGone:  # pragma: no cover - only creates are abandoned this way
                 self._end_flight(flight, TaskCanceledError("cancelled", task_id=None))
             except QwenImageError as exc:
@@ -595,7 +597,7 @@ class Engine:
         assert response.body is not None  # noqa: S101
         self._polls += 1
         handle.polls += 1
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id, headers=response.headers)
         self._emit(EventKind.POLLED, handle, status=snapshot.status.value)
         if not snapshot.status.is_terminal:
             if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:

@@ -131,14 +131,42 @@ class RetryPolicy:
         return attrs.evolve(self, base=self.base * factor, cap=self.cap * factor)
 
 
+# Response headers worth keeping for users (`GenerationResult.headers`, `APIError.headers`): the
+# request id, back-off hints, DashScope's flow-control and timing headers, rate-limit headers by
+# any vendor's naming. An allow-list, so that nothing else (cookies) is ever carried along.
+_KEPT_HEADER_PREFIXES = (
+    "x-request-id",
+    "retry-after",
+    "x-dashscope-",
+    "x-ratelimit-",
+    "ratelimit",
+    "req-cost-time",
+    "req-arrive-time",
+    "resp-start-time",
+)
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of an answer that users may need, with lower-case names."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith(_KEPT_HEADER_PREFIXES)
+    }
+
+
 @attrs.frozen(kw_only=True)
 class Response:
-    """One HTTP answer: status, decoded JSON (``None`` when it was not JSON), request id."""
+    """
+    One HTTP answer: status, decoded JSON (``None`` when it was not JSON), request id, and the
+    headers that `kept_headers` keeps.
+    """
 
     status: int
     body: Mapping[str, Any] | None
     request_id: str | None
     retry_after: float | None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -153,9 +181,14 @@ class Response:
                 status=self.status,
                 code="MalformedResponse",
                 request_id=self.request_id,
+                headers=self.headers,
             )
         return error_from_response(
-            self.status, self.body, request_id=self.request_id, retry_after=self.retry_after
+            self.status,
+            self.body,
+            request_id=self.request_id,
+            retry_after=self.retry_after,
+            headers=self.headers,
         )
 
     @property
@@ -308,6 +341,7 @@ class Transport:
                     body=body,
                     request_id=response.headers.get("X-Request-ID") or _request_id_of(body),
                     retry_after=_retry_after(response.headers),
+                    headers=kept_headers(response.headers),
                 )
         except aiohttp.ClientConnectorError as exc:
             logger.debug("%s %s: could not connect: %s", method, url, exc.os_error)
