@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import email
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 import tomllib
 
 import aioqwenimage
+from tests.conftest import MACHINE_PROXY_ENV
 
 ROOT = Path(__file__).parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -145,6 +147,7 @@ def test_wheel_generates_in_a_clean_environment(dist, tmp_path):
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", str(wheel)],
         check=True,
         capture_output=True,
+        env={**os.environ, **MACHINE_PROXY_ENV},  # pip may need the machine's proxy
     )
     run = subprocess.run(  # noqa: S603 - the fresh environment's own interpreter
         [str(python), "-c", SMOKE], check=True, capture_output=True, text=True, cwd=tmp_path

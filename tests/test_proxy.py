@@ -1,4 +1,8 @@
-"""Proxies: `proxy=` and the environment (httpx's reading), through a real proxy on 127.0.0.1."""
+"""
+Proxies: `proxy=` and the environment (httpx's reading), through a real proxy on 127.0.0.1.
+
+The machine's own proxy variables are cleared for every test by tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ from aioqwenimage._proxy import ProxyRoutes
 from aioqwenimage.testing import FakeDashScope
 from tests.conftest import make_client
 
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 # What a proxy must not forward: hop-by-hop headers, and lengths aiohttp.web recomputes.
 HOP_BY_HOP = {
     "connection",
@@ -48,14 +51,6 @@ class PlainProxy:
 
     def downloads(self) -> list[Seen]:
         return [s for s in self.seen if "/api/v1/" not in s.target]
-
-
-@pytest.fixture(autouse=True)
-def clean_proxy_env(monkeypatch):
-    """No proxy variable of the machine running the tests leaks into these tests, or out."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture
