@@ -11,6 +11,7 @@ Wan, Qwen-Image editing), with a faithful local emulator in `aioqwenimage.testin
 
 from importlib.metadata import version as _version
 
+from . import _logging
 from ._client import Client as Client
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
@@ -104,3 +105,6 @@ for _name in __all__:
     if isinstance(_obj, type) and _obj.__module__.startswith("aioqwenimage._"):
         _obj.__module__ = "aioqwenimage"
 del _name, _obj
+
+# $AIOQWENIMAGE_LOG=debug|info|warning shows the "aioqwenimage" logger on stderr (like OPENAI_LOG).
+_logging.configure_from_env()

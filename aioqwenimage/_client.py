@@ -105,6 +105,11 @@ class Client:
         pools: Connection pool sizes per kind of traffic.
         retry: Retries of idempotent requests (polls retry forever, on their own schedule).
         session: An `aiohttp.ClientSession` to use for API calls; it is not closed by the client.
+            It keeps its own proxy settings unless `proxy` is given.
+        proxy: An ``http://`` or ``https://`` proxy URL (credentials may be in it) for API
+            calls and downloads alike; it overrides the environment.
+        trust_env: Read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (as
+            httpx does) when `proxy` is not given. ``False`` connects directly.
         event_hooks: Callables invoked with every `TaskEvent` (keep them fast; they run inline).
         seed: Seeds the jitter, for reproducible schedules in tests.
         time_scale: For emulators only: multiplies every delay the client waits for (the poll
@@ -131,6 +136,8 @@ class Client:
         event_hooks: Iterable[EventHook] = (),
         seed: int | None = None,
         time_scale: float | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._region = _config.resolve_region(region)
         self._base_url = _config.resolve_base_url(base_url, self._region)
@@ -153,6 +160,8 @@ class Client:
             retry=(retry or RetryPolicy()).scaled(time_scale),
             session=session,
             rng=self._rng,
+            proxy=proxy,
+            trust_env=trust_env,
         )
         self._downloader = Downloader(
             self._transport,

@@ -10,6 +10,7 @@ each one is checked against it.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
 import random
@@ -40,6 +41,8 @@ from aioqwenimage._safety import (
 from aioqwenimage._transport import AnswerTooLargeError, DownloadAnswer, RetryPolicy, Transport
 
 __all__ = ["Downloader", "url_expiry"]
+
+logger = logging.getLogger("aioqwenimage")
 
 
 def url_expiry(url: str) -> float | None:
@@ -179,8 +182,17 @@ class Downloader:
                 if attempt >= self._retry.attempts:
                     raise failure
                 self.retries += 1
+                delay = self._retry.backoff(attempt, self._rng)
+                logger.info(
+                    "download of %s failed (%s); retry %d of %d in %.2f s",
+                    url.split("?", 1)[0],
+                    failure,
+                    attempt,
+                    self._retry.attempts - 1,
+                    delay,
+                )
                 await restart()
-                await anyio.sleep(self._retry.backoff(attempt, self._rng))
+                await anyio.sleep(delay)
 
     async def _fetch_once(self, url: str, sink: Callable[[bytes], Awaitable[None]]) -> None:
         """One download, following up to `MAX_REDIRECTS` redirects that the policy allows."""

@@ -581,7 +581,10 @@ class Engine:
                 assert response.body is not None  # noqa: S101 - _send_paid returns bodies
                 lane.on_success()
                 requested = flight.request.body["parameters"].get("n") if flight.request else None
-                self._finish(flight, TaskSnapshot.from_json(response.body, requested=requested))
+                snapshot = TaskSnapshot.from_json(
+                    response.body, requested=requested, headers=response.headers
+                )
+                self._finish(flight, snapshot)
             except _CallerGone:  # pragma: no cover - only creates are abandoned this way
                 self._end_flight(flight, TaskCanceledError("cancelled", task_id=None))
             except QwenImageError as exc:
@@ -626,7 +629,7 @@ class Engine:
         self._polls += 1
         handle.polls += 1
         flight.garbled = 0
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id, headers=response.headers)
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
             # so that whoever hears of the poll finds the handle resolved.
@@ -845,7 +848,9 @@ class Engine:
         event = TaskEvent(
             kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
         )
-        logger.debug("%s task=%s model=%s %s", kind.value, task_id, model, detail)
+        # Retries and throttling are what an operator tunes limits by: INFO; the rest is DEBUG.
+        level = logging.INFO if kind in (EventKind.THROTTLED, EventKind.RETRIED) else logging.DEBUG
+        logger.log(level, "%s task=%s model=%s %s", kind.value, task_id, model, detail)
         for hook in self._hooks:
             try:
                 hook(event)

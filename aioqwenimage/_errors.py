@@ -74,6 +74,11 @@ class APIError(QwenImageError):
         code: DashScope's error code, e.g. ``"InvalidParameter"``.
         message: DashScope's message, or this library's.
         request_id: The id of the failed request, for support tickets.
+        body: The answer's JSON body as the service sent it (a copy), for fields this
+            library does not know; ``None`` without an answer or when it was not JSON.
+        headers: The answer's headers that matter (request id, ``Retry-After``, DashScope's
+            flow-control and timing headers, any rate-limit headers), with lower-case names;
+            empty without an answer.
     """
 
     def __init__(
@@ -83,12 +88,17 @@ class APIError(QwenImageError):
         status: int | None = None,
         code: str | None = None,
         request_id: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.request_id = request_id
+        # Copies, not views: errors must stay picklable (multiprocessing, pytest-xdist).
+        self.body: Mapping[str, Any] | None = None if body is None else dict(body)
+        self.headers: Mapping[str, str] = dict(headers or {})
 
     def __str__(self) -> str:
         parts = [f"{self.code}: {self.message}" if self.code else self.message]
@@ -126,8 +136,12 @@ class InvalidRequestError(APIError):
         status: int | None = None,
         code: str | None = None,
         request_id: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message, status=status, code=code, request_id=request_id)
+        super().__init__(
+            message, status=status, code=code, request_id=request_id, body=body, headers=headers
+        )
         self.parameter = parameter
         self.model = model
 
@@ -151,8 +165,12 @@ class RateLimitError(APIError):
         status: int | None = None,
         code: str | None = None,
         request_id: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message, status=status, code=code, request_id=request_id)
+        super().__init__(
+            message, status=status, code=code, request_id=request_id, body=body, headers=headers
+        )
         self.retry_after = retry_after
 
 
@@ -315,6 +333,7 @@ def error_from_response(
     *,
     request_id: str | None = None,
     retry_after: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> APIError:
     """
     The error for a non-2xx answer, from its HTTP status and DashScope ``code``.
@@ -322,14 +341,20 @@ def error_from_response(
     The code decides where it is specific (moderation, quota), the status otherwise
     (``dashscope-api.md`` §6).
     """
-    body = body or {}
+    raw, body = body, body or {}
     code = body.get("code") if isinstance(body.get("code"), str) else None
     raw_message = body.get("message")
     message = raw_message if isinstance(raw_message, str) and raw_message else f"HTTP {status}"
     request_id = request_id or (
         body.get("request_id") if isinstance(body.get("request_id"), str) else None
     )
-    fields: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
+    fields: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "body": raw,
+        "headers": headers,
+    }
     if code in _QUOTA_CODES:
         return QuotaExceededError(message, **fields)
     if is_moderation_code(code):

@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
@@ -88,6 +89,10 @@ class ImageFetcher(Protocol):
         default_name: str,
         filename: str | None = None,
     ) -> Path: ...
+
+
+def _read_only(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
 
 
 @attrs.frozen(kw_only=True)
@@ -180,6 +185,10 @@ class GenerationResult:
         submitted_at: When the service accepted the task (UTC), if it said.
         scheduled_at: When the service started it.
         finished_at: When it ended.
+        body: The JSON body of the answer the result was read from (the last task query, or
+            the synchronous response), read-only, for fields this library does not know yet.
+        headers: That answer's headers that matter (request id, DashScope's flow-control and
+            timing headers, any rate-limit headers), with lower-case names.
     """
 
     images: tuple[GeneratedImage, ...]
@@ -192,6 +201,8 @@ class GenerationResult:
     submitted_at: dt.datetime | None = None
     scheduled_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    body: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only, repr=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_read_only, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -214,6 +225,8 @@ class TaskSnapshot:
     message: str | None = None
     prompt: str | None = None
     usage: Mapping[str, Any] = attrs.field(factory=dict)
+    body: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @property
     def duration(self) -> float | None:
@@ -229,6 +242,7 @@ class TaskSnapshot:
         *,
         task_id: str | None = None,
         requested: object = None,
+        headers: Mapping[str, str] | None = None,
     ) -> TaskSnapshot:
         """
         Parse a task query or a synchronous response.
@@ -284,6 +298,8 @@ class TaskSnapshot:
             message=_opt_str(output.get("message")),
             prompt=prompt,
             usage=dict(usage) if isinstance(usage, Mapping) else {},
+            body=body,
+            headers=headers or {},
         )
 
 

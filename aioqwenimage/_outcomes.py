@@ -53,6 +53,8 @@ def result_of(
         submitted_at=snapshot.submitted_at,
         scheduled_at=snapshot.scheduled_at,
         finished_at=snapshot.finished_at,
+        body=snapshot.body,
+        headers=snapshot.headers,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import importlib.metadata
 import json
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,7 @@ from aioqwenimage._errors import (
     error_from_response,
     is_throttling_code,
 )
+from aioqwenimage._proxy import ProxyRoutes
 from aioqwenimage._timeouts import network_timeout
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
     "Transport",
     "parse_retry_after",
 ]
+
+logger = logging.getLogger("aioqwenimage")
 
 USER_AGENT = f"aioqwenimage/{importlib.metadata.version('aioqwenimage')}"
 
@@ -174,10 +178,35 @@ def _check_positive(name: str, value: object) -> None:
         raise ValueError(msg)
 
 
+# Response headers worth keeping for users (`GenerationResult.headers`, `APIError.headers`): the
+# request id, back-off hints, DashScope's flow-control and timing headers, rate-limit headers by
+# any vendor's naming. An allow-list, so that nothing else (cookies) is ever carried along.
+_KEPT_HEADER_PREFIXES = (
+    "x-request-id",
+    "retry-after",
+    "x-dashscope-",
+    "x-ratelimit-",
+    "ratelimit",
+    "req-cost-time",
+    "req-arrive-time",
+    "resp-start-time",
+)
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of an answer that users may need, with lower-case names."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith(_KEPT_HEADER_PREFIXES)
+    }
+
+
 @attrs.frozen(kw_only=True)
 class Response:
     """
-    One HTTP answer: status, decoded JSON (``None`` when it was not usable JSON), request id.
+    One HTTP answer: status, decoded JSON (``None`` when it was not usable JSON), request id,
+    and the headers that `kept_headers` keeps.
 
     `problem` says why a body is ``None`` (not JSON, too large, nested too deep).
     """
@@ -187,6 +216,7 @@ class Response:
     request_id: str | None
     retry_after: float | None
     problem: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -201,6 +231,7 @@ class Response:
                 status=self.status,
                 code="MalformedResponse",
                 request_id=self.request_id,
+                headers=self.headers,
             )
         if 300 <= self.status < 400:  # noqa: PLR2004
             return APIError(
@@ -211,7 +242,11 @@ class Response:
                 request_id=self.request_id,
             )
         return error_from_response(
-            self.status, self.body, request_id=self.request_id, retry_after=self.retry_after
+            self.status,
+            self.body,
+            request_id=self.request_id,
+            retry_after=self.retry_after,
+            headers=self.headers,
         )
 
     @property
@@ -287,6 +322,8 @@ class Transport:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
@@ -297,6 +334,9 @@ class Transport:
         self._retry = retry or RetryPolicy()
         self._rng = rng or random.Random()
         self._given_session = session
+        # A session the caller passes keeps its own proxy settings unless `proxy` is explicit.
+        self._proxies = ProxyRoutes.resolve(proxy, trust_env=trust_env and session is None)
+        self._download_proxies = ProxyRoutes.resolve(proxy, trust_env=trust_env)
         self._sessions: dict[PoolKind, aiohttp.ClientSession] = {}
         self._owned: list[aiohttp.ClientSession] = []
 
@@ -376,9 +416,11 @@ class Transport:
             read_timeout, total = timeouts.control, timeouts.control_total
         failure: TransportError
         try:
+            url = self._base_url + path
             async with session.request(
                 method,
-                self._base_url + path,
+                url,
+                proxy=self._proxies.for_url(url),
                 data=None if body is None else json.dumps(body, ensure_ascii=False).encode(),
                 params=params,
                 headers=headers,
@@ -390,7 +432,7 @@ class Transport:
             ) as response:
                 raw, problem = await _read_capped(response, self._pools.max_answer_bytes)
                 decoded, problem = _decode(raw) if problem is None else (None, problem)
-                return Response(
+                answer = Response(
                     status=response.status,
                     body=decoded,
                     request_id=_request_id(response.headers.get("X-Request-ID"))
@@ -399,6 +441,7 @@ class Transport:
                         response.headers.get("Retry-After"), cap=self._retry.max_retry_after
                     ),
                     problem=problem,
+                    headers=kept_headers(response.headers),
                 )
         except aiohttp.ClientConnectorError as exc:
             failure = ConnectFailedError(
@@ -406,6 +449,22 @@ class Transport:
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = TransportError(self._scrub(f"{method} {path}: {_describe(exc)}"))
+        else:
+            # Headers are never logged: the request's carry the key.
+            logger.debug(
+                "%s %s -> %d (request id %s)", method, url, answer.status, answer.request_id
+            )
+            if answer.body is None and answer.ok:
+                logger.warning(
+                    "%s %s answered %d with a body that is not JSON it can use (%s; request id %s)",
+                    method,
+                    url,
+                    answer.status,
+                    answer.problem,
+                    answer.request_id,
+                )
+            return answer
+        logger.debug("%s %s: %s", method, url, failure)
         # Raised outside the handler, with no cause or context: aiohttp's exceptions hold the
         # request's headers (the key among them), and nothing reachable from an error may.
         raise failure
@@ -456,6 +515,15 @@ class Transport:
                 raise failure
             floor = answer.retry_after if answer is not None else None
             delay = self._retry.backoff(attempt, self._rng, floor)
+            logger.info(
+                "%s %s: %s; retry %d of %d in %.2f s",
+                method,
+                path,
+                f"HTTP {answer.status}" if answer is not None else type(failure).__name__,
+                attempt,
+                self._retry.attempts - 1,
+                delay,
+            )
             if on_retry is not None:
                 await on_retry(answer, delay)
             await anyio.sleep(delay)
@@ -484,6 +552,7 @@ class Transport:
         try:
             async with session.get(
                 url,
+                proxy=self._download_proxies.for_url(url),
                 headers={"User-Agent": USER_AGENT},
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
@@ -492,6 +561,8 @@ class Transport:
                     sock_read=self._timeouts.download,
                 ),
             ) as response:
+                # The query string is the file's signature: a credential, left out of logs.
+                logger.debug("GET %s -> %d", url.split("?", 1)[0], response.status)
                 if response.status != 200:  # noqa: PLR2004
                     excerpt = await response.content.read(64 * 1024)
                     response.close()
@@ -513,6 +584,7 @@ class Transport:
                     return DownloadAnswer(status=200, size=size)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = TransportError(f"download failed: {_describe(exc)}")
+        logger.debug("GET %s: %s", url.split("?", 1)[0], failure)
         raise failure  # unchained, as in `send`
 
     def _session(self, pool: PoolKind) -> aiohttp.ClientSession:

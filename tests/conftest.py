@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import aiohttp
@@ -106,3 +107,22 @@ async def fake():
 async def client(fake):
     async with make_client(fake) as c:
         yield c
+
+
+# Clients honour the proxy variables (as httpx does), and so do the CLI processes the tests start:
+# a developer's own HTTP_PROXY must not route the suite's loopback traffic to their proxy.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+MACHINE_PROXY_ENV = {
+    name: os.environ[name]
+    for base in PROXY_VARIABLES
+    for name in (base, base.lower())
+    if name in os.environ
+}
+"""The machine's proxy variables, for the one test that reaches a package index (pip)."""
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

@@ -28,6 +28,8 @@ async def generate() -> Path:
         pools=aioqwenimage.PoolLimits(control=32),
         retry=aioqwenimage.RetryPolicy(attempts=5),
         event_hooks=[print],
+        proxy="http://proxy.example:3128",
+        trust_env=True,
     ) as client:
         result: aioqwenimage.GenerationResult = await client.generate(
             "a red fox in snow", model="qwen-image-plus", size="1328*1328"
