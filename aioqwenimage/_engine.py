@@ -31,7 +31,8 @@ from aioqwenimage._errors import (
     TransportError,
 )
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._limits import Limits, SubmitLane, make_overall_cap
+from aioqwenimage._lane import SubmitLane
+from aioqwenimage._limits import Limits, make_overall_cap
 from aioqwenimage._models import (
     ClientStats,
     EventKind,
@@ -72,6 +73,7 @@ class _Flight:
     request: PreparedRequest | None
     lane: SubmitLane | None
     holds_slot: bool = False
+    created: bool = False  # its task exists remotely: the lane counts it as accepted
     sync_scope: anyio.CancelScope | None = None
     on_sending: Callable[[], Awaitable[object]] | None = None
     created_at: float | None = None  # epoch seconds, for the sweeps' list window
@@ -354,7 +356,7 @@ class Engine:
     def _release_slot(self, flight: _Flight) -> None:
         if flight.holds_slot and flight.lane is not None:
             flight.holds_slot = False
-            flight.lane.release_slot()
+            flight.lane.release_slot(task=flight.created)
             self._overall.release()
 
     # --- creating tasks ----------------------------------------------------------------------
@@ -425,9 +427,11 @@ class Engine:
             if throttled or response.status == 503:  # noqa: PLR2004 - provably nothing created
                 flight.sending = False
             if throttled:
-                # The tasks the service holds for this lane, if this was its in-flight cap.
-                accepted = sum(1 for f in self._by_id.values() if f.lane is lane and f.holds_slot)
-                lane.on_throttled(response.retry_after, accepted=accepted if is_task else None)
+                lane.on_throttled(
+                    response.retry_after,
+                    accepted=lane.accepted if is_task else None,
+                    code=error.code,
+                )
             self._release_slot(flight)
             if throttled:
                 self._throttled += 1
@@ -457,7 +461,8 @@ class Engine:
             self._release_slot(flight)
             self._uncertain += 1
             raise self._uncertain_error(request, "the answer carried no task id", sent_at)
-        lane.on_success()
+        lane.on_success(task=True)
+        flight.created = True
         handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
         flight.created_at = time.time()
         self._flights[handle] = flight

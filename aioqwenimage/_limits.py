@@ -4,10 +4,8 @@ Rate and in-flight limits: the public `Limits` settings and the limiters that en
 
 DashScope limits every model per account (``dashscope-api.md`` §7): a submission rate (2/s, or 2/min
 for the max models) and, for async tasks, a number of tasks in flight; and all task queries of the
-account share 20 per second. One `SubmitLane` per model enforces the first two, adapting the
-in-flight limit down when the server throttles (the account's real cap may be lower than configured,
-or shared with another process) and back up on success. `SlidingWindow` is the rate limiter under
-both the lanes and the poll scheduler's query budget.
+account share 20 per second. `SlidingWindow` is the rate limiter under the per-model submit lanes
+(``_lane``) and the poll scheduler's query budget; `InFlightLimiter` holds the in-flight slots.
 
 The limiters are safe within one event loop, not across threads. Each takes an injected ``clock``
 and ``sleep`` (aiolimiter's mocked loop time): tests run them on virtual time.
@@ -17,10 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.lowlevel
@@ -35,7 +32,6 @@ __all__ = [
     "ModelLimits",
     "Sleep",
     "SlidingWindow",
-    "SubmitLane",
     "make_overall_cap",
     "rate_window",
 ]
@@ -48,8 +44,6 @@ DEFAULT_QUERIES_PER_SECOND: Final = 15.0
 # sends spaced exactly one window apart into less than a window on arrival. Holding our windows
 # this much longer keeps that from ever costing a 429 (and a 429 would cost a lane pause).
 RATE_MARGIN: Final = 0.05
-# A 429 with at least this share of the lane's rate window used is taken for a rate throttle.
-RATE_FULL: Final = 0.8
 
 
 # --- the public settings -------------------------------------------------------------------------
@@ -419,207 +413,3 @@ def make_overall_cap(max_in_flight: int | None) -> InFlightLimiter:
     another model's caller needs.
     """
     return InFlightLimiter(max_in_flight)
-
-
-# --- one lane per model --------------------------------------------------------------------------
-
-
-class SubmitLane:
-    """
-    One model's submissions: a rate window, a pause set by throttling, and adaptive in-flight slots.
-
-    A create goes: `acquire_slot` (held until the task is terminal, released by whoever sees that)
-    then `acquire_submit` then the request; then `on_success` or, on a 429, `on_throttled` while
-    the slot is still held, so the lane knows how many tasks the server accepted.
-
-    Args:
-        submits_per_second: The submission rate.
-        in_flight: The configured in-flight limit; ``None`` for none (synchronous models).
-        period: The window the rate is counted over, in seconds: 2 per minute is
-            ``submits_per_second=2 / 60, period=60`` and allows a burst of two (see `rate_window`).
-        scale: Multiplies every duration (the window, the backoffs); tests compress time with it.
-        clock: Current time in seconds.
-        sleep: Waits that many seconds.
-        rng: The source of jitter.
-        backoff: The pause after a throttle without ``Retry-After``; doubles per throttle in a
-            row, up to `max_backoff`. A ``Retry-After`` is a floor on top of it.
-        jitter: The pause is stretched by up to this fraction, so lanes do not resume in step.
-    """
-
-    def __init__(
-        self,
-        *,
-        submits_per_second: float,
-        in_flight: int | None,
-        period: float = 1.0,
-        scale: float = 1.0,
-        clock: Clock = anyio.current_time,
-        sleep: Sleep = anyio.sleep,
-        rng: random.Random | None = None,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
-        jitter: float = 0.1,
-    ) -> None:
-        _check_rate("submits_per_second", submits_per_second)
-        _check_rate("period", period)
-        _check_rate("scale", scale)
-        _check_rate("backoff", backoff)
-        _check_rate("max_backoff", max_backoff)
-        count = submits_per_second * period
-        # 2/60 * 60 is 2 only up to rounding; a near-whole count is the whole count it stands for.
-        if abs(count - round(count)) < 1e-9:  # noqa: PLR2004
-            count = round(count)
-        limit, window = rate_window(count, period)
-        self._clock = clock
-        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
-        self._slots = InFlightLimiter(in_flight)
-        self._configured = in_flight
-        self._rng = rng or random.Random()
-        self._backoff = backoff * scale
-        self._max_backoff = max_backoff * scale
-        self._jitter = jitter
-        self._paused_until = -math.inf
-        self._throttles = 0  # episodes in a row, for the backoff
-        self._successes = 0  # in a row, for the additive increase
-        # A throttle taken for the rate's: another episode before a window's worth of clean
-        # successes proves it was the in-flight cap after all.
-        self._suspect = False
-        self._clean = 0
-        self.throttled = 0
-        self.submitted = 0
-
-    @classmethod
-    def from_limits(cls, limits: DefaultLimits, **kwargs: Any) -> SubmitLane:
-        """A lane enforcing `limits` (see `Limits.for_model`); `kwargs` go to the constructor."""
-        return cls(
-            submits_per_second=limits.submits_per_second,
-            period=limits.period,
-            in_flight=limits.in_flight,
-            **kwargs,
-        )
-
-    @property
-    def in_flight(self) -> int:
-        """Slots held: tasks being created or not yet terminal."""
-        return self._slots.in_flight
-
-    @property
-    def limit(self) -> int | None:
-        """The current, adapted in-flight limit (``None``: none)."""
-        return self._slots.limit
-
-    @property
-    def configured(self) -> int | None:
-        """The in-flight limit the lane was configured with."""
-        return self._configured
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot."""
-        return self._slots.waiting
-
-    @property
-    def paused_until(self) -> float:
-        """Submissions wait until this time (``-inf`` when never paused)."""
-        return self._paused_until
-
-    def pause_until(self, until: float) -> None:
-        """Hold every submission of the lane until `until`; an earlier pause never shortens it."""
-        self._paused_until = max(self._paused_until, until)
-
-    async def acquire_submit(self) -> None:
-        """Wait, FIFO, until the rate window and any pause allow one submission, and take it."""
-        await self._window.acquire(not_before=lambda: self._paused_until)
-        self.submitted += 1
-
-    async def acquire_slot(self) -> None:
-        """Wait, FIFO, for an in-flight slot; release it with `release_slot` when terminal."""
-        await self._slots.acquire()
-
-    def try_acquire_slot(self) -> bool:
-        """Take a slot when one is free and nobody waits; never waits."""
-        return self._slots.try_acquire()
-
-    def release_slot(self) -> None:
-        """
-        Give back a slot taken with `acquire_slot`.
-
-        Raises:
-            RuntimeError: No slot is held.
-        """
-        self._slots.release()
-
-    def on_success(self) -> None:
-        """A create succeeded: after `limit` successes in a row, allow one more task in flight."""
-        self._throttles = 0
-        self._clean += 1
-        if self._clean >= self._window.limit:
-            self._suspect = False
-        limit = self._slots.limit
-        if limit is None or limit == self._configured:
-            return
-        self._successes += 1
-        if self._successes >= limit:
-            self._successes = 0
-            self._slots.set_limit(limit + 1)
-
-    def on_throttled(
-        self, retry_after: float | None = None, *, accepted: int | None = None
-    ) -> float:
-        """
-        A create was throttled (429): pause the lane and, unless the lane's own rate window is
-        full (then the rate, not the in-flight cap, is the likely cause), lower its in-flight limit.
-
-        Call it while the throttled create still holds its slot, then release or reuse the slot.
-        Called after the release, the limit lands one lower than the server's cap; the additive
-        increase repairs that within `limit` successes.
-
-        Args:
-            retry_after: The server's ``Retry-After``, a floor of the pause.
-            accepted: How many of the lane's tasks the server is known to hold (created and not
-                ended); the new limit when this proves to be the in-flight cap. Without it, the
-                slots held less this one: too high while other creates are in the air.
-
-        Returns:
-            The end of the pause.
-        """
-        self.throttled += 1
-        self._successes = 0
-        self._clean = 0
-        now = self._clock()
-        # One burst of rejected creates is one episode: the first 429 decides, the others (sent
-        # before the lane paused) only extend the pause. Escalating or cutting once per 429
-        # would pause for 30 s and starve the lane after a single burst.
-        if now >= self._paused_until:
-            self._throttles += 1
-            # DashScope answers the same 429 for "too many submissions per second" and "too
-            # many tasks in flight". With our own rate window (nearly) full, the rate is the
-            # likelier cause (the service counts arrivals, and queueing on the way can bunch a
-            # few of ours into its window): pause but keep the in-flight limit, whose cut would
-            # slow the lane for thousands of tasks. If it happens again before a window's worth
-            # of clean successes, it was the in-flight cap: step down.
-            if self._window.used(now) >= RATE_FULL * self._window.limit and not self._suspect:
-                self._suspect = True
-            else:
-                self._step_down(accepted)
-        floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
-        delay = max(retry_after or 0.0, min(floor, self._max_backoff))
-        until = now + delay * (1.0 + self._rng.uniform(0.0, self._jitter))
-        self.pause_until(until)
-        return until
-
-    def _step_down(self, accepted: int | None) -> None:
-        # The server holds `accepted` of our tasks and refused one more: its cap is `accepted`.
-        # Step straight down to it rather than halving (a hidden cap is found in one episode, not
-        # log(n) of them); min() keeps a lower limit already learnt. Never below 1, or the lane
-        # would stall.
-        current = self._slots.limit
-        lowered = max(1, self._slots.in_flight - 1 if accepted is None else accepted)
-        self._slots.set_limit(lowered if current is None else min(current, lowered))
-
-    def __repr__(self) -> str:
-        limit = "unlimited" if self.limit is None else self.limit
-        return (
-            f"<SubmitLane in_flight={self.in_flight}/{limit} configured={self._configured} "
-            f"waiting={self.waiting} submits={self._window.limit}/{self._window.window:g}s>"
-        )

@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioqwenimage._catalog import DefaultLimits
+from aioqwenimage._lane import SubmitLane
 from aioqwenimage._limits import (
     InFlightLimiter,
     Limits,
     ModelLimits,
     SlidingWindow,
-    SubmitLane,
     make_overall_cap,
     rate_window,
 )

@@ -1,0 +1,320 @@
+# Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
+"""
+One submit lane per model: a rate window, a pause set by throttling, an adaptive in-flight limit.
+
+DashScope answers the same 429 for "too many submissions per second" and "too many tasks in
+flight" (``dashscope-api.md`` §6), and the account's real in-flight cap may be lower than
+configured or shared with another process. So the lane steps its in-flight limit down to what the
+server held when it refused a create, and back up on success. Transient throttles are the normal
+case, not an edge (DashScope answers bursts with ``Throttling.BurstRate`` routinely): a throttle
+the evidence puts down to the rate leaves the limit alone, and a cut that later successes
+contradict is undone, so that a few 429s never cost concurrency for the rest of a run
+(issue 8, item 7: 5% transient 429s once cut a limit of 300 to 12 for good).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Final
+
+import anyio
+
+from aioqwenimage._catalog import DefaultLimits
+from aioqwenimage._limits import (
+    RATE_MARGIN,
+    Clock,
+    InFlightLimiter,
+    Sleep,
+    SlidingWindow,
+    _check_rate,
+    rate_window,
+)
+
+__all__ = ["BURST_CODES", "COUNT_SLACK", "RATE_FULL", "SubmitLane"]
+
+# A 429 with at least this share of the lane's rate window used is taken for a rate throttle.
+RATE_FULL: Final = 0.8
+# DashScope's code for bursts of requests: about the rate, never the tasks in flight (§6).
+BURST_CODES: Final = frozenset({"Throttling.BurstRate"})
+# The lane's count of tasks the server holds runs ahead of the server's own by the tasks that
+# ended unseen (between two polls): evidence from counts must beat it by this much.
+COUNT_SLACK: Final = 2
+
+
+class SubmitLane:
+    """
+    One model's submissions: a rate window, a pause set by throttling, and adaptive in-flight slots.
+
+    A create goes: `acquire_slot` (held until the task is terminal, released by whoever sees that)
+    then `acquire_submit` then the request; then `on_success` or, on a 429, `on_throttled` while
+    the slot is still held, so the lane knows how many tasks the server accepted.
+
+    Args:
+        submits_per_second: The submission rate.
+        in_flight: The configured in-flight limit; ``None`` for none (synchronous models).
+        period: The window the rate is counted over, in seconds: 2 per minute is
+            ``submits_per_second=2 / 60, period=60`` and allows a burst of two (see `rate_window`).
+        scale: Multiplies every duration (the window, the backoffs); tests compress time with it.
+        clock: Current time in seconds.
+        sleep: Waits that many seconds.
+        rng: The source of jitter.
+        backoff: The pause after a throttle without ``Retry-After``; doubles per throttle in a
+            row, up to `max_backoff`. A ``Retry-After`` is a floor on top of it.
+        jitter: The pause is stretched by up to this fraction, so lanes do not resume in step.
+    """
+
+    def __init__(
+        self,
+        *,
+        submits_per_second: float,
+        in_flight: int | None,
+        period: float = 1.0,
+        scale: float = 1.0,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+        rng: random.Random | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        jitter: float = 0.1,
+    ) -> None:
+        _check_rate("submits_per_second", submits_per_second)
+        _check_rate("period", period)
+        _check_rate("scale", scale)
+        _check_rate("backoff", backoff)
+        _check_rate("max_backoff", max_backoff)
+        count = submits_per_second * period
+        # 2/60 * 60 is 2 only up to rounding; a near-whole count is the whole count it stands for.
+        if abs(count - round(count)) < 1e-9:  # noqa: PLR2004
+            count = round(count)
+        limit, window = rate_window(count, period)
+        self._clock = clock
+        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
+        self._slots = InFlightLimiter(in_flight)
+        self._configured = in_flight
+        self._rng = rng or random.Random()
+        self._backoff = backoff * scale
+        self._max_backoff = max_backoff * scale
+        self._jitter = jitter
+        self._paused_until = -math.inf
+        self._throttles = 0  # episodes in a row, for the backoff
+        self._successes = 0  # in a row, for the additive increase
+        # A throttle taken for the rate's: another episode before a window's worth of clean
+        # successes proves it was the in-flight cap after all.
+        self._suspect = False
+        self._clean = 0
+        # Tasks created and not yet ended: the lane's own count of what the server holds.
+        self._accepted = 0
+        # After a cut: the level it was cut to and the limit before it. A success at a higher
+        # level proves the server took more than the cut assumed (the throttle was about the
+        # rate after all): the limit then grows by one per success back to `_restore`.
+        self._cut_level: int | None = None
+        self._restore: int | None = None
+        self._recovering = False
+        # The most tasks held when the server accepted one more, since the last throttle
+        # episode: a throttle with clearly fewer held is no in-flight cap.
+        self._proven = 0
+        self.throttled = 0
+        self.submitted = 0
+
+    @classmethod
+    def from_limits(cls, limits: DefaultLimits, **kwargs: Any) -> SubmitLane:
+        """A lane enforcing `limits` (see `Limits.for_model`); `kwargs` go to the constructor."""
+        return cls(
+            submits_per_second=limits.submits_per_second,
+            period=limits.period,
+            in_flight=limits.in_flight,
+            **kwargs,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Slots held: tasks being created or not yet terminal."""
+        return self._slots.in_flight
+
+    @property
+    def limit(self) -> int | None:
+        """The current, adapted in-flight limit (``None``: none)."""
+        return self._slots.limit
+
+    @property
+    def configured(self) -> int | None:
+        """The in-flight limit the lane was configured with."""
+        return self._configured
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot."""
+        return self._slots.waiting
+
+    @property
+    def accepted(self) -> int:
+        """Tasks created (``on_success(task=True)``) whose slot is not yet released."""
+        return self._accepted
+
+    @property
+    def paused_until(self) -> float:
+        """Submissions wait until this time (``-inf`` when never paused)."""
+        return self._paused_until
+
+    def pause_until(self, until: float) -> None:
+        """Hold every submission of the lane until `until`; an earlier pause never shortens it."""
+        self._paused_until = max(self._paused_until, until)
+
+    async def acquire_submit(self) -> None:
+        """Wait, FIFO, until the rate window and any pause allow one submission, and take it."""
+        await self._window.acquire(not_before=lambda: self._paused_until)
+        self.submitted += 1
+
+    async def acquire_slot(self) -> None:
+        """Wait, FIFO, for an in-flight slot; release it with `release_slot` when terminal."""
+        await self._slots.acquire()
+
+    def try_acquire_slot(self) -> bool:
+        """Take a slot when one is free and nobody waits; never waits."""
+        return self._slots.try_acquire()
+
+    def release_slot(self, *, task: bool = False) -> None:
+        """
+        Give back a slot taken with `acquire_slot`.
+
+        Args:
+            task: The slot was held by a task created with ``on_success(task=True)``.
+
+        Raises:
+            RuntimeError: No slot is held.
+        """
+        self._slots.release()
+        if task:
+            self._accepted = max(0, self._accepted - 1)
+
+    def on_success(self, *, task: bool = False) -> None:
+        """
+        A create succeeded: after `limit` successes in a row, allow one more task in flight.
+
+        Faster when evidence shows a cut was wrong, that is when the server accepts a task with
+        more of the lane's tasks held than the last cut allowed: during the throttle's pause
+        (the create was in the air at the cut) the limit before the cut comes back at once;
+        later, every success adds one, back up to it.
+
+        Args:
+            task: It created an async task, held by the server until its slot is released with
+                ``release_slot(task=True)``; the count of those is the evidence.
+        """
+        self._throttles = 0
+        self._clean += 1
+        if self._clean >= self._window.limit:
+            self._suspect = False
+        if task:
+            self._accepted += 1
+            self._proven = max(self._proven, self._accepted)
+            if self._cut_level is not None and self._accepted >= self._cut_level + COUNT_SLACK:
+                self._cut_level = None
+                self._recovering = True
+                if self._clock() < self._paused_until:
+                    # Nothing is sent during the pause: this create was in the air when the
+                    # server refused one, and it took it. The cut was wrong, undo it at once.
+                    self._recovering = False
+                    self._successes = 0
+                    self._slots.set_limit(self._restore)
+                    return
+        limit = self._slots.limit
+        if limit is None or limit == self._configured:
+            self._recovering = False
+            return
+        if self._recovering:
+            self._successes = 0
+            grown = limit + 1
+            if self._restore is not None and grown >= self._restore:
+                grown, self._recovering = self._restore, False
+            self._slots.set_limit(grown)
+            return
+        self._successes += 1
+        if self._successes >= limit:
+            self._successes = 0
+            self._slots.set_limit(limit + 1)
+
+    def on_throttled(
+        self,
+        retry_after: float | None = None,
+        *,
+        accepted: int | None = None,
+        code: str | None = None,
+    ) -> float:
+        """
+        A create was throttled (429): pause the lane and, unless the evidence says the rate is
+        the cause (a burst code, or the lane's own rate window full), lower its in-flight limit.
+
+        A cut the evidence later contradicts (a success with more tasks held than it allowed)
+        is undone: at once when the contradicting create was already in the air, else one
+        success at a time (see `on_success`).
+
+        Call it while the throttled create still holds its slot, then release or reuse the slot.
+        Called after the release, the limit lands one lower than the server's cap; the additive
+        increase repairs that within `limit` successes.
+
+        Args:
+            retry_after: The server's ``Retry-After``, a floor of the pause.
+            accepted: How many of the lane's tasks the server is known to hold (created and not
+                ended, see `accepted`); the new limit when this proves to be the in-flight cap.
+                Without it, the slots held less this one: too high while other creates are in
+                the air.
+            code: The answer's error code; ``Throttling.BurstRate`` is about the rate.
+
+        Returns:
+            The end of the pause.
+        """
+        self.throttled += 1
+        self._successes = 0
+        self._clean = 0
+        now = self._clock()
+        # One burst of rejected creates is one episode: the first 429 decides, the others (sent
+        # before the lane paused) only extend the pause. Escalating or cutting once per 429
+        # would pause for 30 s and starve the lane after a single burst.
+        if now >= self._paused_until:
+            self._throttles += 1
+            # DashScope answers the same 429 for "too many submissions per second" and "too
+            # many tasks in flight". With our own rate window (nearly) full, the rate is the
+            # likelier cause (the service counts arrivals, and queueing on the way can bunch a
+            # few of ours into its window): pause but keep the in-flight limit, whose cut would
+            # slow the lane for thousands of tasks. If it happens again before a window's worth
+            # of clean successes, it was the in-flight cap: step down. Stronger evidence of
+            # the rate: a burst code, or the server having taken a task with more of ours held
+            # than now (that evidence is spent on this episode, the next needs a new success).
+            if code in BURST_CODES:
+                pass
+            elif accepted is not None and accepted + COUNT_SLACK < self._proven:
+                self._proven = accepted
+            elif self._window.used(now) >= RATE_FULL * self._window.limit and not self._suspect:
+                self._suspect = True
+            else:
+                self._step_down(accepted)
+        floor = self._backoff * 2.0 ** min(self._throttles - 1, 32)
+        delay = max(retry_after or 0.0, min(floor, self._max_backoff))
+        until = now + delay * (1.0 + self._rng.uniform(0.0, self._jitter))
+        self.pause_until(until)
+        return until
+
+    def _step_down(self, accepted: int | None) -> None:
+        # The server holds `accepted` of our tasks and refused one more: its cap is `accepted`.
+        # Step straight down to it rather than halving (a hidden cap is found in one episode, not
+        # log(n) of them); min() keeps a lower limit already learnt. Never below 1, or the lane
+        # would stall.
+        current = self._slots.limit
+        lowered = max(1, self._slots.in_flight - 1 if accepted is None else accepted)
+        if current is not None and lowered >= current:
+            return  # the limit already keeps below what the server held
+        # Recovery aims at the limit before the first of a run of cuts: the later ones of the
+        # run were taken from a limit that was itself perhaps wrongly lowered.
+        if not self._recovering and self._cut_level is None:
+            self._restore = current
+        self._cut_level = lowered
+        self._recovering = False
+        self._slots.set_limit(lowered)
+
+    def __repr__(self) -> str:
+        limit = "unlimited" if self.limit is None else self.limit
+        return (
+            f"<SubmitLane in_flight={self.in_flight}/{limit} configured={self._configured} "
+            f"waiting={self.waiting} submits={self._window.limit}/{self._window.window:g}s>"
+        )
