@@ -647,7 +647,8 @@ class Engine:
             flight.announced = False  # the list was ahead of the task itself: sweep it again
             return PollOutcome.PENDING
         if snapshot.duration is not None and handle.model is not None:
-            self._durations.observe(handle.model, snapshot.duration)
+            seen = None if flight.created_at is None else time.time() - flight.created_at
+            self._durations.observe(handle.model, snapshot.duration, elapsed=seen)
         if flight.announced and self._scheduler is not None and self._sweeper is not None:
             # A sweep saw this completion first and the task's own answer agrees: sweeps work
             # on this service, so per-task polls become the slow fallback they are meant to be.

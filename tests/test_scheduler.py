@@ -89,6 +89,7 @@ def test_policy_scaled_compresses_only_durations():
     expected = attrs.evolve(
         PollPolicy(),
         first_poll=0.005,
+        max_first_poll=0.12,
         min_interval=0.001,
         max_interval=0.005,
         max_backoff=0.03,

@@ -20,7 +20,7 @@ from aiohttp import web
 from aioqwenimage._catalog import Protocol
 from aioqwenimage.testing import _render, _wire
 from aioqwenimage.testing._bodies import parse_generation
-from aioqwenimage.testing._faults import Fault, FaultKind, Fired
+from aioqwenimage.testing._faults import Fault, FaultKind, Fired, hostile_answer
 from aioqwenimage.testing._files import FileRequest, OssError, oss_error
 from aioqwenimage.testing._png import encode_png
 from aioqwenimage.testing._stats import SyncCallReport
@@ -157,6 +157,7 @@ class Handlers:
             _drop(request)
         if FaultKind.MALFORMED in fired:
             body = body[: max(len(body) // 2, 1)]
+        body, content_type = hostile_answer(fired, body, content_type)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     # --- E1, E3: create a task ---------------------------------------------------------------

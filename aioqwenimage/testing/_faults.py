@@ -9,7 +9,9 @@ request draws once, after it has been authenticated and parsed and before it cha
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import json
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["Fault", "FaultKind", "Faults", "Fired"]
+__all__ = ["Fault", "FaultKind", "Faults", "Fired", "hostile_answer"]
 
 
 @public
@@ -42,6 +44,13 @@ class FaultKind(enum.Enum):
     """The answer comes `Fault.delay` simulated seconds late."""
     MALFORMED = "malformed"
     """The request takes effect, and the answer is a 200 whose JSON body is cut short."""
+    NOT_JSON = "not_json"
+    """The request takes effect, and the answer is a 200 HTML page (a gateway's, say)."""
+    NESTED = "nested"
+    """The request takes effect, and the answer is a 200 whose JSON nests 100,000 levels deep."""
+    SKEWED_TIMES = "skewed_times"
+    """The request takes effect, and the answer's ``submit_time`` is a year early: a finished
+    task claims to have run for a year."""
     TASK_FAILED = "task_failed"
     """The task ends FAILED (a sync call answers the error); create and sync only."""
     MODERATION = "moderation"
@@ -254,3 +263,40 @@ class Faults:
                 if armed.remaining == 0:
                     self._armed.remove(armed)
         return Fired(fired) if fired else NOTHING_FIRED
+
+
+# Deep enough to overflow a recursive parser's stack, small enough (200 kB) to send quickly.
+NESTING: Final = 100_000
+_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+_YEAR: Final = dt.timedelta(days=365)
+HTML_PAGE: Final = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def hostile_answer(fired: Fired, body: bytes, content_type: str) -> tuple[bytes, str]:
+    """
+    The answer's body and content type after the hostile-body faults that `fired`.
+
+    Applied after the request took effect, like `FaultKind.MALFORMED`: the client's parsers, not
+    the server's state, are under test.
+    """
+    if FaultKind.NOT_JSON in fired:
+        return HTML_PAGE, "text/html; charset=utf-8"
+    if FaultKind.NESTED in fired:
+        return b"[" * NESTING + b"]" * NESTING, content_type
+    if FaultKind.SKEWED_TIMES in fired:
+        return _skew_submit_time(body), content_type
+    return body, content_type
+
+
+def _skew_submit_time(body: bytes) -> bytes:
+    try:
+        data = json.loads(body)
+        output = data["output"]
+        text = output["submit_time"]
+        # Only shifted, never compared: the zone (UTC+8) does not matter.
+        submitted = dt.datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=dt.UTC)
+    except (ValueError, KeyError, TypeError):
+        return body  # nothing to skew (an error answer, a list): the answer as it was
+    skewed = submitted - _YEAR
+    output["submit_time"] = f"{skewed:%Y-%m-%d %H:%M:%S}.{skewed.microsecond // 1000:03d}"
+    return json.dumps(data, separators=(",", ":")).encode()
