@@ -3,12 +3,14 @@
 
 Workloads: ``B1`` ``B2`` ``B3`` ``B4`` (``all`` is the four), ``smoke`` (a quick check of the
 runner, written to a temporary directory), and ``report`` (rebuild ``docs/benchmarks.md`` from the
-results already in ``benchmarks/results/``). Examples::
+results already in ``benchmarks/results/``). ``chaos`` is not a timed benchmark but a reliability
+run with every fault at once (``benchmarks/_chaos.py``, ``docs/reliability.md``). Examples::
 
     python -m benchmarks all                          # the full suite, then the report
     python -m benchmarks B1 --clients aioqwenimage    # re-measure one client; report updated
     python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument  # profile, not recorded
     python -m benchmarks B1 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.1}'
+    python -m benchmarks chaos --count 5000           # the reliability run
 """
 
 from __future__ import annotations
@@ -101,6 +103,11 @@ def _smoke(clients: list[str], out: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chaos"]:
+        from benchmarks._chaos import main as chaos
+
+        return chaos(argv[1:])
     args = _parse(argv)
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     unknown = [c for c in clients if c not in VARIANTS]
