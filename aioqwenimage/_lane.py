@@ -111,6 +111,7 @@ class SubmitLane:
         self._cut_level: int | None = None
         self._restore: int | None = None
         self._recovering = False
+        self._in_air_at_cut = 0
         # The most tasks held when the server accepted one more, since the last throttle
         # episode: a throttle with clearly fewer held is no in-flight cap.
         self._proven = 0
@@ -205,15 +206,19 @@ class SubmitLane:
         self._clean += 1
         if self._clean >= self._window.limit:
             self._suspect = False
+        # Answers come back roughly in order: while creates that were in the air at the last cut
+        # are still to answer, this is one of them.
+        from_before_cut = self._in_air_at_cut > 0
+        self._in_air_at_cut = max(0, self._in_air_at_cut - 1)
         if task:
             self._accepted += 1
             self._proven = max(self._proven, self._accepted)
             if self._cut_level is not None and self._accepted >= self._cut_level + COUNT_SLACK:
                 self._cut_level = None
                 self._recovering = True
-                if self._clock() < self._paused_until:
-                    # Nothing is sent during the pause: this create was in the air when the
-                    # server refused one, and it took it. The cut was wrong, undo it at once.
+                if from_before_cut:
+                    # This create was in the air when the server refused one, and it took it
+                    # with more held than the cut allowed: the cut was wrong, undo it at once.
                     self._recovering = False
                     self._successes = 0
                     self._slots.set_limit(self._restore)
@@ -265,6 +270,7 @@ class SubmitLane:
             The end of the pause.
         """
         self.throttled += 1
+        self._in_air_at_cut = max(0, self._in_air_at_cut - 1)
         self._successes = 0
         self._clean = 0
         now = self._clock()
@@ -309,6 +315,7 @@ class SubmitLane:
         if not self._recovering and self._cut_level is None:
             self._restore = current
         self._cut_level = lowered
+        self._in_air_at_cut = max(0, self._slots.in_flight - self._accepted - 1)
         self._recovering = False
         self._slots.set_limit(lowered)
 

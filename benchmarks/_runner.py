@@ -70,6 +70,8 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
 
     def _call(self, path: str, method: str = "GET") -> dict[str, Any]:
         request = urllib.request.Request(self.control_url + path, method=method)  # noqa: S310

@@ -136,24 +136,41 @@ def test_a_cut_contradicted_during_its_pause_is_undone():
     assert 300 == lane.limit
 
 
-def test_a_wrong_cut_regrows_one_per_success():
-    """A cut contradicted after its pause grows back one task per success, not per window."""
-    now = [0.0]
-    lane = SubmitLane(submits_per_second=1000, in_flight=300, clock=lambda: now[0], jitter=0.0)
-    for _ in range(40):
+def _churn(lane: SubmitLane, times: int) -> None:
+    """`times` tasks end and as many new ones are accepted: the same number held."""
+    for _ in range(times):
+        lane.release_slot(task=True)
         assert lane.try_acquire_slot()
-    for _ in range(30):
         lane.on_success(task=True)
-    lane.on_throttled(None, accepted=lane.accepted)
+
+
+def _add(lane: SubmitLane) -> None:
+    """One more task accepted."""
+    assert lane.try_acquire_slot()
+    lane.on_success(task=True)
+
+
+def test_a_wrong_cut_regrows_one_per_success():
+    """A cut contradicted later (by a create sent after it) grows back one per success."""
+    lane = SubmitLane(submits_per_second=1000, in_flight=300, clock=lambda: 0.0, jitter=0.0)
+    for _ in range(30):
+        _add(lane)
+    assert lane.try_acquire_slot()
+    lane.on_throttled(None, accepted=lane.accepted)  # nothing else in the air
     lane.release_slot()
     assert 30 == lane.limit
-    now[0] = 5.0  # past the pause: creates sent since then may be the ones accepted
-    lane.on_success(task=True)  # one of the 9 still in the air: 31 held, within the count's lead
-    assert 30 == lane.limit
-    lane.on_success(task=True)  # 32 held: the server took more than the cut allowed
+    _churn(lane, 30)  # the slow additive increase: one more after `limit` successes
     assert 31 == lane.limit
-    for _ in range(300):  # every further success adds one, up to the limit before the cut
-        lane.on_success(task=True)
+    _add(lane)  # 31 held: within the count's lead over the server's
+    _churn(lane, 30)
+    assert 32 == lane.limit
+    _add(lane)  # 32 held: the server took more than the cut allowed
+    assert 33 == lane.limit
+    for _ in range(10):  # from now on, one per success
+        _add(lane)
+    assert 43 == lane.limit
+    for _ in range(300):
+        _add(lane) if lane.in_flight < (lane.limit or 0) else _churn(lane, 1)
     assert 300 == lane.limit
 
 

@@ -1,0 +1,55 @@
+# Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
+
+"""A reduced ``python -m benchmarks chaos``: a few hundred generations with every fault at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks._chaos import ChaosConfig, render, run_chaos
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict:
+    """One reduced run (the emulator in its own process), shared by the checks below."""
+    return run_chaos(
+        ChaosConfig(count=300, throughput_count=200, seed=3, deadline=120.0), log=lambda _: None
+    )
+
+
+def test_chaos_accounting_is_exact(figures):
+    """No prompt paid twice, no wrong outcome, every caller answered, nothing after close."""
+    chaos = figures["chaos"]
+    assert 300 == sum(chaos["outcomes"].values())
+    assert 0 == chaos["outcomes"].get("hung", 0)
+    assert (0, 0) == (chaos["duplicates"], chaos["wrong"])
+    # A success is only ever missed through an untyped exception (issue 8 item 6, not yet
+    # fixed on every branch): each lost outcome must be one of those.
+    assert chaos["lost"] <= chaos["raw_count"]
+
+
+def test_chaos_faults_and_storm_fired(figures):
+    """The run did meet the faults: throttles, failures, moderation, uncertainty, cancellations."""
+    chaos, throughput = figures["chaos"], figures["throughput"]
+    assert 0 < chaos["storm_fired"] <= chaos["storm"] == 30
+    assert {"TaskFailedError", "ContentModerationError"} <= set(chaos["errors"])
+    assert 0 < throughput["throttled_5pct"]["create_429s"]
+    assert 0 == throughput["fault_free"]["create_429s"]
+    assert 200 == throughput["fault_free"]["results"] == throughput["throttled_5pct"]["results"]
+
+
+def test_chaos_report_names_every_figure(figures):
+    """The printed report carries each figure the issue asks for."""
+    text = render(figures)
+    for label in (
+        "prompts with duplicate tasks",
+        "lost (server success, no caller)",
+        "wrong outcomes",
+        "SubmissionUncertainError",
+        "left PENDING after caller left",
+        "asyncio tasks left after close",
+        "file descriptors left",
+        "RSS at 40% / 100%",
+        "throughput, 5% transient 429s",
+    ):
+        assert label in text
