@@ -49,6 +49,9 @@ IN_FLIGHT: Final = 200  # the chaos client's limit; the emulator's cap is 100: a
 # Past this many seconds after its caller went away, a task still PENDING (or started later)
 # was left PENDING by the client: its remote cancel should have arrived long before.
 PENDING_GRACE: Final = 0.1
+# The create storm's model, its create delay and when its callers are cancelled (real seconds).
+STORM_MODEL: Final = "wan2.2-t2i-flash"
+STORM_CANCEL_AFTER: Final = 0.1
 
 # (kind, endpoint, rate, extra): each fault of issue 8 items 1-8 the emulator can produce.
 CHAOS_FAULTS: Final[tuple[dict[str, Any], ...]] = (
@@ -72,6 +75,9 @@ CHAOS_FAULTS: Final[tuple[dict[str, Any], ...]] = (
     {"kind": "nested", "endpoints": ["create"], "rate": 0.001},
 )
 THROTTLE_ONLY: Final = ({"kind": "throttle", "endpoints": ["create"], "rate": 0.05},)
+STORM_FAULTS: Final = (
+    {"kind": "delay", "endpoints": ["create"], "model": STORM_MODEL, "delay": 30.0},
+)
 
 
 @attrs.define
@@ -102,10 +108,11 @@ def _emulator_config(
     return {
         "time_scale": SCALE,
         "seed": seed,
-        "durations": {MODEL: list(durations)},
+        "durations": {MODEL: list(durations), STORM_MODEL: list(durations)},
         "task_queries_per_second": 20_000,
         "models": {
-            MODEL: {"submits": 20_000, "period": 1.0, "in_flight": in_flight, "over_cap": "queue"}
+            MODEL: {"submits": 20_000, "period": 1.0, "in_flight": in_flight, "over_cap": "queue"},
+            STORM_MODEL: {"submits": 20_000, "period": 1.0, "in_flight": 1, "over_cap": "queue"},
         },
     }
 
@@ -320,7 +327,7 @@ async def _chaos_run(emulator: Emulator, config: ChaosConfig, log: Any) -> dict[
     gc.collect()
     leaked = [t for t in asyncio.all_tasks() - tasks_before if t is not asyncio.current_task()]
     return {
-        "outcomes": outcomes,
+        "outcomes": {f"chaos {config.seed} {i}": o for i, o in enumerate(outcomes)},
         "seconds": elapsed,
         "close_started": close_started,
         "closing_from": closing_from,
@@ -332,18 +339,69 @@ async def _chaos_run(emulator: Emulator, config: ChaosConfig, log: Any) -> dict[
     }
 
 
-def _judge(run: dict[str, Any], stats: dict[str, Any], config: ChaosConfig) -> dict[str, Any]:
+async def _create_storm(emulator: Emulator, config: ChaosConfig) -> dict[str, Any]:
+    """
+    Callers cancelled while their create request is in the air (the emulator answers creates of
+    `STORM_MODEL` 0.3 s late, and its in-flight cap of one keeps the new tasks PENDING): the
+    case where a paid task is created after its caller went away (issue 8 item 1).
+    """
+    count = max(9, config.count // 100)
+    outcomes = {f"create storm {config.seed} {i}": Outcome() for i in range(count)}
+    client = q.Client(
+        api_key=emulator.api_key,
+        base_url=emulator.base_url,
+        time_scale=SCALE,
+        seed=config.seed,
+        limits=q.Limits(
+            queries_per_second=2000,
+            models={STORM_MODEL: q.ModelLimits(in_flight=count, submits_per_second=5000)},
+        ),
+    )
+    loop = asyncio.get_running_loop()
+
+    async def caller(index: int, prompt: str) -> None:
+        style = ("task_cancel", "timeout", "scope")[index % 3]
+        generate = client.generate(prompt, model=STORM_MODEL)
+        try:
+            if style == "task_cancel":
+                task = asyncio.ensure_future(generate)
+                loop.call_later(STORM_CANCEL_AFTER, task.cancel)
+                await task
+            elif style == "timeout":
+                async with asyncio.timeout(STORM_CANCEL_AFTER):
+                    await generate
+            else:
+                with anyio.move_on_after(STORM_CANCEL_AFTER) as scope:
+                    await generate
+                if scope.cancelled_caught:
+                    outcomes[prompt] = Outcome("cancelled", went_away=time.time())
+                    return
+            outcomes[prompt] = Outcome("result")
+        except (asyncio.CancelledError, TimeoutError):
+            outcomes[prompt] = Outcome("cancelled", went_away=time.time())
+        except q.QwenImageError as exc:
+            outcomes[prompt] = Outcome("error", type(exc).__name__, went_away=time.time())
+        except Exception as exc:
+            outcomes[prompt] = Outcome("raw", f"{type(exc).__name__}: {exc}"[:200])
+
+    async with client, anyio.create_task_group() as tg:
+        for index, prompt in enumerate(outcomes):
+            tg.start_soon(caller, index, prompt)
+    # The client is closed: what it was going to do about these tasks is done.
+    return {"outcomes": outcomes}
+
+
+def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
     """The figures, from the emulator's records and what each caller saw."""
-    outcomes: list[Outcome] = run["outcomes"]
+    outcomes: dict[str, Outcome] = run["outcomes"]
     by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for task in stats.get("tasks", []):
         by_prompt[task["prompt"]].append(task)
-    kinds = Counter(o.kind for o in outcomes)
-    errors = Counter(o.error for o in outcomes if o.kind == "error")
+    kinds = Counter(o.kind for o in outcomes.values())
+    errors = Counter(o.error for o in outcomes.values() if o.kind == "error")
     duplicates = lost = wrong = unobserved = left_pending = 0
     examples: dict[str, list[str]] = defaultdict(list)
-    for index, outcome in enumerate(outcomes):
-        prompt = f"chaos {config.seed} {index}"
+    for prompt, outcome in outcomes.items():
         tasks = by_prompt.get(prompt, [])
         if len(tasks) > 1:
             duplicates += 1
@@ -380,18 +438,16 @@ def _judge(run: dict[str, Any], stats: dict[str, Any], config: ChaosConfig) -> d
         else sum(1 for t in stats.get("tasks", []) if t["created"] > close_started + 0.05)
     )
     uncertain_with_task = sum(
-        1
-        for index, o in enumerate(outcomes)
-        if o.kind == "uncertain" and by_prompt.get(f"chaos {config.seed} {index}")
+        1 for p, o in outcomes.items() if o.kind == "uncertain" and by_prompt.get(p)
     )
     rss = run["rss"]
     return {
-        "generations": config.count,
+        "generations": len(outcomes),
         "seconds": round(run["seconds"], 1),
         "outcomes": dict(kinds),
         "errors": dict(errors),
         "raw_count": kinds.get("raw", 0),
-        "raw_exceptions": [o.error for o in outcomes if o.kind == "raw"][:10],
+        "raw_exceptions": [o.error for o in outcomes.values() if o.kind == "raw"][:10],
         "storm": run["storm"],
         "storm_fired": run["storm_fired"],
         "tasks_created": len(stats.get("tasks", [])),
@@ -445,11 +501,40 @@ def run_chaos(config: ChaosConfig, log: Any = print) -> dict[str, Any]:
             run = asyncio.run(_chaos_run(emulator, config, log))
             _admin(emulator, "/faults", "DELETE")
             stats = emulator.stats()
+            _arm(emulator, STORM_FAULTS)
+            storm = asyncio.run(_create_storm(emulator, config))
+            storm_stats = emulator.stats()
     finally:
         logger.removeHandler(counter)
         logger.propagate, _ = saved
         logger.setLevel(saved[1])
-    figures["chaos"] = _judge(run, stats, config)
+    figures["chaos"] = _judge(run, stats)
+    judged = _judge(
+        storm
+        | {
+            "close_started": None,
+            "rss": {},
+            "seconds": 0.0,
+            "storm": 0,
+            "storm_fired": 0,
+            "leaked_tasks": [],
+            "leaked_fds": 0,
+        },
+        storm_stats,
+    )
+    figures["create_storm"] = {
+        key: judged[key]
+        for key in (
+            "generations",
+            "outcomes",
+            "errors",
+            "raw_count",
+            "tasks_created",
+            "duplicates",
+            "left_pending_after_cancel",
+            "unobserved_after_caller_left",
+        )
+    }
     figures["chaos"]["log_records"] = dict(counter.levels)
     figures["chaos"]["first_error_log"] = counter.first_error
     return figures
@@ -457,7 +542,7 @@ def run_chaos(config: ChaosConfig, log: Any = print) -> dict[str, Any]:
 
 def render(figures: dict[str, Any]) -> str:
     """The figures as the lines `python -m benchmarks chaos` prints."""
-    chaos, tp = figures["chaos"], figures["throughput"]
+    chaos, tp, storm = figures["chaos"], figures["throughput"], figures["create_storm"]
     clean, noisy = tp["fault_free"], tp["throttled_5pct"]
     growth = chaos["rss_growth"]
     rows = [
@@ -478,6 +563,13 @@ def render(figures: dict[str, Any]) -> str:
         ),
         ("raw (untyped) exceptions", f"{chaos['raw_count']} {chaos['raw_exceptions'][:3]}"),
         ("left PENDING after caller left", chaos["left_pending_after_cancel"]),
+        (
+            "  ... cancelled mid-create",
+            (
+                f"{storm['left_pending_after_cancel']} of {storm['tasks_created']} created "
+                f"({storm['generations']} callers, {storm['outcomes']})"
+            ),
+        ),
         ("succeeded after caller left", chaos["unobserved_after_caller_left"]),
         ("tasks created after aclose()", chaos["created_after_close"]),
         ("client log records (>= WARNING)", chaos["log_records"]),

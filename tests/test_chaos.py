@@ -36,6 +36,9 @@ def test_chaos_faults_and_storm_fired(figures):
     assert 0 < throughput["throttled_5pct"]["create_429s"]
     assert 0 == throughput["fault_free"]["create_429s"]
     assert 200 == throughput["fault_free"]["results"] == throughput["throttled_5pct"]["results"]
+    storm = figures["create_storm"]
+    assert 9 == storm["generations"] == storm["outcomes"].get("cancelled")
+    assert (0, True) == (storm["duplicates"], storm["tasks_created"] > 0)
 
 
 def test_chaos_report_names_every_figure(figures):
@@ -47,6 +50,7 @@ def test_chaos_report_names_every_figure(figures):
         "wrong outcomes",
         "SubmissionUncertainError",
         "left PENDING after caller left",
+        "cancelled mid-create",
         "asyncio tasks left after close",
         "file descriptors left",
         "RSS at 40% / 100%",
