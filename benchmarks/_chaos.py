@@ -46,9 +46,11 @@ from benchmarks._runner import Emulator
 MODEL: Final = "qwen-image-plus"
 SCALE: Final = 0.01
 IN_FLIGHT: Final = 200  # the chaos client's limit; the emulator's cap is 100: a PENDING queue
-# Past this many seconds after its caller went away, a task still PENDING (or started later)
-# was left PENDING by the client: its remote cancel should have arrived long before.
+# Past this many seconds after its caller went away and its create was answered, a task still
+# PENDING (or started later) was left PENDING by the client: its remote cancel should have
+# arrived long before.
 PENDING_GRACE: Final = 0.1
+CLOSE_GRACE: Final = 0.1
 # The create storm's model, its create delay and when its callers are cancelled (real seconds).
 STORM_MODEL: Final = "wan2.2-t2i-flash"
 STORM_CANCEL_AFTER: Final = 0.1
@@ -426,17 +428,30 @@ def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
                     lost += 1
                     examples["lost"].append(f"{prompt}: {outcome.kind} {outcome.error}")
             if went_away is not None and task["status"] != "CANCELED":
+                # The client can cancel a task once it has left its caller and the create's
+                # answer named it: a task started before then was never PENDING to it.
                 scheduled = task.get("scheduled")
-                if scheduled is None or scheduled > went_away + PENDING_GRACE:
+                could_cancel = max(went_away, task["created"]) + PENDING_GRACE
+                if scheduled is None or scheduled > could_cancel:
                     left_pending += 1
-                    examples["left_pending"].append(prompt)
+                    late = "never" if scheduled is None else f"{scheduled - went_away:+.3f} s"
+                    examples["left_pending"].append(
+                        f"{prompt}: {outcome.kind} {outcome.error or ''}, created "
+                        f"{task['created'] - went_away:+.3f} s, started {late}, {task['status']}"
+                    )
     creates = stats["requests"].get("create", {})
     close_started = run["close_started"]
-    created_after_close = (
-        0
-        if close_started is None
-        else sum(1 for t in stats.get("tasks", []) if t["created"] > close_started + 0.05)
-    )
+    # A create sent just before the close may take effect a little later (answers are delayed
+    # by up to 5 simulated seconds, 50 ms): only later ones count.
+    late = [
+        t
+        for t in stats.get("tasks", [])
+        if close_started is not None and t["created"] > close_started + CLOSE_GRACE
+    ]
+    created_after_close = len(late)
+    examples["created_after_close"] = [
+        f"{t['prompt']}: {t['created'] - (close_started or 0):+.3f} s, {t['status']}" for t in late
+    ]
     uncertain_with_task = sum(
         1 for p, o in outcomes.items() if o.kind == "uncertain" and by_prompt.get(p)
     )
