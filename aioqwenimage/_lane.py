@@ -194,9 +194,9 @@ class SubmitLane:
         A create succeeded: after `limit` successes in a row, allow one more task in flight.
 
         Faster when evidence shows a cut was wrong, that is when the server accepts a task with
-        more of the lane's tasks held than the last cut allowed: during the throttle's pause
-        (the create was in the air at the cut) the limit before the cut comes back at once;
-        later, every success adds one, back up to it.
+        more of the lane's tasks held than the last cut allowed: if that create was already in
+        the air at the cut, the limit before the cut comes back at once; else every success
+        adds one, back up to it.
 
         Args:
             task: It created an async task, held by the server until its slot is released with

@@ -120,14 +120,14 @@ def test_transient_throttles_do_not_collapse_the_limit():
     assert 0.8 * 300 <= noisy.peak
 
 
-def test_a_cut_contradicted_during_its_pause_is_undone():
+def test_a_cut_contradicted_by_a_create_in_the_air_is_undone():
     """A create in the air at the cut, accepted above the cut level, restores the old limit."""
     lane = SubmitLane(submits_per_second=1000, in_flight=300, clock=lambda: 0.0, jitter=0.0)
     for _ in range(40):
         assert lane.try_acquire_slot()
     for _ in range(30):
         lane.on_success(task=True)
-    lane.on_throttled(None, accepted=lane.accepted)  # paused until 1.0
+    lane.on_throttled(None, accepted=lane.accepted)  # 9 other creates in the air
     lane.release_slot()
     assert 30 == lane.limit
     lane.on_success(task=True)  # 31 held: within the count's lead over the server's
