@@ -687,7 +687,9 @@ def _lost(exc: QwenImageError) -> str:
 def _describe_storage(exc: Exception) -> str:
     """A storage failure in one line: the journal's own message, or the file and the reason."""
     if isinstance(exc, OSError):
-        where = f" {exc.filename}" if exc.filename else ""
+        # A rename names the temporary file first; the file the user knows is the target.
+        name = exc.filename2 or exc.filename
+        where = f" {name}" if name else ""
         return f"cannot write{where}: {exc.strerror or exc}"
     return str(exc)
 
