@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ import anyio
 import attrs
 
 from aioqwenimage._cli._journal import Journal, JournalError, Row, State
+from aioqwenimage._cli._ledger import Ledger
 from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
@@ -136,8 +136,8 @@ class BatchRunner:
         self.options = options
         self.out = options.out_dir
         self.clock = clock
-        self.rows: dict[int, Row] = {row.seq: row for row in journal.rows()}
-        self.tally = Tally(total=len(self.rows))
+        self.tally = Tally(total=len(journal.rows()))
+        self.ledger = Ledger(journal, self.tally, self._log)
         self.stream = stream if stream is not None else sys.stdout
         self.display: Display | None = None
         self.console: Any = None
@@ -150,8 +150,16 @@ class BatchRunner:
         self.admissions: dict[int, _Admission] = {}
         self.handles: dict[int, TaskHandle] = {}
         self.by_task: dict[str, int] = {}
-        # Per item, why this run could not finish it, for the summary.
-        self.why: dict[int, str] = {}
+
+    @property
+    def rows(self) -> dict[int, Row]:
+        """Every item as the journal last said (the ledger keeps them current)."""
+        return self.ledger.rows
+
+    @property
+    def why(self) -> dict[int, str]:
+        """Per item, why this run could not finish it, for the summary."""
+        return self.ledger.why
 
     @property
     def live(self) -> _Live:
@@ -230,7 +238,7 @@ class BatchRunner:
             retry_failed=self.options.retry_failed,
             log=self._log,
         )
-        self.rows = {row.seq: row for row in self.journal.rows()}
+        self.ledger.reload()
         uncertain = [uncertain_entry(row, self.clock()) for row in todo.uncertain]
         # Listed before this run creates anything, so that no task of ours passes for an orphan.
         listing = await self._list(client, uncertain) if uncertain else None
@@ -292,7 +300,7 @@ class BatchRunner:
         async with receive:
             async for seq in receive:
                 if self.stopping:
-                    self._not_sent(seq, self.stop_reason)
+                    self.ledger.not_sent(seq, self.stop_reason)
                     continue
                 await self._guarded(seq, self._submit(seq))
 
@@ -304,7 +312,7 @@ class BatchRunner:
             self._storage_failed(exc)
             if seq is not None:
                 # Whatever the journal last holds for it is what the next run resumes from.
-                self._not_finished(seq, f"stopped: {_describe_storage(exc)}")
+                self.ledger.not_finished(seq, f"stopped: {_describe_storage(exc)}")
 
     def _storage_failed(self, exc: Exception) -> None:
         if self.storage is not None:
@@ -340,30 +348,30 @@ class BatchRunner:
                 # on_sending runs again only before a re-send, and the client re-sends only
                 # when the last attempt provably created nothing (429, 503, refused connect).
                 self.journal.pending(seq, "stopped before a re-send; nothing was created")
-            self._not_sent(seq, self.stop_reason)
+            self.ledger.not_sent(seq, self.stop_reason)
         except SubmissionUncertainError as exc:
-            self._uncertain(seq, _lost(exc))
+            self.ledger.uncertain(seq, _lost(exc))
         except _FATAL as exc:
-            self._refused_before_creation(seq, exc)
+            self.ledger.refused_before_creation(seq, exc)
             if self.fatal is None:
                 self.fatal = exc
                 self._stop_submitting(f"not sent: the batch stopped ({type(exc).__name__})")
         except (RateLimitError, ServerError, TransportError) as exc:
             # Throttled past the retry budget, 503, or the connection never opened: the client
             # re-sends creates only in those cases, which create nothing (§6), so nothing exists.
-            self._refused_before_creation(seq, exc)
+            self.ledger.refused_before_creation(seq, exc)
         except APIError as exc:  # 400s: the service refused this request for good
-            self._failed(seq, exc.code, exc.message)
+            self.ledger.failed(seq, exc.code, exc.message)
         except QwenImageError as exc:  # anything else after sending: we cannot know
             if admission.sending:
-                self._uncertain(seq, _lost(exc))
+                self.ledger.uncertain(seq, _lost(exc))
             else:
-                self._not_sent(seq, str(exc))
+                self.ledger.not_sent(seq, str(exc))
         finally:
             self.admissions.pop(seq, None)
         if handle is None:
             if admission.scope.cancelled_caught:
-                self._not_sent(seq, self.stop_reason)
+                self.ledger.not_sent(seq, self.stop_reason)
             return
         if handle.task_id is not None:
             self.journal.created(seq, handle.task_id)
@@ -392,59 +400,42 @@ class BatchRunner:
                 result = await handle
             except TaskCanceledError as exc:
                 if handle.task_id is None:  # an abandoned synchronous call may still be billed
-                    self._uncertain(seq, "the synchronous call was abandoned before it answered")
+                    self.ledger.uncertain(
+                        seq, "the synchronous call was abandoned before it answered"
+                    )
                     return
                 if handle.status is not TaskStatus.CANCELED:
                     # Our interrupt asked to cancel it, but it was already running: the service
                     # finishes (and bills) it, so follow it to the end and keep the images.
                     handle = client.attach(handle.task_id, model=row.model)
                     continue
-                self._canceled(seq, str(exc))
+                self.ledger.canceled(seq, str(exc), quietly=bool(self.interrupts))
                 return
             except TaskExpiredError:
-                self._expired(seq, "the service no longer knows the task (older than 24 hours?)")
+                self.ledger.expired(
+                    seq, "the service no longer knows the task (older than 24 hours?)"
+                )
                 return
             except TaskFailedError as exc:
-                self._failed(seq, exc.code, exc.message)
+                self.ledger.failed(seq, exc.code, exc.message)
                 return
             except SubmissionUncertainError as exc:  # a synchronous call that lost its answer
-                self._uncertain(seq, _lost(exc))
+                self.ledger.uncertain(seq, _lost(exc))
                 return
             except APIError as exc:
                 if handle.task_id is None:  # a synchronous call refused: nothing was made
-                    self._failed(seq, exc.code, exc.message)
+                    self.ledger.failed(seq, exc.code, exc.message)
                 else:  # the task goes on; the journal keeps its id for the next run
-                    self._not_finished(seq, f"could not follow task {handle.task_id}: {exc}")
+                    self.ledger.not_finished(seq, f"could not follow task {handle.task_id}: {exc}")
                 return
             except QwenImageError as exc:
-                self._not_finished(seq, f"could not follow the task: {exc}")
+                self.ledger.not_finished(seq, f"could not follow the task: {exc}")
                 return
             finally:
                 self.handles.pop(seq, None)
             break
-        self._succeeded(seq, result)
+        self.ledger.succeeded(seq, result)
         await self._download(seq, result)
-
-    def _succeeded(self, seq: int, result: GenerationResult) -> None:
-        self.journal.succeeded(
-            seq,
-            urls=[(image.index, image.url) for image in result.images],
-            actual_prompts=[image.actual_prompt for image in result.images],
-            echoed_prompt=result.prompt,
-            server_times={
-                "submitted": _iso(result.submitted_at),
-                "scheduled": _iso(result.scheduled_at),
-                "finished": _iso(result.finished_at),
-            },
-            error_code=result.failures[0].code if result.failures else None,
-            error_message=(
-                f"{len(result.failures)} of {len(result.failures) + len(result.images)} images "
-                f"failed: {result.failures[0].message}"
-                if result.failures
-                else None
-            ),
-        )
-        self.rows[seq] = self.journal.row(seq)
 
     # --- downloads -------------------------------------------------------------------------------
 
@@ -462,7 +453,7 @@ class BatchRunner:
                 files = await self._save_all(client, row, urls)
             except ImageExpiredError:
                 if fresh or row.task_id is None or too_old(row, self.clock()):
-                    self._expired(seq, "the result URLs expired and the task is gone")
+                    self.ledger.expired(seq, "the result URLs expired and the task is gone")
                     return
                 refreshed = await self._repoll(seq, row)
                 if refreshed is None:
@@ -510,13 +501,13 @@ class BatchRunner:
         try:
             result = await self._attach(row)
         except TaskExpiredError:
-            self._expired(seq, "the result URLs expired and the task is gone")
+            self.ledger.expired(seq, "the result URLs expired and the task is gone")
             return None
         except QwenImageError as exc:
             self.why[seq] = f"could not refresh expired URLs: {exc}"
             self.tally.set(seq, Phase.FAILED)
             return None
-        self._succeeded(seq, result)
+        self.ledger.succeeded(seq, result)
         return result
 
     # --- reconciliation --------------------------------------------------------------------------
@@ -532,7 +523,7 @@ class BatchRunner:
                 self.rows[seq] = self.journal.row(seq)
                 self.by_task[orphan.task_id] = seq
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; adopted")
-                self._succeeded(seq, results[orphan.task_id])
+                self.ledger.succeeded(seq, results[orphan.task_id])
                 self.tally.set(seq, Phase.DOWNLOADING)
                 self.live.work.start_soon(
                     self._guarded, seq, self._download(seq, results[orphan.task_id])
@@ -550,7 +541,7 @@ class BatchRunner:
                     )
                     self._queue(seq)
                 else:
-                    self._uncertain(seq, why)
+                    self.ledger.uncertain(seq, why)
             self.tally.reconciled += len(decision.adopt) + len(decision.resend)
         finally:
             self.live.queue.close()
@@ -561,47 +552,6 @@ class BatchRunner:
         self.live.queue.send_nowait(seq)
 
     # --- outcomes --------------------------------------------------------------------------------
-
-    def _failed(self, seq: int, code: str | None, message: str) -> None:
-        self.journal.failed(seq, code, message)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.FAILED)
-        self._log(f"failed {self.rows[seq].item_id}: {code + ': ' if code else ''}{message}")
-
-    def _canceled(self, seq: int, why: str) -> None:
-        self.journal.canceled(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.CANCELED)
-        if not self.interrupts:
-            self._log(f"canceled {self.rows[seq].item_id}: {why}")
-
-    def _expired(self, seq: int, why: str) -> None:
-        self.journal.expired(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.EXPIRED)
-        self._log(f"expired {self.rows[seq].item_id}: {why}")
-
-    def _uncertain(self, seq: int, why: str) -> None:
-        self.journal.annotate(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.why[seq] = why
-        self.tally.set(seq, Phase.UNCERTAIN)
-        self._log(f"uncertain {self.rows[seq].item_id}: {why}; not sent again")
-
-    def _not_sent(self, seq: int, why: str) -> None:
-        self.why[seq] = why
-        self.tally.set(seq, Phase.NOT_SENT)
-
-    def _not_finished(self, seq: int, why: str) -> None:
-        self.why[seq] = why
-        self.tally.set(seq, Phase.NOT_SENT)
-        self._log(f"{self.rows[seq].item_id}: {why}; a re-run re-attaches it")
-
-    def _refused_before_creation(self, seq: int, exc: QwenImageError) -> None:
-        if self.journal.state(seq) is State.SENDING:
-            self.journal.pending(seq, f"not created: {exc}")
-        self._not_sent(seq, f"not created: {exc}")
-        self._log(f"not sent {self.rows[seq].item_id}: {exc}")
 
     # --- events and signals ----------------------------------------------------------------------
 
@@ -692,7 +642,3 @@ def _describe_storage(exc: Exception) -> str:
         where = f" {name}" if name else ""
         return f"cannot write{where}: {exc.strerror or exc}"
     return str(exc)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value is not None else None
