@@ -46,12 +46,12 @@ from aioqwenimage._cli._reconcile import (
     settle_orphans,
     uncertain_entry,
 )
-from aioqwenimage._cli._resume import plan, too_old
+from aioqwenimage._cli._resume import plan
+from aioqwenimage._cli._saving import Saver
 from aioqwenimage._cli._summary import build_summary, render_summary_plain, render_summary_rich
 from aioqwenimage._errors import (
     APIError,
     AuthenticationError,
-    ImageExpiredError,
     PermissionDeniedError,
     QuotaExceededError,
     QwenImageError,
@@ -439,76 +439,11 @@ class BatchRunner:
 
     # --- downloads -------------------------------------------------------------------------------
 
-    def _file_name(self, row: Row, index: int) -> str:
-        return f"{row.stem}.png" if row.images == 1 else f"{row.stem}-{index}.png"
-
     async def _download(self, seq: int, result: GenerationResult | None = None) -> None:
-        """Save every image of a succeeded item; fresh URLs from a re-poll if they expired."""
-        client = self.client
-        self.tally.set(seq, Phase.DOWNLOADING)
-        row = self.rows[seq]
-        urls = list(row.urls) if result is None else [(i.index, i.url) for i in result.images]
-        for fresh in (False, True):
-            try:
-                files = await self._save_all(client, row, urls)
-            except ImageExpiredError:
-                if fresh or row.task_id is None or too_old(row, self.clock()):
-                    self.ledger.expired(seq, "the result URLs expired and the task is gone")
-                    return
-                refreshed = await self._repoll(seq, row)
-                if refreshed is None:
-                    return
-                urls = [(image.index, image.url) for image in refreshed.images]
-                continue
-            except QwenImageError as exc:
-                self.why[seq] = f"download failed: {exc}"
-                self._log(f"{row.item_id}: download failed ({exc}); the next run tries again")
-                self.tally.set(seq, Phase.FAILED)
-                return
-            self.journal.downloaded(seq, files, sync=row.task_id is None)
-            self.rows[seq] = self.journal.row(seq)
-            self.tally.set(seq, Phase.DONE)
-            if self.console is None and not self.options.quiet:
-                self._log(f"done {row.item_id}: {', '.join(files)}")
-            return
-
-    async def _save_all(self, client: Client, row: Row, urls: list[tuple[int, str]]) -> list[str]:
-        """Download every image concurrently; raises the first failure (expiry first)."""
-        files: list[str] = [""] * len(urls)
-        errors: list[Exception] = []
-
-        async def save(position: int, index: int, url: str) -> None:
-            name = self._file_name(row, index)
-            try:
-                await client.download_image(url, self.out / name)
-            except (QwenImageError, OSError) as exc:
-                errors.append(exc)
-                return
-            files[position] = name
-
-        async with anyio.create_task_group() as tg:
-            for position, (index, url) in enumerate(urls):
-                tg.start_soon(save, position, index, url)
-        if errors:
-            # A full disk stops the batch, so it goes first; then expiry (URLs to refresh).
-            raise next(
-                (e for e in errors if isinstance(e, OSError)),
-                next((e for e in errors if isinstance(e, ImageExpiredError)), errors[0]),
-            )
-        return files
-
-    async def _repoll(self, seq: int, row: Row) -> GenerationResult | None:
-        try:
-            result = await self._attach(row)
-        except TaskExpiredError:
-            self.ledger.expired(seq, "the result URLs expired and the task is gone")
-            return None
-        except QwenImageError as exc:
-            self.why[seq] = f"could not refresh expired URLs: {exc}"
-            self.tally.set(seq, Phase.FAILED)
-            return None
-        self.ledger.succeeded(seq, result)
-        return result
+        """Save every image of a succeeded item (see `Saver.download`)."""
+        announce = self.console is None and not self.options.quiet
+        saver = Saver(client=self.client, ledger=self.ledger, out=self.out, clock=self.clock)
+        await saver.download(seq, result, announce=announce)
 
     # --- reconciliation --------------------------------------------------------------------------
 
