@@ -27,6 +27,7 @@ import attrs
 from aioqwenimage._cli._journal import Journal, JournalError, Row, State
 from aioqwenimage._cli._ledger import Ledger
 from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
+from aioqwenimage._cli._messages import in_words
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -562,7 +563,10 @@ def _lost(exc: QwenImageError) -> str:
     root: BaseException = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    detail = f"{type(root).__name__}: {root}" if root is not exc else str(exc)
+    # The root's words, not its class: "Server disconnected", not ServerDisconnectedError.
+    detail = in_words(str(root)) or (
+        "timed out" if isinstance(root, TimeoutError) else type(root).__name__
+    )
     return (
         f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
         "against the task list"
