@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 import pytest
@@ -259,9 +260,11 @@ def test_tasks_with_emulator_says_why_not_and_what_to_do_instead():
 def library_logger() -> Iterator[logging.Logger]:
     logger = logging.getLogger("aioqwenimage")
     level, handlers = logger.level, list(logger.handlers)
+    formatwarning = warnings.formatwarning  # configure_output sets it for the command's process
     yield logger
     logger.setLevel(level)
     logger.handlers[:] = handlers
+    warnings.formatwarning = formatwarning
 
 
 @pytest.mark.parametrize(
@@ -295,3 +298,12 @@ def test_batch_quiet_prints_no_progress_only_problems_and_the_summary(
     assert "progress" not in result.stdout
     assert " done 0001" not in result.stdout
     assert "summary" in result.stdout
+
+
+def test_a_lost_create_answer_in_a_batch_is_described_in_words(emulator: Emulator, tmp_path: Path):
+    """An uncertain create says what happened to the connection, not an aiohttp class name."""
+    emulator.fault(kind="drop_after", endpoints=["create"], times=1)
+    result = batch(emulator, prompts(tmp_path, 2), tmp_path / "out")
+    assert 1 == result.returncode
+    assert "the create was sent but its answer was lost (" in result.stdout
+    assert "ServerDisconnectedError" not in result.stdout

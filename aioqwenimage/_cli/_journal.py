@@ -33,16 +33,24 @@ between two callbacks always leaves the journal consistent.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-import attrs
+from aioqwenimage._cli._records import (
+    COLUMNS,
+    DDL,
+    SCHEMA_VERSION,
+    Row,
+    State,
+    describe_differences,
+    initialise,
+    row_from,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
     from aioqwenimage._cli._inputs import Item
@@ -59,27 +67,6 @@ __all__ = [
 ]
 
 JOURNAL_NAME: Final = "journal.sqlite"
-_SCHEMA_VERSION: Final = 1
-
-
-class State(enum.Enum):
-    """Where an item is; see the module docstring for the order of writes."""
-
-    PENDING = "pending"
-    SENDING = "sending"
-    CREATED = "created"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-    DOWNLOADED = "downloaded"
-    DONE = "done"
-
-    @property
-    def finished(self) -> bool:
-        """Whether the item needs nothing more (``done``: a synchronous model's ``downloaded``)."""
-        return self in (State.DOWNLOADED, State.DONE)
 
 
 _S = State
@@ -139,86 +126,6 @@ def _mapped(path: Path, writing: bool) -> Iterator[None]:
         raise JournalDamagedError(msg) from exc
 
 
-@attrs.frozen(kw_only=True)
-class Row:
-    """One item as the journal holds it."""
-
-    seq: int
-    item_id: str
-    line: int
-    prompt: str
-    model: str
-    params: Mapping[str, Any]
-    stem: str
-    images: int
-    width: int
-    height: int
-    state: State
-    task_id: str | None
-    sending_at: float | None
-    created_at: float | None
-    finished_at: float | None
-    downloaded_at: float | None
-    urls: tuple[tuple[int, str], ...]
-    files: tuple[str, ...]
-    actual_prompts: tuple[str | None, ...]
-    echoed_prompt: str | None
-    server_times: Mapping[str, str | None]
-    error_code: str | None
-    error_message: str | None
-    note: str | None
-    attempts: int
-
-
-_COLUMNS: Final = (
-    "seq, item_id, line, prompt, model, params, stem, images, width, height, state, task_id, "
-    "sending_at, created_at, finished_at, downloaded_at, urls, files, actual_prompts, "
-    "echoed_prompt, server_times, error_code, error_message, note, attempts"
-)
-
-_DDL: Final = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    seq INTEGER PRIMARY KEY,
-    item_id TEXT NOT NULL UNIQUE,
-    line INTEGER NOT NULL,
-    prompt TEXT NOT NULL,
-    model TEXT NOT NULL,
-    params TEXT NOT NULL,
-    stem TEXT NOT NULL,
-    images INTEGER NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    sending_at REAL,
-    created_at REAL,
-    finished_at REAL,
-    downloaded_at REAL,
-    urls TEXT NOT NULL DEFAULT '[]',
-    files TEXT NOT NULL DEFAULT '[]',
-    actual_prompts TEXT NOT NULL DEFAULT '[]',
-    echoed_prompt TEXT,
-    server_times TEXT NOT NULL DEFAULT '{}',
-    error_code TEXT,
-    error_message TEXT,
-    note TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_task ON items (task_id);
-CREATE TABLE IF NOT EXISTS transitions (
-    id INTEGER PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    at REAL NOT NULL,
-    old TEXT NOT NULL,
-    new TEXT NOT NULL,
-    task_id TEXT,
-    note TEXT
-);
-"""
-
-
 class Journal:
     """
     The journal of one output directory. Open it with `Journal.open`.
@@ -264,12 +171,12 @@ class Journal:
             with _mapped(path, writing=True):
                 db.execute("PRAGMA journal_mode=TRUNCATE")
                 db.execute("PRAGMA synchronous=FULL")
-                db.executescript(_DDL)
+                db.executescript(DDL)
             with _mapped(path, writing=False):
                 stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not stored:
-                with _mapped(path, writing=True):
-                    _initialise(db, fingerprint, items, clock())
+                with _mapped(path, writing=True), _Transaction(db):
+                    initialise(db, fingerprint, items, clock())
             else:
                 _check(stored, fingerprint, path)
                 # A write before anything is sent: a read-only, immutable or full journal is
@@ -290,20 +197,20 @@ class Journal:
     def rows(self) -> list[Row]:
         """Every item, in input order."""
         with _mapped(self.path, writing=False):
-            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM items ORDER BY seq")  # noqa: S608
-            return [_row(values) for values in cursor]
+            cursor = self._db.execute(f"SELECT {COLUMNS} FROM items ORDER BY seq")  # noqa: S608
+            return [row_from(values) for values in cursor]
 
     def row(self, seq: int) -> Row:
         """One item."""
         with _mapped(self.path, writing=False):
             values = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE seq = ?",  # noqa: S608 - constant columns
+                f"SELECT {COLUMNS} FROM items WHERE seq = ?",  # noqa: S608 - constant columns
                 (seq,),
             ).fetchone()
         if values is None:
             msg = f"no item {seq} in the journal"
             raise KeyError(msg)
-        return _row(values)
+        return row_from(values)
 
     def state(self, seq: int) -> State:
         """An item's state (from memory: the journal's last committed write)."""
@@ -529,42 +436,8 @@ def _quick_check(db: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(verdict)
 
 
-def _initialise(
-    db: sqlite3.Connection, fingerprint: Mapping[str, Any], items: Iterable[Item], now: float
-) -> None:
-    with _Transaction(db):
-        db.executemany(
-            "INSERT INTO meta VALUES (?, ?)",
-            [
-                ("schema", str(_SCHEMA_VERSION)),
-                ("fingerprint", json.dumps(fingerprint, sort_keys=True)),
-                ("created", repr(now)),
-            ],
-        )
-        db.executemany(
-            "INSERT INTO items (seq, item_id, line, prompt, model, params, stem, images, width, "
-            "height, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-            [
-                (
-                    item.seq,
-                    item.item_id,
-                    item.line,
-                    item.prompt,
-                    item.model,
-                    json.dumps(dict(item.params), sort_keys=True),
-                    item.stem,
-                    item.images,
-                    item.size[0],
-                    item.size[1],
-                    now,
-                )
-                for item in items
-            ],
-        )
-
-
 def _check(stored: Mapping[str, str], fingerprint: Mapping[str, Any], path: Path) -> None:
-    if stored.get("schema") != str(_SCHEMA_VERSION):
+    if stored.get("schema") != str(SCHEMA_VERSION):
         msg = (
             f"{path} was written by another version of aioqwenimage (schema {stored.get('schema')})"
         )
@@ -580,80 +453,3 @@ def _check(stored: Mapping[str, str], fingerprint: Mapping[str, Any], path: Path
         "or use another --out directory (or move the journal away) to start a new one."
     )
     raise JournalMismatchError(msg)
-
-
-def describe_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What changed between two fingerprints, in words."""
-    found: list[str] = []
-    old_input, new_input = old.get("input", {}), new.get("input", {})
-    if old_input.get("sha256") != new_input.get("sha256"):
-        if old_input.get("path") != new_input.get("path"):
-            found.append(
-                f"the input file was {old_input.get('path')!r}, now {new_input.get('path')!r}"
-            )
-        else:
-            found.append(f"the input file {new_input.get('path')!r} has changed since")
-    old_options, new_options = old.get("options", {}), new.get("options", {})
-    found.extend(
-        f"{key.replace('_', '-')} was {old_options.get(key)!r}, now {new_options.get(key)!r}"
-        for key in sorted(set(old_options) | set(new_options))
-        if old_options.get(key) != new_options.get(key)
-    )
-    return found or ["the fingerprints differ"]
-
-
-def _row(values: Sequence[Any]) -> Row:
-    (
-        seq,
-        item_id,
-        line,
-        prompt,
-        model,
-        params,
-        stem,
-        images,
-        width,
-        height,
-        state,
-        task_id,
-        sending_at,
-        created_at,
-        finished_at,
-        downloaded_at,
-        urls,
-        files,
-        actual_prompts,
-        echoed_prompt,
-        server_times,
-        error_code,
-        error_message,
-        note,
-        attempts,
-    ) = values
-    return Row(
-        seq=seq,
-        item_id=item_id,
-        line=line,
-        prompt=prompt,
-        model=model,
-        params=json.loads(params),
-        stem=stem,
-        images=images,
-        width=width,
-        height=height,
-        state=State(state),
-        task_id=task_id,
-        sending_at=sending_at,
-        created_at=created_at,
-        finished_at=finished_at,
-        downloaded_at=downloaded_at,
-        urls=tuple((int(index), str(url)) for index, url in json.loads(urls)),
-        files=tuple(json.loads(files)),
-        actual_prompts=tuple(json.loads(actual_prompts)),
-        echoed_prompt=echoed_prompt,
-        server_times=json.loads(server_times),
-        error_code=error_code,
-        error_message=error_message,
-        note=note,
-        attempts=attempts,
-    )

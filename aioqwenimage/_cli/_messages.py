@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import sys
 import warnings
 from typing import TYPE_CHECKING, Final
@@ -30,11 +31,14 @@ __all__ = [
     "add_output_options",
     "configure_output",
     "describe_error",
+    "in_words",
     "model_problem",
     "suggest_model",
 ]
 
 _LOGGER: Final = "aioqwenimage"
+# "ServerDisconnectedError: " inside a message: the library keeps it for programmers.
+_CLASS_PREFIX: Final = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
 _UNKNOWN_MODEL_WARNING: Final = r"model .* is not in aioqwenimage's catalog"
 
 
@@ -119,16 +123,22 @@ def model_problem(name: str) -> tuple[str | None, str | None]:
     )
 
 
+def in_words(text: str) -> str:
+    """`text` without the exception class names a library message carries for programmers."""
+    return _CLASS_PREFIX.sub("", text)
+
+
 def describe_error(exc: QwenImageError) -> str:
     """A library error in words for the command line: what happened, and what to do."""
     if isinstance(exc, SubmissionUncertainError):
         return (
-            f"the request was sent but its answer was lost, so a task may exist: {exc}. "
+            "the request was sent but its answer was lost, so a task may exist: "
+            f"{in_words(str(exc))}. "
             "`aioqwenimage tasks list` shows the account's recent tasks"
         )
     if isinstance(exc, TransportError):
         return (
-            f"network failure: {exc}. Check the connection, --base-url and --region "
+            f"network failure: {in_words(str(exc))}. Check the connection, --base-url and --region "
             "(or use --emulator to work offline)"
         )
     if isinstance(exc, AuthenticationError):

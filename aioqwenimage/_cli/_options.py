@@ -223,8 +223,9 @@ def add_connection_options(
             metavar="X",
             help=(
                 "for emulators only: multiply every delay the client waits for (poll schedule, "
-                "rate windows, backoffs) by X to match an emulator's compressed time; default 1 "
-                f"({EMULATOR_TIME_SCALE:g} with --emulator). Never set it against the real service"
+                "rate windows, backoffs) by X to match an emulator's compressed time; default 1"
+                + (f" ({EMULATOR_TIME_SCALE:g} with --emulator)" if emulator else "")
+                + ". Never set it against the real service"
             ),
         )
 

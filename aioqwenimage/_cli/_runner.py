@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import signal
 import sys
@@ -26,7 +25,9 @@ import anyio
 import attrs
 
 from aioqwenimage._cli._journal import Journal, JournalError, Row, State
+from aioqwenimage._cli._ledger import Ledger
 from aioqwenimage._cli._manifest import MANIFEST_NAME, write_manifest
+from aioqwenimage._cli._messages import in_words
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -46,12 +47,12 @@ from aioqwenimage._cli._reconcile import (
     settle_orphans,
     uncertain_entry,
 )
-from aioqwenimage._cli._resume import plan, too_old
+from aioqwenimage._cli._resume import plan
+from aioqwenimage._cli._saving import Saver
 from aioqwenimage._cli._summary import build_summary, render_summary_plain, render_summary_rich
 from aioqwenimage._errors import (
     APIError,
     AuthenticationError,
-    ImageExpiredError,
     PermissionDeniedError,
     QuotaExceededError,
     QwenImageError,
@@ -136,8 +137,8 @@ class BatchRunner:
         self.options = options
         self.out = options.out_dir
         self.clock = clock
-        self.rows: dict[int, Row] = {row.seq: row for row in journal.rows()}
-        self.tally = Tally(total=len(self.rows))
+        self.tally = Tally(total=len(journal.rows()))
+        self.ledger = Ledger(journal, self.tally, self._log)
         self.stream = stream if stream is not None else sys.stdout
         self.display: Display | None = None
         self.console: Any = None
@@ -150,8 +151,16 @@ class BatchRunner:
         self.admissions: dict[int, _Admission] = {}
         self.handles: dict[int, TaskHandle] = {}
         self.by_task: dict[str, int] = {}
-        # Per item, why this run could not finish it, for the summary.
-        self.why: dict[int, str] = {}
+
+    @property
+    def rows(self) -> dict[int, Row]:
+        """Every item as the journal last said (the ledger keeps them current)."""
+        return self.ledger.rows
+
+    @property
+    def why(self) -> dict[int, str]:
+        """Per item, why this run could not finish it, for the summary."""
+        return self.ledger.why
 
     @property
     def live(self) -> _Live:
@@ -230,7 +239,7 @@ class BatchRunner:
             retry_failed=self.options.retry_failed,
             log=self._log,
         )
-        self.rows = {row.seq: row for row in self.journal.rows()}
+        self.ledger.reload()
         uncertain = [uncertain_entry(row, self.clock()) for row in todo.uncertain]
         # Listed before this run creates anything, so that no task of ours passes for an orphan.
         listing = await self._list(client, uncertain) if uncertain else None
@@ -292,7 +301,7 @@ class BatchRunner:
         async with receive:
             async for seq in receive:
                 if self.stopping:
-                    self._not_sent(seq, self.stop_reason)
+                    self.ledger.not_sent(seq, self.stop_reason)
                     continue
                 await self._guarded(seq, self._submit(seq))
 
@@ -304,7 +313,7 @@ class BatchRunner:
             self._storage_failed(exc)
             if seq is not None:
                 # Whatever the journal last holds for it is what the next run resumes from.
-                self._not_finished(seq, f"stopped: {_describe_storage(exc)}")
+                self.ledger.not_finished(seq, f"stopped: {_describe_storage(exc)}")
 
     def _storage_failed(self, exc: Exception) -> None:
         if self.storage is not None:
@@ -340,30 +349,30 @@ class BatchRunner:
                 # on_sending runs again only before a re-send, and the client re-sends only
                 # when the last attempt provably created nothing (429, 503, refused connect).
                 self.journal.pending(seq, "stopped before a re-send; nothing was created")
-            self._not_sent(seq, self.stop_reason)
+            self.ledger.not_sent(seq, self.stop_reason)
         except SubmissionUncertainError as exc:
-            self._uncertain(seq, _lost(exc))
+            self.ledger.uncertain(seq, _lost(exc))
         except _FATAL as exc:
-            self._refused_before_creation(seq, exc)
+            self.ledger.refused_before_creation(seq, exc)
             if self.fatal is None:
                 self.fatal = exc
                 self._stop_submitting(f"not sent: the batch stopped ({type(exc).__name__})")
         except (RateLimitError, ServerError, TransportError) as exc:
             # Throttled past the retry budget, 503, or the connection never opened: the client
             # re-sends creates only in those cases, which create nothing (§6), so nothing exists.
-            self._refused_before_creation(seq, exc)
+            self.ledger.refused_before_creation(seq, exc)
         except APIError as exc:  # 400s: the service refused this request for good
-            self._failed(seq, exc.code, exc.message)
+            self.ledger.failed(seq, exc.code, exc.message)
         except QwenImageError as exc:  # anything else after sending: we cannot know
             if admission.sending:
-                self._uncertain(seq, _lost(exc))
+                self.ledger.uncertain(seq, _lost(exc))
             else:
-                self._not_sent(seq, str(exc))
+                self.ledger.not_sent(seq, str(exc))
         finally:
             self.admissions.pop(seq, None)
         if handle is None:
             if admission.scope.cancelled_caught:
-                self._not_sent(seq, self.stop_reason)
+                self.ledger.not_sent(seq, self.stop_reason)
             return
         if handle.task_id is not None:
             self.journal.created(seq, handle.task_id)
@@ -392,132 +401,50 @@ class BatchRunner:
                 result = await handle
             except TaskCanceledError as exc:
                 if handle.task_id is None:  # an abandoned synchronous call may still be billed
-                    self._uncertain(seq, "the synchronous call was abandoned before it answered")
+                    self.ledger.uncertain(
+                        seq, "the synchronous call was abandoned before it answered"
+                    )
                     return
                 if handle.status is not TaskStatus.CANCELED:
                     # Our interrupt asked to cancel it, but it was already running: the service
                     # finishes (and bills) it, so follow it to the end and keep the images.
                     handle = client.attach(handle.task_id, model=row.model)
                     continue
-                self._canceled(seq, str(exc))
+                self.ledger.canceled(seq, str(exc), quietly=bool(self.interrupts))
                 return
             except TaskExpiredError:
-                self._expired(seq, "the service no longer knows the task (older than 24 hours?)")
+                self.ledger.expired(
+                    seq, "the service no longer knows the task (older than 24 hours?)"
+                )
                 return
             except TaskFailedError as exc:
-                self._failed(seq, exc.code, exc.message)
+                self.ledger.failed(seq, exc.code, exc.message)
                 return
             except SubmissionUncertainError as exc:  # a synchronous call that lost its answer
-                self._uncertain(seq, _lost(exc))
+                self.ledger.uncertain(seq, _lost(exc))
                 return
             except APIError as exc:
                 if handle.task_id is None:  # a synchronous call refused: nothing was made
-                    self._failed(seq, exc.code, exc.message)
+                    self.ledger.failed(seq, exc.code, exc.message)
                 else:  # the task goes on; the journal keeps its id for the next run
-                    self._not_finished(seq, f"could not follow task {handle.task_id}: {exc}")
+                    self.ledger.not_finished(seq, f"could not follow task {handle.task_id}: {exc}")
                 return
             except QwenImageError as exc:
-                self._not_finished(seq, f"could not follow the task: {exc}")
+                self.ledger.not_finished(seq, f"could not follow the task: {exc}")
                 return
             finally:
                 self.handles.pop(seq, None)
             break
-        self._succeeded(seq, result)
+        self.ledger.succeeded(seq, result)
         await self._download(seq, result)
-
-    def _succeeded(self, seq: int, result: GenerationResult) -> None:
-        self.journal.succeeded(
-            seq,
-            urls=[(image.index, image.url) for image in result.images],
-            actual_prompts=[image.actual_prompt for image in result.images],
-            echoed_prompt=result.prompt,
-            server_times={
-                "submitted": _iso(result.submitted_at),
-                "scheduled": _iso(result.scheduled_at),
-                "finished": _iso(result.finished_at),
-            },
-            error_code=result.failures[0].code if result.failures else None,
-            error_message=(
-                f"{len(result.failures)} of {len(result.failures) + len(result.images)} images "
-                f"failed: {result.failures[0].message}"
-                if result.failures
-                else None
-            ),
-        )
-        self.rows[seq] = self.journal.row(seq)
 
     # --- downloads -------------------------------------------------------------------------------
 
-    def _file_name(self, row: Row, index: int) -> str:
-        return f"{row.stem}.png" if row.images == 1 else f"{row.stem}-{index}.png"
-
     async def _download(self, seq: int, result: GenerationResult | None = None) -> None:
-        """Save every image of a succeeded item; fresh URLs from a re-poll if they expired."""
-        client = self.client
-        self.tally.set(seq, Phase.DOWNLOADING)
-        row = self.rows[seq]
-        urls = list(row.urls) if result is None else [(i.index, i.url) for i in result.images]
-        for fresh in (False, True):
-            try:
-                files = await self._save_all(client, row, urls)
-            except ImageExpiredError:
-                if fresh or row.task_id is None or too_old(row, self.clock()):
-                    self._expired(seq, "the result URLs expired and the task is gone")
-                    return
-                refreshed = await self._repoll(seq, row)
-                if refreshed is None:
-                    return
-                urls = [(image.index, image.url) for image in refreshed.images]
-                continue
-            except QwenImageError as exc:
-                self.why[seq] = f"download failed: {exc}"
-                self._log(f"{row.item_id}: download failed ({exc}); the next run tries again")
-                self.tally.set(seq, Phase.FAILED)
-                return
-            self.journal.downloaded(seq, files, sync=row.task_id is None)
-            self.rows[seq] = self.journal.row(seq)
-            self.tally.set(seq, Phase.DONE)
-            if self.console is None and not self.options.quiet:
-                self._log(f"done {row.item_id}: {', '.join(files)}")
-            return
-
-    async def _save_all(self, client: Client, row: Row, urls: list[tuple[int, str]]) -> list[str]:
-        """Download every image concurrently; raises the first failure (expiry first)."""
-        files: list[str] = [""] * len(urls)
-        errors: list[Exception] = []
-
-        async def save(position: int, index: int, url: str) -> None:
-            name = self._file_name(row, index)
-            try:
-                await client.download_image(url, self.out / name)
-            except (QwenImageError, OSError) as exc:
-                errors.append(exc)
-                return
-            files[position] = name
-
-        async with anyio.create_task_group() as tg:
-            for position, (index, url) in enumerate(urls):
-                tg.start_soon(save, position, index, url)
-        if errors:
-            # A full disk stops the batch, so it goes first; then expiry (URLs to refresh).
-            raise next(
-                (e for e in errors if isinstance(e, OSError)),
-                next((e for e in errors if isinstance(e, ImageExpiredError)), errors[0]),
-            )
-        return files
-
-    async def _repoll(self, seq: int, row: Row) -> GenerationResult | None:
-        try:
-            result = await self._attach(row)
-        except TaskExpiredError:
-            self._expired(seq, "the result URLs expired and the task is gone")
-            return None
-        except QwenImageError as exc:
-            self.why[seq] = f"could not refresh expired URLs: {exc}"
-            self.tally.set(seq, Phase.FAILED)
-            return None
-        self._succeeded(seq, result)
-        return result
+        """Save every image of a succeeded item (see `Saver.download`)."""
+        announce = self.console is None and not self.options.quiet
+        saver = Saver(client=self.client, ledger=self.ledger, out=self.out, clock=self.clock)
+        await saver.download(seq, result, announce=announce)
 
     # --- reconciliation --------------------------------------------------------------------------
 
@@ -532,7 +459,7 @@ class BatchRunner:
                 self.rows[seq] = self.journal.row(seq)
                 self.by_task[orphan.task_id] = seq
                 self._log(f"{self.rows[seq].item_id}: {decision.reasons[seq]}; adopted")
-                self._succeeded(seq, results[orphan.task_id])
+                self.ledger.succeeded(seq, results[orphan.task_id])
                 self.tally.set(seq, Phase.DOWNLOADING)
                 self.live.work.start_soon(
                     self._guarded, seq, self._download(seq, results[orphan.task_id])
@@ -550,7 +477,7 @@ class BatchRunner:
                     )
                     self._queue(seq)
                 else:
-                    self._uncertain(seq, why)
+                    self.ledger.uncertain(seq, why)
             self.tally.reconciled += len(decision.adopt) + len(decision.resend)
         finally:
             self.live.queue.close()
@@ -561,47 +488,6 @@ class BatchRunner:
         self.live.queue.send_nowait(seq)
 
     # --- outcomes --------------------------------------------------------------------------------
-
-    def _failed(self, seq: int, code: str | None, message: str) -> None:
-        self.journal.failed(seq, code, message)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.FAILED)
-        self._log(f"failed {self.rows[seq].item_id}: {code + ': ' if code else ''}{message}")
-
-    def _canceled(self, seq: int, why: str) -> None:
-        self.journal.canceled(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.CANCELED)
-        if not self.interrupts:
-            self._log(f"canceled {self.rows[seq].item_id}: {why}")
-
-    def _expired(self, seq: int, why: str) -> None:
-        self.journal.expired(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.tally.set(seq, Phase.EXPIRED)
-        self._log(f"expired {self.rows[seq].item_id}: {why}")
-
-    def _uncertain(self, seq: int, why: str) -> None:
-        self.journal.annotate(seq, why)
-        self.rows[seq] = self.journal.row(seq)
-        self.why[seq] = why
-        self.tally.set(seq, Phase.UNCERTAIN)
-        self._log(f"uncertain {self.rows[seq].item_id}: {why}; not sent again")
-
-    def _not_sent(self, seq: int, why: str) -> None:
-        self.why[seq] = why
-        self.tally.set(seq, Phase.NOT_SENT)
-
-    def _not_finished(self, seq: int, why: str) -> None:
-        self.why[seq] = why
-        self.tally.set(seq, Phase.NOT_SENT)
-        self._log(f"{self.rows[seq].item_id}: {why}; a re-run re-attaches it")
-
-    def _refused_before_creation(self, seq: int, exc: QwenImageError) -> None:
-        if self.journal.state(seq) is State.SENDING:
-            self.journal.pending(seq, f"not created: {exc}")
-        self._not_sent(seq, f"not created: {exc}")
-        self._log(f"not sent {self.rows[seq].item_id}: {exc}")
 
     # --- events and signals ----------------------------------------------------------------------
 
@@ -677,7 +563,10 @@ def _lost(exc: QwenImageError) -> str:
     root: BaseException = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    detail = f"{type(root).__name__}: {root}" if root is not exc else str(exc)
+    # The root's words, not its class: "Server disconnected", not ServerDisconnectedError.
+    detail = in_words(str(root)) or (
+        "timed out" if isinstance(root, TimeoutError) else type(root).__name__
+    )
     return (
         f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
         "against the task list"
@@ -687,10 +576,8 @@ def _lost(exc: QwenImageError) -> str:
 def _describe_storage(exc: Exception) -> str:
     """A storage failure in one line: the journal's own message, or the file and the reason."""
     if isinstance(exc, OSError):
-        where = f" {exc.filename}" if exc.filename else ""
+        # A rename names the temporary file first; the file the user knows is the target.
+        name = exc.filename2 or exc.filename
+        where = f" {name}" if name else ""
         return f"cannot write{where}: {exc.strerror or exc}"
     return str(exc)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value is not None else None
