@@ -691,7 +691,7 @@ class Client:
         if not isinstance(given, SubmissionUncertainError):
             msg = f"error must be a SubmissionUncertainError, got {type(given).__name__}"
             raise InvalidRequestError(msg, parameter="error")
-        seconds = _resolver.wait_seconds(wait)
+        seconds = wait_timeout(wait, "wait")
         self._ensure_open()
         return await _resolver.resolve_uncertain(
             self, error, known_task_ids=self._engine.created_task_ids, wait=seconds

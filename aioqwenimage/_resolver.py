@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,6 @@ import attrs
 
 from aioqwenimage._catalog import parse_size
 from aioqwenimage._errors import (
-    InvalidRequestError,
     QwenImageError,
     SubmissionUncertainError,
     TaskCanceledError,
@@ -54,7 +52,6 @@ __all__ = [
     "resolve_uncertain",
     "settle_orphans",
     "uncertain_of",
-    "wait_seconds",
 ]
 
 
@@ -277,18 +274,3 @@ async def resolve_uncertain(
     return UncertainResolution(
         outcome=outcome, evidence=evidence, examined=examined, since=listing.since
     )
-
-
-def wait_seconds(value: object) -> float | None:
-    """
-    `wait` as given to `Client.resolve_uncertain`: ``None`` or a number of seconds >= 0.
-
-    Raises:
-        InvalidRequestError: Anything else (NaN, a negative number, a string...).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        msg = f"wait must be None or a number of seconds >= 0, got {value!r}"
-        raise InvalidRequestError(msg, parameter="wait")
-    return float(value) if math.isfinite(value) else None

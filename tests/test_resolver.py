@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import aioqwenimage as q
+from aioqwenimage._matching import OrphanOutcome, Uncertain, decide
 from aioqwenimage.testing import Fault, FaultKind
 from tests.conftest import make_client
 
@@ -119,3 +120,38 @@ async def test_bad_arguments_are_typed_errors(client, wait):
     with pytest.raises(q.InvalidRequestError) as bad_error:
         await client.resolve_uncertain(ValueError("x"))  # type: ignore[arg-type]
     assert ("wait", "error") == (bad_wait.value.parameter, bad_error.value.parameter)
+
+
+# --- the matching, pure -------------------------------------------------------------------------
+
+T0 = 1_800_000_000.0
+
+
+def orphan(**fields: object) -> OrphanOutcome:
+    base: dict[str, object] = {
+        "task_id": "t1",
+        "model": MODEL,
+        "status": q.TaskStatus.SUCCEEDED,
+        "prompt": "a fox",
+    }
+    return OrphanOutcome(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("asked", "made", "adopted"),
+    [
+        ({"n": 2}, {"images": 2}, True),
+        ({"n": 2}, {"images": 3}, False),
+        ({"n": None}, {"images": 4}, True),
+        ({"size": (1024, 1024)}, {"size": (1024, 1024)}, True),
+        ({"size": (1024, 1024)}, {"size": (1440, 810)}, False),
+        ({"size": (1024, 1024)}, {"size": None}, True),
+    ],
+)
+def test_echoed_parameters_rule_a_task_in_or_out(asked, made, adopted):
+    """A task that made more images, or another size, than the request asked is not its task."""
+    item = Uncertain(seq=1, model=MODEL, prompt="a fox", sending_at=T0, **asked)
+    decision = decide([item], [orphan(**made)], now=T0 + 60)
+    assert adopted == (1 in decision.adopt)
+    # Ruled out by its parameters, the ended task leaves the item safe to send again.
+    assert (not adopted) == (1 in decision.resend)
