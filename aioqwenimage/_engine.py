@@ -634,7 +634,8 @@ class Engine:
         self._polls += 1
         handle.polls += 1
         flight.garbled = 0
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        requested = flight.request.body["parameters"].get("n") if flight.request else None
+        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id, requested=requested)
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
             # so that whoever hears of the poll finds the handle resolved.
