@@ -46,6 +46,8 @@ from ._models import Outcome as Outcome
 from ._models import TaskEvent as TaskEvent
 from ._models import TaskInfo as TaskInfo
 from ._models import TaskStatus as TaskStatus
+from ._resolver import UncertainOutcome as UncertainOutcome
+from ._resolver import UncertainResolution as UncertainResolution
 from ._scheduler import PollPolicy as PollPolicy
 from ._sync import SyncClient as SyncClient
 from ._sync import SyncTaskHandle as SyncTaskHandle
@@ -94,6 +96,8 @@ __all__ = [
     "TaskTimeoutError",
     "Timeouts",
     "TransportError",
+    "UncertainOutcome",
+    "UncertainResolution",
     "UnsafeResultError",
     "WrongEventLoopError",
     "__version__",

@@ -37,13 +37,14 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import anyio
 
-from aioqwenimage import _config
+from aioqwenimage import _config, _resolver
 from aioqwenimage._download import Downloader
 from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._errors import (
     ClientClosedError,
     InvalidRequestError,
     QwenImageError,
+    SubmissionUncertainError,
     TaskTimeoutError,
     WrongEventLoopError,
 )
@@ -58,6 +59,7 @@ from aioqwenimage._models import (
     TaskStatus,
 )
 from aioqwenimage._requests import ImageInput, encode_images, prepare
+from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import ResultPolicy, safe_name
 from aioqwenimage._scheduler import (
     PollPolicy,
@@ -669,6 +671,40 @@ class Client:
             if not rows or not isinstance(total_pages, int) or page >= total_pages:
                 return
             page += 1
+
+    async def resolve_uncertain(
+        self, error: SubmissionUncertainError, *, wait: float | None = None
+    ) -> UncertainResolution:
+        """
+        Find the task an uncertain create made, or show with evidence that it made none.
+
+        Lists the tasks of the error's model since the request was sent (the service keeps 24
+        hours), follows each one this client did not create to its end, and matches the prompt
+        and parameters the service echoes. Nothing is created or cancelled.
+
+        Args:
+            error: The `SubmissionUncertainError` raised by `generate`, `submit` or `map`.
+            wait: Seconds to wait at most for each listed task that has not ended (``None``:
+                until it ends). A task still running after it leaves the outcome unknown.
+
+        Returns:
+            `UncertainOutcome.CREATED` with a handle to the task, `NOT_CREATED` (sending the
+            request again orders its images once), or `UNKNOWN` (a synchronous call, an
+            unreadable list, a task that did not end in time); its ``evidence`` says why.
+
+        Raises:
+            InvalidRequestError: `error` is not a `SubmissionUncertainError`, or `wait` is not
+                ``None`` or a number >= 0.
+        """
+        given: object = error  # untyped callers may pass any exception
+        if not isinstance(given, SubmissionUncertainError):
+            msg = f"error must be a SubmissionUncertainError, got {type(given).__name__}"
+            raise InvalidRequestError(msg, parameter="error")
+        seconds = wait_timeout(wait, "wait")
+        self._ensure_open()
+        return await _resolver.resolve_uncertain(
+            self, error, known_task_ids=self._engine.created_task_ids, wait=seconds
+        )
 
     async def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
         """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -128,6 +128,8 @@ class Engine:
         self._scheduler: PollScheduler[TaskHandle] | None = None
         self._sweeper: Sweeper | None = None
         self._by_id: dict[str, _Flight] = {}
+        # Tasks this client created: never the unknown outcome of one of its uncertain creates.
+        self._created: deque[str] = deque(maxlen=100_000)
         self._task_group: Callable[[], Awaitable[anyio.abc.TaskGroup]] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -163,6 +165,11 @@ class Engine:
             )
             runners.append(self._sweeper.run)
         return runners
+
+    @property
+    def created_task_ids(self) -> tuple[str, ...]:
+        """The tasks this client created (the latest 100,000)."""
+        return tuple(self._created)
 
     @property
     def live(self) -> int:
@@ -464,6 +471,7 @@ class Engine:
         lane.on_success(task=True)
         flight.created = True
         handle._set_task_id(task_id)  # noqa: SLF001 - the client owns its handles
+        self._created.append(task_id)
         flight.created_at = time.time()
         self._flights[handle] = flight
         self._by_id[task_id] = flight
@@ -634,7 +642,10 @@ class Engine:
         self._polls += 1
         handle.polls += 1
         flight.garbled = 0
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id, headers=response.headers)
+        requested = flight.request.body["parameters"].get("n") if flight.request else None
+        snapshot = TaskSnapshot.from_json(
+            response.body, task_id=task_id, requested=requested, headers=response.headers
+        )
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
             # so that whoever hears of the poll finds the handle resolved.

@@ -14,7 +14,7 @@ Every error aioqwenimage raises, and the one place where HTTP answers become the
     │   ├── QuotaExceededError      arrears, exhausted quota: never retried
     │   └── ServerError             5xx
     ├── TransportError              the network failed (connect, reset, timeout)
-    ├── SubmissionUncertainError    an order was sent, its outcome is unknown; it was not re-sent
+    ├── SubmissionUncertainError    a create was sent, its outcome is unknown; it was not re-sent
     ├── ImageExpiredError           a result URL is past its expiry
     ├── UnsafeResultError           a result refused for safety: URL, redirect, bytes, file name
     ├── WrongEventLoopError         a client used outside the event loop it was opened in

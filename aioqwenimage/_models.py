@@ -249,8 +249,9 @@ class TaskSnapshot:
 
         Results come as ``output.results[]`` (E1 tasks: ``url`` or ``code``/``message`` per
         image) or ``output.choices[0].message.content[]`` (E2 responses and E3 tasks), whose
-        items may be failures too. A synchronous answer with fewer images than `requested` (or
-        than its ``task_metric`` total) reports the missing ones as failures, as a task would.
+        items may be failures too. An answer of choices (synchronous, or a wan2.6 task) with
+        fewer images than `requested` (or than its ``task_metric(s)`` total) reports the missing
+        ones as failures, as ``results`` would.
         """
         output = body.get("output")
         output = output if isinstance(output, Mapping) else {}
@@ -282,7 +283,7 @@ class TaskSnapshot:
                 urls.append((index, item["image"], None))
             else:
                 failures.append(_failure(index, item))
-        if raw_status is None and not isinstance(results, Sequence):
+        if status is TaskStatus.SUCCEEDED and not isinstance(results, Sequence):
             failures.extend(_missing(output, len(urls) + len(failures), requested))
         usage = body.get("usage")
         return cls(
@@ -330,10 +331,11 @@ def _failure(index: int, item: Mapping[str, Any]) -> ImageFailure:
 
 def _missing(output: Mapping[str, Any], seen: int, requested: object) -> list[ImageFailure]:
     """
-    Images a synchronous answer left out: it drops failed images silently, and says so only
-    in its ``task_metric`` (max/plus) or not at all (the 2.0 series; then `requested` tells).
+    Images an answer of choices left out: it drops failed images silently, and says so only
+    in its ``task_metric(s)`` (max/plus) or not at all (the 2.0 series, wan2.6; then
+    `requested` tells).
     """
-    metric = output.get("task_metric")
+    metric = output.get("task_metric", output.get("task_metrics"))
     total = metric.get("TOTAL") if isinstance(metric, Mapping) else None
     if not _is_count(total):
         total = requested

@@ -113,3 +113,12 @@ async def test_errors_about_input_images_name_the_model(client, tmp_path: Path):
         "images" == e.value.parameter and repr(e.value.model) in str(e.value)
         for e in (missing, oversized, not_an_image)
     )
+
+
+async def test_partial_failures_of_a_wan26_task_are_reported(client, fake):
+    """wan2.6 answers with choices, dropping failed images: the missing one is a failure."""
+    fake.faults.add(Fault(kind=FaultKind.IMAGE_MODERATION, endpoints="create", times=1, images=1))
+
+    result = await client.generate("a fox", model="wan2.6-t2i", n=3)
+
+    assert (2, [2]) == (len(result.images), [f.index for f in result.failures])

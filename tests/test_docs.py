@@ -32,3 +32,20 @@ def test_readme_quick_start_has_the_two_commands():
     commands = [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
     assert 2 == len(commands)
     assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def _runnable_blocks(page: Path) -> list[str]:
+    """The Python blocks of a page marked ``<!-- docs-test: run -->`` on the line before."""
+    text = page.read_text(encoding="utf-8")
+    return re.findall(r"<!-- docs-test: run -->\n```python\n(.*?)```", text, re.DOTALL)
+
+
+def test_resolving_an_uncertain_create_runs_as_written(capsys):
+    """docs/how-to/errors.md: the resolver example finds the dropped create's task, once."""
+    page = ROOT / "docs" / "how-to" / "errors.md"
+    (script,) = _runnable_blocks(page)
+    exec(compile(script, str(page), "exec"), {"__name__": "__docs__"})  # noqa: S102 - our page
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("created - 1 task(s) of 'wan2.2-t2i-flash' listed since")
+    assert re.fullmatch(r"1 image\(s\) of task [0-9a-f-]{36}", out[1])
+    assert "1 task(s) created" == out[2]

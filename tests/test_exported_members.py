@@ -17,6 +17,13 @@ def test_all_is_sorted_and_complete():
     assert public | {"__version__"} == set(aioqwenimage.__all__)
 
 
+def test_the_uncertain_create_resolver_is_public():
+    """resolve_uncertain's result types are exported under their public path."""
+    assert {"UncertainOutcome", "UncertainResolution"} <= set(aioqwenimage.__all__)
+    assert "aioqwenimage" == aioqwenimage.UncertainResolution.__module__
+    assert callable(aioqwenimage.Client.resolve_uncertain)
+
+
 def test_public_classes_show_their_public_path():
     """Reprs and docs show aioqwenimage.X, not the private module."""
     for name in aioqwenimage.__all__:

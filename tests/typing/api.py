@@ -52,13 +52,30 @@ async def generate() -> Path:
             ok: bool = outcome.ok
             error: aioqwenimage.QwenImageError | None = outcome.error
             assert ok or error
-        async for info in client.list_tasks(status=aioqwenimage.TaskStatus.SUCCEEDED):
+        async for info in client.list_tasks(status="SUCCEEDED"):
             row: aioqwenimage.TaskInfo = info
             seen.append(row)
         cancelled: bool = await client.cancel("task-id")
         stats: aioqwenimage.ClientStats = client.stats
         seen.extend([cancelled, stats])
         return path
+
+
+async def recover(client: aioqwenimage.Client) -> aioqwenimage.GenerationResult | None:
+    try:
+        return await client.generate("a red fox", model="wan2.2-t2i-flash")
+    except aioqwenimage.SubmissionUncertainError as exc:
+        sent_at: float | None = exc.sent_at
+        creates_task: bool = exc.creates_task
+        assert creates_task or sent_at
+        resolution: aioqwenimage.UncertainResolution = await client.resolve_uncertain(exc, wait=60)
+        outcome: aioqwenimage.UncertainOutcome = resolution.outcome
+        evidence: str = resolution.evidence
+        examined: tuple[str, ...] = resolution.examined
+        assert evidence and examined is not None
+        if outcome is aioqwenimage.UncertainOutcome.CREATED and resolution.handle is not None:
+            return await resolution.handle
+        return None
 
 
 def blocking() -> Path:
