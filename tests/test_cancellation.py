@@ -21,6 +21,7 @@ from tests.conftest import SCALE, make_client
 
 MODEL = "qwen-image-plus"
 HELD = 10
+HOLD = 2000  # simulated seconds a held create waits for its answer (2 s of real time)
 # One server slot, held by a long first task: everything created after it stays PENDING.
 ONE_SLOT = EmulatorLimits(models={MODEL: ModelQuota(in_flight=1, submits=1000)})
 ROOMY_CLIENT = q.Limits(models={MODEL: q.ModelLimits(in_flight=50, submits_per_second=1000)})
@@ -56,8 +57,9 @@ async def _asyncio_cancel(client: q.Client, prompt: str, in_air: int) -> None:
 
 
 async def _wait_for(client: q.Client, prompt: str, in_air: int) -> None:
+    # wait_for's deadline cannot be moved: it expires well inside the creates' long hold.
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(client.generate(prompt, model=MODEL), timeout=100 * SCALE)
+        await asyncio.wait_for(client.generate(prompt, model=MODEL), timeout=HOLD * SCALE / 2)
 
 
 async def _asyncio_timeout(client: q.Client, prompt: str, in_air: int) -> None:
@@ -78,8 +80,18 @@ async def _asyncio_timeout(client: q.Client, prompt: str, in_air: int) -> None:
 
 
 async def _fail_after(client: q.Client, prompt: str, in_air: int) -> None:
-    with pytest.raises(TimeoutError), anyio.fail_after(100 * SCALE):
-        await client.submit(prompt, model=MODEL)
+    async def expire(scope: anyio.CancelScope) -> None:
+        await _in_air(client, in_air)
+        scope.deadline = anyio.current_time()
+
+    async def call() -> None:
+        with anyio.fail_after(None) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(expire, scope)
+                await client.submit(prompt, model=MODEL)
+
+    with pytest.raises(TimeoutError):
+        await call()
 
 
 async def _task_group_torn_down(client: q.Client, prompt: str, in_air: int) -> None:
@@ -109,7 +121,7 @@ async def test_a_caller_cancelled_during_its_create_leaves_no_task_pending(how):
         make_client(fake, limits=ROOMY_CLIENT) as client,
     ):
         first = await client.submit("first", model=MODEL)
-        fake.faults.add(held_creates(delay=300))
+        fake.faults.add(held_creates(delay=HOLD if how == "asyncio.wait_for" else 300))
         async with anyio.create_task_group() as tg:
             for i in range(HELD):
                 tg.start_soon(cancel, client, f"p{i}", HELD + 1)
@@ -223,7 +235,7 @@ async def test_map_gives_every_item_an_outcome_when_the_client_closes():
 async def test_a_locally_cancelled_running_task_reports_its_remote_end():
     """After cancel() of a RUNNING task, handle.status follows the task to its real end."""
     async with (
-        FakeDashScope(time_scale=SCALE, durations={MODEL: (30, 30)}, limits=None) as fake,
+        FakeDashScope(time_scale=SCALE, durations={MODEL: (300, 300)}, limits=None) as fake,
         make_client(fake, limits=ROOMY_CLIENT) as client,
     ):
         handle = await client.submit("a fox", model=MODEL)
@@ -254,7 +266,7 @@ async def test_generate_timeout_says_the_pending_task_was_cancelled():
 async def test_generate_timeout_says_a_running_task_goes_on():
     """generate(timeout=) on a RUNNING task: the message says it still runs and will bill."""
     async with (
-        FakeDashScope(time_scale=SCALE, durations={MODEL: (30, 30)}, limits=None) as fake,
+        FakeDashScope(time_scale=SCALE, durations={MODEL: (300, 300)}, limits=None) as fake,
         make_client(fake, limits=ROOMY_CLIENT) as client,
     ):
         with pytest.raises(q.TaskTimeoutError) as info:
