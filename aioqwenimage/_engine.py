@@ -28,6 +28,7 @@ from aioqwenimage._errors import (
     ServerError,
     SubmissionUncertainError,
     TaskCanceledError,
+    TaskTimeoutError,
     TransportError,
 )
 from aioqwenimage._handle import TaskHandle
@@ -181,7 +182,7 @@ class Engine:
             model=request.model, task_id=None, canceller=self._cancel, prompt=request.prompt
         )
         flight = _Flight(handle=handle, request=request, lane=lane, on_sending=on_sending)
-        tg = await self._group()
+        tg = await self.task_group()
         if request.protocol.is_async:
             return await self._create_in_group(tg, flight)
         # Admitted here, so that submit() returns once the limits let the call go.
@@ -233,10 +234,27 @@ class Engine:
             finally:
                 decided.set()
 
-        (await self._group()).start_soon(run)
+        (await self.task_group()).start_soon(run)
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
             await decided.wait()
         return verdict[0] if verdict else None
+
+    async def give_up(self, handle: TaskHandle, limit: float | None) -> TaskTimeoutError:
+        """Cancel a generation whose time ran out; the error says what became of the task."""
+        cancelled = await self.abandon(handle)
+        waited = f"no result after {limit} s"
+        if cancelled:
+            what = "the task was cancelled remotely while PENDING, so it will not be billed"
+        elif cancelled is None:
+            what = "cancelling the task did not complete in time: it may still run and bill"
+        elif handle.status.is_terminal:
+            what = f"the task ended {handle.status.value} meanwhile"
+        else:
+            what = (
+                f"the task is {handle.status.value} and the service cancels only PENDING "
+                "tasks: it will finish and bill; the client tracks it to its end"
+            )
+        return TaskTimeoutError(f"{waited}; {what}", task_id=handle.task_id)
 
     def close(self) -> None:
         """
@@ -286,7 +304,8 @@ class Engine:
             msg = "the client is closed; create a new Client"
             raise ClientClosedError(msg, task_id=None)
 
-    async def _group(self) -> anyio.abc.TaskGroup:
+    async def task_group(self) -> anyio.abc.TaskGroup:
+        """The client's task group, where background work runs."""
         if self._tg is None:
             assert self._task_group is not None  # noqa: S101
             self._tg = await self._task_group()
