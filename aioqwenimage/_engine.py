@@ -507,6 +507,8 @@ class Engine:
             raise
         if errors:
             raise errors[0]
+        if flight.handle.task_id is None:  # the job was stopped from outside: the loop is ending
+            raise self._closed_error(None)
         return flight.handle
 
     async def _create_job(
@@ -542,7 +544,8 @@ class Engine:
         """The caller of a create is gone: stop what was not sent, follow what was."""
         flight.abandoned = True
         if finished.is_set():
-            if flight.handle in self._flights and self._tg is not None:
+            # Created, but the caller never took the handle. (A closing client cancels it.)
+            if flight.handle in self._flights and self._tg is not None and not self._closed:
                 self._tg.start_soon(self._cancel, flight.handle)
         elif not flight.sending and flight.job is not None:
             flight.job.cancel()
