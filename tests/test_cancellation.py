@@ -212,6 +212,47 @@ async def test_close_while_submissions_wait_for_a_slot_sends_nothing_more():
             await client.submit("late", model=MODEL)
 
 
+async def test_close_while_synchronous_calls_wait_sends_nothing_more():
+    """aclose(): synchronous calls waiting for a slot get ClientClosedError, none is sent."""
+    sync_model = "qwen-image-2.0"
+    async with FakeDashScope(time_scale=SCALE, durations={sync_model: (400, 400)}) as fake:
+        client = make_client(fake, limits=q.Limits(models={sync_model: q.ModelLimits(in_flight=1)}))
+        first = await client.submit("first", model=sync_model)
+        errors: list[BaseException] = []
+
+        async def call(i: int) -> None:
+            try:
+                await client.generate(f"p{i}", model=sync_model)
+            except q.QwenImageError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(call, i)
+            await until(lambda: 1 == fake.stats.sync_in_flight)
+            await client.aclose()
+        await anyio.sleep(50 * SCALE)  # let anything still on the wire reach the emulator
+        assert [q.ClientClosedError] * 5 == [type(e) for e in errors]
+        assert 1 == fake.stats.count("sync") + fake.stats.sync_in_flight
+        with pytest.raises(q.ClientClosedError):
+            await first
+
+
+async def test_cancelling_a_synchronous_generate_frees_its_slot():
+    """asyncio cancellation of generate() on a synchronous model abandons the call."""
+    sync_model = "qwen-image-2.0"
+    async with (
+        FakeDashScope(time_scale=SCALE, durations={sync_model: (400, 400)}) as fake,
+        make_client(fake) as client,
+    ):
+        task = asyncio.ensure_future(client.generate("a fox", model=sync_model))
+        await until(lambda: 1 == fake.stats.sync_in_flight)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert {} == client.stats.in_flight
+
+
 async def test_map_gives_every_item_an_outcome_when_the_client_closes():
     """Closing the client under map(): each item yields an outcome; none vanish."""
     items = [f"p{i}" for i in range(40)]
