@@ -275,9 +275,10 @@ async def test_map_gives_every_item_an_outcome_when_the_client_closes():
 
 async def test_a_locally_cancelled_running_task_reports_its_remote_end():
     """After cancel() of a RUNNING task, handle.status follows the task to its real end."""
+    events: list[q.TaskEvent] = []
     async with (
         FakeDashScope(time_scale=SCALE, durations={MODEL: (300, 300)}, limits=None) as fake,
-        make_client(fake, limits=ROOMY_CLIENT) as client,
+        make_client(fake, limits=ROOMY_CLIENT, event_hooks=[events.append]) as client,
     ):
         handle = await client.submit("a fox", model=MODEL)
         await until(lambda: handle.status is q.TaskStatus.RUNNING)
@@ -287,6 +288,10 @@ async def test_a_locally_cancelled_running_task_reports_its_remote_end():
         assert q.TaskStatus.SUCCEEDED == handle.status
         with pytest.raises(q.TaskCanceledError, match="still finish"):
             await handle
+        unobserved = [e for e in events if e.kind is q.EventKind.UNOBSERVED]
+        assert [(handle.task_id, q.TaskStatus.SUCCEEDED)] == [
+            (e.task_id, e.status) for e in unobserved
+        ]
 
 
 async def test_generate_timeout_says_the_pending_task_was_cancelled():
