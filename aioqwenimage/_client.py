@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import logging
 import math
 import random
@@ -43,13 +42,13 @@ from aioqwenimage._engine import Engine, EventHook
 from aioqwenimage._errors import (
     ClientClosedError,
     InvalidRequestError,
-    QwenImageError,
     SubmissionUncertainError,
     TaskTimeoutError,
     WrongEventLoopError,
 )
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
+from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
     ClientStats,
     GeneratedImage,
@@ -366,7 +365,7 @@ class Client:
         try:
             result = await handle.wait(timeout)
         except TaskTimeoutError:
-            raise await self._give_up(handle, timeout) from None
+            raise await self._engine.give_up(handle, timeout) from None
         except BaseException:
             if not handle.done():
                 await self._engine.abandon(handle)
@@ -374,23 +373,6 @@ class Client:
         if save_to is not None:
             await self.save_images(result, save_to)
         return result
-
-    async def _give_up(self, handle: TaskHandle, limit: float | None) -> TaskTimeoutError:
-        """Cancel a generation whose time ran out; the error says what became of the task."""
-        cancelled = await self._engine.abandon(handle)
-        waited = f"no result after {limit} s"
-        if cancelled:
-            what = "the task was cancelled remotely while PENDING, so it will not be billed"
-        elif cancelled is None:
-            what = "cancelling the task did not complete in time: it may still run and bill"
-        elif handle.status.is_terminal:
-            what = f"the task ended {handle.status.value} meanwhile"
-        else:
-            what = (
-                f"the task is {handle.status.value} and the service cancels only PENDING "
-                "tasks: it will finish and bill; the client tracks it to its end"
-            )
-        return TaskTimeoutError(f"{waited}; {what}", task_id=handle.task_id)
 
     async def submit(
         self,
@@ -485,136 +467,21 @@ class Client:
             save_to: A directory to save every image into.
             parameters: Default generation parameters, as for `generate`.
         """
-        items = list(prompts)
         self._ensure_open()
-        if concurrency is None:
-            configured = self._engine.lane(prepare("concurrency", model=model)).configured
-            # Enough to keep every slot busy while some items are saving images (a finished
-            # item has released its slot); more would only queue for slots.
-            concurrency = configured + max(16, configured // 8) if configured else 64
-        send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
-        scope = anyio.CancelScope()
-        room = anyio.Semaphore(concurrency)
-        pending: dict[int, TaskHandle] = {}  # submitted, outcome not reported yet
-        next_index = iter(range(len(items)))
-        unreported = set(range(len(items)))
-        all_reported = anyio.Event()
-        if not items:
-            all_reported.set()
-
-        def report(outcome: Outcome) -> None:
-            # Synchronous (the buffer is unbounded), so that no cancellation can lose one.
-            if outcome.index not in unreported:
-                return
-            unreported.discard(outcome.index)
-            pending.pop(outcome.index, None)
-            room.release()
-            if not unreported:
-                all_reported.set()
-            # The consumer may have left the loop: then the outcome has nowhere to go.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                send.send_nowait(outcome)
-
-        def prompt_of(index: int) -> str:
-            item = items[index]
-            return str(item.get("prompt", "") if isinstance(item, Mapping) else item)
-
-        async def finish(index: int, handle: TaskHandle, where: Any, limit: Any) -> None:
-            # Runs once the handle is done (or from the start, to enforce an item's timeout).
-            prompt = handle.prompt or ""
-            try:
-                try:
-                    result = await handle.wait(limit)
-                except TaskTimeoutError:
-                    raise await self._give_up(handle, limit) from None
-                if where is not None:
-                    await self.save_images(result, where)
-            except QwenImageError as exc:
-                outcome = Outcome(
-                    index=index, prompt=prompt, error=exc, task_id=getattr(exc, "task_id", None)
-                )
-            except Exception as exc:  # noqa: BLE001 - e.g. an unwritable save_to: this item's
-                # failure, which must not escape into the client's task group
-                outcome = Outcome(
-                    index=index, prompt=prompt, error=_wrapped(exc), task_id=handle.task_id
-                )
-            else:
-                outcome = Outcome(index=index, prompt=prompt, result=result, task_id=result.task_id)
-            report(outcome)
-
-        async def worker(tg: anyio.abc.TaskGroup) -> None:
-            # Workers only submit: a generation in flight costs its handle, not a coroutine
-            # waiting on it (thousands of those would hold megabytes of stack).
-            for index in next_index:
-                await room.acquire()
-                item = items[index]
-                params = dict(parameters)
-                params.update(item if isinstance(item, Mapping) else {"prompt": item})
-                prompt = params.pop("prompt", "")
-                params.setdefault("model", model)
-                where, timeout = params.pop("save_to", save_to), params.pop("timeout", None)
-                try:
-                    wait_timeout(timeout)
-                    handle = await self.submit(prompt, **params)
-                except QwenImageError as exc:
-                    report(Outcome(index=index, prompt=str(prompt), error=exc))
-                    continue
-                except TypeError as exc:  # an unknown parameter in an item
-                    error = InvalidRequestError(f"item {index}: {exc}", parameter="item")
-                    report(Outcome(index=index, prompt=str(prompt), error=error))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - never into the client's task group
-                    report(Outcome(index=index, prompt=str(prompt), error=_wrapped(exc)))
-                    continue
-                self._engine.own(handle)
-                pending[index] = handle
-                if timeout is None:
-                    handle._when_done(  # noqa: SLF001 - the client's own handle
-                        functools.partial(started, tg, index, handle, where)
-                    )
-                else:
-                    tg.start_soon(finish, index, handle, where, timeout)
-
-        def started(tg: anyio.abc.TaskGroup, index: int, handle: TaskHandle, where: Any) -> None:
-            if not scope.cancel_called:  # after the consumer left, nobody wants the outcome
-                tg.start_soon(finish, index, handle, where, None)
-
-        async def run() -> None:
-            try:
-                with scope:
-                    async with anyio.create_task_group() as tg:
-                        async with anyio.create_task_group() as workers:
-                            for _ in range(min(concurrency, len(items), 32)):
-                                workers.start_soon(worker, tg)
-                        # Outcomes come from handles finishing, not from tasks this group
-                        # waits for: keep going until every item has been reported.
-                        await all_reported.wait()
-            finally:
-                if not scope.cancel_called:
-                    # Not the consumer leaving, so the client is closing: what was not
-                    # reported yet ends now, each item with its own outcome.
-                    for index in sorted(unreported):
-                        handle = pending.get(index)
-                        task_id = handle.task_id if handle is not None else None
-                        error = ClientClosedError(
-                            "the client was closed before this item ended", task_id=task_id
-                        )
-                        report(Outcome(index=index, prompt=prompt_of(index), error=error))
-                send.close()
-            # Left early: what was submitted and not reported is cancelled, like generate()'s
-            # task when generate() is cancelled (remotely while PENDING), shielded, best effort.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                async with anyio.create_task_group() as cancels:
-                    for handle in list(pending.values()):
-                        cancels.start_soon(self._engine.abandon, handle)
-
-        (await self._task_group()).start_soon(run)
-        try:
-            async for outcome in receive:
+        outcomes = map_outcomes(
+            self,
+            self._engine,
+            list(prompts),
+            model=model,
+            concurrency=concurrency,
+            save_to=save_to,
+            parameters=parameters,
+        )
+        # Closed explicitly: leaving the loop early must cancel the items now, not whenever
+        # the inner generator happens to be collected.
+        async with contextlib.aclosing(outcomes):
+            async for outcome in outcomes:
                 yield outcome
-        finally:
-            scope.cancel()
-            receive.close()
 
     async def cancel(self, task_id: str) -> bool:
         """
@@ -754,14 +621,6 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
         return self._engine.stats()
-
-
-def _wrapped(exc: Exception) -> QwenImageError:
-    """An unexpected error of one `map` item, as that item's outcome."""
-    logger.warning("a map item failed unexpectedly: %r", exc)
-    error = QwenImageError(f"{type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 def _positive_number(value: object) -> bool:

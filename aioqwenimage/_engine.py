@@ -28,6 +28,7 @@ from aioqwenimage._errors import (
     ServerError,
     SubmissionUncertainError,
     TaskCanceledError,
+    TaskTimeoutError,
     TransportError,
 )
 from aioqwenimage._handle import TaskHandle
@@ -190,7 +191,7 @@ class Engine:
             model=request.model, task_id=None, canceller=self._cancel, prompt=request.prompt
         )
         flight = _Flight(handle=handle, request=request, lane=lane, on_sending=on_sending)
-        tg = await self._group()
+        tg = await self.task_group()
         if request.protocol.is_async:
             return await self._create_in_group(tg, flight)
         # Admitted here, so that submit() returns once the limits let the call go.
@@ -242,10 +243,27 @@ class Engine:
             finally:
                 decided.set()
 
-        (await self._group()).start_soon(run)
+        (await self.task_group()).start_soon(run)
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
             await decided.wait()
         return verdict[0] if verdict else None
+
+    async def give_up(self, handle: TaskHandle, limit: float | None) -> TaskTimeoutError:
+        """Cancel a generation whose time ran out; the error says what became of the task."""
+        cancelled = await self.abandon(handle)
+        waited = f"no result after {limit} s"
+        if cancelled:
+            what = "the task was cancelled remotely while PENDING, so it will not be billed"
+        elif cancelled is None:
+            what = "cancelling the task did not complete in time: it may still run and bill"
+        elif handle.status.is_terminal:
+            what = f"the task ended {handle.status.value} meanwhile"
+        else:
+            what = (
+                f"the task is {handle.status.value} and the service cancels only PENDING "
+                "tasks: it will finish and bill; the client tracks it to its end"
+            )
+        return TaskTimeoutError(f"{waited}; {what}", task_id=handle.task_id)
 
     def close(self) -> None:
         """
@@ -295,7 +313,8 @@ class Engine:
             msg = "the client is closed; create a new Client"
             raise ClientClosedError(msg, task_id=None)
 
-    async def _group(self) -> anyio.abc.TaskGroup:
+    async def task_group(self) -> anyio.abc.TaskGroup:
+        """The client's task group, where background work runs."""
         if self._tg is None:
             assert self._task_group is not None  # noqa: S101
             self._tg = await self._task_group()
@@ -501,6 +520,8 @@ class Engine:
             raise
         if errors:
             raise errors[0]
+        if flight.handle.task_id is None:  # the job was stopped from outside: the loop is ending
+            raise self._closed_error(None)
         return flight.handle
 
     async def _create_job(
@@ -536,7 +557,8 @@ class Engine:
         """The caller of a create is gone: stop what was not sent, follow what was."""
         flight.abandoned = True
         if finished.is_set():
-            if flight.handle in self._flights and self._tg is not None:
+            # Created, but the caller never took the handle. (A closing client cancels it.)
+            if flight.handle in self._flights and self._tg is not None and not self._closed:
                 self._tg.start_soon(self._cancel, flight.handle)
         elif not flight.sending and flight.job is not None:
             flight.job.cancel()

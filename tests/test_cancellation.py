@@ -21,6 +21,7 @@ from tests.conftest import SCALE, make_client
 
 MODEL = "qwen-image-plus"
 HELD = 10
+HOLD = 2000  # simulated seconds a held create waits for its answer (2 s of real time)
 # One server slot, held by a long first task: everything created after it stays PENDING.
 ONE_SLOT = EmulatorLimits(models={MODEL: ModelQuota(in_flight=1, submits=1000)})
 ROOMY_CLIENT = q.Limits(models={MODEL: q.ModelLimits(in_flight=50, submits_per_second=1000)})
@@ -56,8 +57,9 @@ async def _asyncio_cancel(client: q.Client, prompt: str, in_air: int) -> None:
 
 
 async def _wait_for(client: q.Client, prompt: str, in_air: int) -> None:
+    # wait_for's deadline cannot be moved: it expires well inside the creates' long hold.
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(client.generate(prompt, model=MODEL), timeout=100 * SCALE)
+        await asyncio.wait_for(client.generate(prompt, model=MODEL), timeout=HOLD * SCALE / 2)
 
 
 async def _asyncio_timeout(client: q.Client, prompt: str, in_air: int) -> None:
@@ -78,8 +80,18 @@ async def _asyncio_timeout(client: q.Client, prompt: str, in_air: int) -> None:
 
 
 async def _fail_after(client: q.Client, prompt: str, in_air: int) -> None:
-    with pytest.raises(TimeoutError), anyio.fail_after(100 * SCALE):
-        await client.submit(prompt, model=MODEL)
+    async def expire(scope: anyio.CancelScope) -> None:
+        await _in_air(client, in_air)
+        scope.deadline = anyio.current_time()
+
+    async def call() -> None:
+        with anyio.fail_after(None) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(expire, scope)
+                await client.submit(prompt, model=MODEL)
+
+    with pytest.raises(TimeoutError):
+        await call()
 
 
 async def _task_group_torn_down(client: q.Client, prompt: str, in_air: int) -> None:
@@ -109,7 +121,7 @@ async def test_a_caller_cancelled_during_its_create_leaves_no_task_pending(how):
         make_client(fake, limits=ROOMY_CLIENT) as client,
     ):
         first = await client.submit("first", model=MODEL)
-        fake.faults.add(held_creates(delay=300))
+        fake.faults.add(held_creates(delay=HOLD if how == "asyncio.wait_for" else 300))
         async with anyio.create_task_group() as tg:
             for i in range(HELD):
                 tg.start_soon(cancel, client, f"p{i}", HELD + 1)
@@ -200,6 +212,47 @@ async def test_close_while_submissions_wait_for_a_slot_sends_nothing_more():
             await client.submit("late", model=MODEL)
 
 
+async def test_close_while_synchronous_calls_wait_sends_nothing_more():
+    """aclose(): synchronous calls waiting for a slot get ClientClosedError, none is sent."""
+    sync_model = "qwen-image-2.0"
+    async with FakeDashScope(time_scale=SCALE, durations={sync_model: (400, 400)}) as fake:
+        client = make_client(fake, limits=q.Limits(models={sync_model: q.ModelLimits(in_flight=1)}))
+        first = await client.submit("first", model=sync_model)
+        errors: list[BaseException] = []
+
+        async def call(i: int) -> None:
+            try:
+                await client.generate(f"p{i}", model=sync_model)
+            except q.QwenImageError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(call, i)
+            await until(lambda: 1 == fake.stats.sync_in_flight)
+            await client.aclose()
+        await anyio.sleep(50 * SCALE)  # let anything still on the wire reach the emulator
+        assert [q.ClientClosedError] * 5 == [type(e) for e in errors]
+        assert 1 == fake.stats.count("sync") + fake.stats.sync_in_flight
+        with pytest.raises(q.ClientClosedError):
+            await first
+
+
+async def test_cancelling_a_synchronous_generate_frees_its_slot():
+    """asyncio cancellation of generate() on a synchronous model abandons the call."""
+    sync_model = "qwen-image-2.0"
+    async with (
+        FakeDashScope(time_scale=SCALE, durations={sync_model: (400, 400)}) as fake,
+        make_client(fake) as client,
+    ):
+        task = asyncio.ensure_future(client.generate("a fox", model=sync_model))
+        await until(lambda: 1 == fake.stats.sync_in_flight)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert {} == client.stats.in_flight
+
+
 async def test_map_gives_every_item_an_outcome_when_the_client_closes():
     """Closing the client under map(): each item yields an outcome; none vanish."""
     items = [f"p{i}" for i in range(40)]
@@ -222,9 +275,10 @@ async def test_map_gives_every_item_an_outcome_when_the_client_closes():
 
 async def test_a_locally_cancelled_running_task_reports_its_remote_end():
     """After cancel() of a RUNNING task, handle.status follows the task to its real end."""
+    events: list[q.TaskEvent] = []
     async with (
-        FakeDashScope(time_scale=SCALE, durations={MODEL: (30, 30)}, limits=None) as fake,
-        make_client(fake, limits=ROOMY_CLIENT) as client,
+        FakeDashScope(time_scale=SCALE, durations={MODEL: (300, 300)}, limits=None) as fake,
+        make_client(fake, limits=ROOMY_CLIENT, event_hooks=[events.append]) as client,
     ):
         handle = await client.submit("a fox", model=MODEL)
         await until(lambda: handle.status is q.TaskStatus.RUNNING)
@@ -234,6 +288,10 @@ async def test_a_locally_cancelled_running_task_reports_its_remote_end():
         assert q.TaskStatus.SUCCEEDED == handle.status
         with pytest.raises(q.TaskCanceledError, match="still finish"):
             await handle
+        unobserved = [e for e in events if e.kind is q.EventKind.UNOBSERVED]
+        assert [(handle.task_id, q.TaskStatus.SUCCEEDED)] == [
+            (e.task_id, e.status) for e in unobserved
+        ]
 
 
 async def test_generate_timeout_says_the_pending_task_was_cancelled():
@@ -254,7 +312,7 @@ async def test_generate_timeout_says_the_pending_task_was_cancelled():
 async def test_generate_timeout_says_a_running_task_goes_on():
     """generate(timeout=) on a RUNNING task: the message says it still runs and will bill."""
     async with (
-        FakeDashScope(time_scale=SCALE, durations={MODEL: (30, 30)}, limits=None) as fake,
+        FakeDashScope(time_scale=SCALE, durations={MODEL: (300, 300)}, limits=None) as fake,
         make_client(fake, limits=ROOMY_CLIENT) as client,
     ):
         with pytest.raises(q.TaskTimeoutError) as info:

@@ -102,7 +102,10 @@ async def test_cancel_by_id_of_a_pending_task(fake):
 
     one_slot = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
     async with (
-        FakeDashScope(time_scale=SCALE, limits=one_slot) as slow,
+        # The first task holds the one slot long enough that the second is still PENDING.
+        FakeDashScope(
+            time_scale=SCALE, limits=one_slot, durations={"qwen-image-plus": (300, 300)}
+        ) as slow,
         make_client(slow) as client,
     ):
         first = await client.submit("first", model="qwen-image-plus")
