@@ -42,6 +42,7 @@ from aioqwenimage._models import (
 )
 from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
 from aioqwenimage._requests import PreparedRequest
+from aioqwenimage._safety import safe_name
 from aioqwenimage._scheduler import (
     DurationModel,
     PollOutcome,
@@ -858,4 +859,8 @@ def _created_task_id(response: Response) -> str | None:
         return None
     output = response.body.get("output")
     task_id = output.get("task_id") if isinstance(output, Mapping) else None
-    return task_id if isinstance(task_id, str) and task_id else None
+    # The id becomes a path of the poll URL: one that is not a plain name ("../x") would send
+    # the polls, with the key, to another endpoint of the API host.
+    return (
+        task_id if isinstance(task_id, str) and task_id and safe_name(task_id) == task_id else None
+    )
