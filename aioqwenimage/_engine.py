@@ -626,8 +626,12 @@ class Engine:
         assert response.body is not None  # noqa: S101
         self._polls += 1
         handle.polls += 1
+        try:
+            snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
+        except Exception as exc:  # noqa: BLE001 - parsing is total; if not, never spin on it
+            why = f"the answer could not be parsed ({type(exc).__name__})"
+            return self._garbled(flight, ServerError(why, status=response.status))
         flight.garbled = 0
-        snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
             # so that whoever hears of the poll finds the handle resolved.

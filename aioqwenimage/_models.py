@@ -61,17 +61,24 @@ class TaskStatus(enum.Enum):
 
 
 def parse_server_time(value: object) -> dt.datetime | None:
-    """A task timestamp (``YYYY-MM-DD HH:mm:ss[.SSS]``, UTC+8) or epoch milliseconds, as UTC."""
+    """
+    A task timestamp (``YYYY-MM-DD HH:mm:ss[.SSS]``, UTC+8) or epoch milliseconds, as UTC;
+    ``None`` when absent or unusable (NaN, infinities, a date outside what datetime holds).
+    """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
-    if not isinstance(value, str) or not value:
+        try:
+            seconds = float(value) / 1000
+            return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+        except (OverflowError, ValueError, OSError):  # NaN, inf, 1e300: not a time
+            return None
+    if not isinstance(value, str) or not value or len(value) > 64:  # noqa: PLR2004
         return None
     for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
             parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=_SERVER_TZ)
-        except ValueError:
+            return parsed.astimezone(dt.timezone.utc)
+        except (OverflowError, ValueError):  # noqa: PERF203 - "0001-01-01" overflows in UTC
             continue
-        return parsed.astimezone(dt.timezone.utc)
     return None
 
 
@@ -319,7 +326,7 @@ def _missing(output: Mapping[str, Any], seen: int, requested: object) -> list[Im
     """
     metric = output.get("task_metric")
     total = metric.get("TOTAL") if isinstance(metric, Mapping) else None
-    if not _is_count(total):
+    if not _is_count(total) or total > _MAX_IMAGES:  # type: ignore[operator]
         total = requested
     if not _is_count(total) or total <= seen:  # type: ignore[operator]
         return []
@@ -328,6 +335,10 @@ def _missing(output: Mapping[str, Any], seen: int, requested: object) -> list[Im
         ImageFailure(index=index, code=None, message=message)
         for index in range(seen, total)  # type: ignore[arg-type]
     ]
+
+
+# More images than any model makes in one request: a TOTAL beyond it is not believed.
+_MAX_IMAGES = 16
 
 
 def _is_count(value: object) -> bool:
