@@ -37,7 +37,6 @@ from aioqwenimage._models import (
     EventKind,
     GenerationResult,
     TaskEvent,
-    TaskSnapshot,
     TaskStatus,
 )
 from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
@@ -50,6 +49,7 @@ from aioqwenimage._scheduler import (
     PollScheduler,
     QueryBudget,
 )
+from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import ConnectFailedError, PoolKind, Response, Transport
 

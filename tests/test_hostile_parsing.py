@@ -19,9 +19,10 @@ import aioqwenimage as q
 from aioqwenimage import _engine, _transport
 from aioqwenimage._download import url_expiry
 from aioqwenimage._errors import error_from_response
-from aioqwenimage._models import TaskInfo, TaskSnapshot, parse_server_time
+from aioqwenimage._models import TaskInfo, parse_server_time
 from aioqwenimage._outcomes import error_of, result_of
 from aioqwenimage._safety import parse_oss_error
+from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage.testing import Fault, FaultKind
 from tests.conftest import SCALE
 
