@@ -615,7 +615,7 @@ class Engine:
             self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
             return PollOutcome.throttled(response.retry_after)
         if response.ok and response.body is None:
-            return self._garbled(flight, response.error())
+            return await self._garbled(flight, response.error())
         if response.status >= 500:  # noqa: PLR2004
             self._retries += 1
             self._emit(EventKind.RETRIED, handle, status=response.status)
@@ -630,7 +630,7 @@ class Engine:
             snapshot = TaskSnapshot.from_json(response.body, task_id=task_id)
         except Exception as exc:  # noqa: BLE001 - parsing is total; if not, never spin on it
             why = f"the answer could not be parsed ({type(exc).__name__})"
-            return self._garbled(flight, ServerError(why, status=response.status))
+            return await self._garbled(flight, ServerError(why, status=response.status))
         flight.garbled = 0
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
@@ -654,20 +654,31 @@ class Engine:
         self._finish(flight, snapshot)
         return PollOutcome.FINISHED
 
-    def _garbled(self, flight: _Flight, error: QwenImageError) -> PollOutcome:
-        """A poll answered with an unreadable body: retried, a few times in a row at most."""
+    async def _garbled(self, flight: _Flight, error: QwenImageError) -> PollOutcome:
+        """
+        A poll answered with an unreadable body: retried, a few times in a row at most; then
+        the task is cancelled remotely (if still PENDING: nobody will wait for it) and ended.
+        """
         flight.garbled += 1
         self._retries += 1
         self._emit(EventKind.RETRIED, flight.handle, error="MalformedResponse")
         if flight.garbled < GARBLED_POLLS:
             return PollOutcome.RETRY
         task_id = flight.handle.task_id
+        assert task_id is not None  # noqa: S101 - only tasks are polled
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30 * self._time_scale):
+            cancelled = await self._remote_cancel(task_id)
+        fate = (
+            "it was cancelled remotely"
+            if cancelled
+            else f"it could not be cancelled, so it may still run and bill: "
+            f"Client.attach({task_id!r}) follows it again"
+        )
         self._end_flight(
             flight,
             ServerError(
                 f"{flight.garbled} polls of task {task_id} in a row were answered with bodies "
-                f"that cannot be read (last: {error}); stopped polling it. The task may still "
-                f"run: Client.attach({task_id!r}) follows it again",
+                f"that cannot be read (last: {error}); stopped polling it, and {fate}",
                 code="MalformedResponse",
                 status=getattr(error, "status", None),
                 request_id=getattr(error, "request_id", None),

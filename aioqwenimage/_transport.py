@@ -408,7 +408,7 @@ class Transport:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, str | None]:
-    """The body, or what was read of it and why reading stopped at `limit` bytes."""
+    """The body; or nothing, and why, when it is longer than `limit` bytes."""
     if (response.content_length or 0) > limit:
         response.close()
         return b"", _too_large("the answer", limit)

@@ -122,7 +122,7 @@ async def test_a_create_answer_without_a_usable_task_id_is_uncertain(task_id):
 async def test_polls_answering_garbage_end_the_task_after_a_bounded_number(
     fake, caplog: pytest.LogCaptureFixture
 ):
-    """A task whose polls keep answering cut-off JSON ends with a typed error, quietly."""
+    """Polls that keep answering cut-off JSON end the task (cancelled remotely), quietly."""
     fake.faults.add(Fault(kind=FaultKind.MALFORMED, endpoints="query", rate=1.0))
     client = q.Client(
         api_key=fake.api_key,
@@ -138,6 +138,7 @@ async def test_polls_answering_garbage_end_the_task_after_a_bounded_number(
     assert "MalformedResponse" == caught.value.code
     assert handle.task_id in str(caught.value)
     assert _engine.GARBLED_POLLS == fake.stats.requests["query"][200]
+    assert 1 == sum(fake.stats.requests["cancel"].values())
     assert [] == [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
