@@ -42,7 +42,7 @@ class Timeouts:
     generation: float = 300.0
     download: float = 60.0
     control_total: float = 60.0
-    query_total: float = 20.0
+    query_total: float = 10.0
     download_total: float = 300.0
 
     def __attrs_post_init__(self) -> None:
