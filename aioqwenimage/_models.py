@@ -113,7 +113,8 @@ class GeneratedImage:
           directory is the file itself.
         - ``save("out")``, ``save("out/")``, ``save(Path("newdir/"))``: a path without an
           extension, an existing directory or a string ending in a separator is a directory
-          (created as needed) that receives `name`.
+          (created as needed) that receives `name`; an existing file is replaced, whatever
+          its name.
 
         The file appears atomically: it is written under a temporary name and renamed, so a
         crash never leaves half an image under the final name. Into a directory, the file

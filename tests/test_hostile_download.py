@@ -123,6 +123,22 @@ async def test_save_into_a_new_directory_is_unambiguous(tmp_path):
     assert all(p.read_bytes() == PNG for p in (into_path, into_str, named, as_file))
 
 
+async def test_an_existing_file_without_extension_is_replaced_not_turned_into_a_directory(
+    tmp_path,
+):
+    """save(path) of an existing file replaces it; filename= into a file is a typed error."""
+    existing = tmp_path / "image"
+    existing.write_bytes(b"old")
+    with aioresponses() as mocked:
+        mocked.get(IMAGE_URL, body=PNG, repeat=True)
+        async with mocked_client() as client:
+            result = await generate(mocked, client, "t-1")
+            assert existing == await result.images[0].save(existing)
+            with pytest.raises(q.InvalidRequestError, match="is a file"):
+                await result.images[0].save(existing, filename="x.png")
+    assert PNG == existing.read_bytes()
+
+
 @pytest.mark.parametrize("filename", ["../x.png", "a/b.png", "..", ""])
 async def test_a_filename_with_directories_is_refused_before_any_download(tmp_path, filename):
     """filename= is one plain name; anything else is refused and nothing is fetched or written."""
