@@ -24,6 +24,7 @@ import anyio
 
 from aioqwenimage._errors import (
     ImageExpiredError,
+    InvalidRequestError,
     QwenImageError,
     TransportError,
     UnsafeResultError,
@@ -109,23 +110,29 @@ class Downloader:
         Stream the image to a file and return its path.
 
         With `filename`, `destination` is a directory and the file is ``destination/filename``.
-        Without, `destination` is a directory (receiving `default_name`, reduced to a safe
-        name) when it is one already, ends with a separator, or has no file extension; else
-        it is the file itself. A directory is created as needed, and a file written into it
-        must resolve inside it.
+        Without, an existing file is replaced; else `destination` is a directory (receiving
+        `default_name`, reduced to a safe name) when it is one already, ends with a separator,
+        or has no file extension; else it is the file itself. A directory is created as
+        needed, and a file written into it must resolve inside it.
 
         The bytes go to a hidden temporary file in the same directory, which is renamed over
         the target only when complete and checked; on any failure it is removed.
 
         Raises:
-            InvalidRequestError: `filename` is not a plain file name.
+            InvalidRequestError: `filename` is not a plain file name, or `destination` is an
+                existing file where a directory is meant.
             UnsafeResultError: The file would land outside the directory, or the policy
                 refused the URL or the bytes.
         """
         target = Path(destination)
-        is_directory = (
+        trailing = str(destination).endswith(("/", os.sep))
+        existing_file = await anyio.Path(target).is_file()
+        if existing_file and (filename is not None or trailing):
+            msg = f"{str(destination)!r} is a file, not a directory to save into"
+            raise InvalidRequestError(msg, parameter="destination")
+        is_directory = not existing_file and (
             filename is not None
-            or str(destination).endswith(("/", os.sep))
+            or trailing
             or not target.suffix
             or await anyio.Path(target).is_dir()
         )

@@ -39,11 +39,11 @@ from aioqwenimage._models import (
     EventKind,
     GenerationResult,
     TaskEvent,
-    TaskSnapshot,
     TaskStatus,
 )
 from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
 from aioqwenimage._requests import PreparedRequest
+from aioqwenimage._safety import safe_name
 from aioqwenimage._scheduler import (
     DurationModel,
     PollOutcome,
@@ -51,6 +51,7 @@ from aioqwenimage._scheduler import (
     PollScheduler,
     QueryBudget,
 )
+from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import ConnectFailedError, PoolKind, Response, Transport
 
@@ -652,7 +653,7 @@ class Engine:
             self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
             return PollOutcome.throttled(response.retry_after)
         if response.ok and response.body is None:
-            return self._garbled(flight, response.error())
+            return await self._garbled(flight, response.error())
         if response.status >= 500:  # noqa: PLR2004
             self._retries += 1
             self._emit(EventKind.RETRIED, handle, status=response.status)
@@ -663,11 +664,15 @@ class Engine:
         assert response.body is not None  # noqa: S101
         self._polls += 1
         handle.polls += 1
-        flight.garbled = 0
         requested = flight.request.body["parameters"].get("n") if flight.request else None
-        snapshot = TaskSnapshot.from_json(
-            response.body, task_id=task_id, requested=requested, headers=response.headers
-        )
+        try:
+            snapshot = TaskSnapshot.from_json(
+                response.body, task_id=task_id, requested=requested, headers=response.headers
+            )
+        except Exception as exc:  # noqa: BLE001 - parsing is total; if not, never spin on it
+            why = f"the answer could not be parsed ({type(exc).__name__})"
+            return await self._garbled(flight, ServerError(why, status=response.status))
+        flight.garbled = 0
         if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
             # Attached without a model: the list knows it. Asked before the poll is reported,
             # so that whoever hears of the poll finds the handle resolved.
@@ -691,20 +696,31 @@ class Engine:
         self._finish(flight, snapshot)
         return PollOutcome.FINISHED
 
-    def _garbled(self, flight: _Flight, error: QwenImageError) -> PollOutcome:
-        """A poll answered with an unreadable body: retried, a few times in a row at most."""
+    async def _garbled(self, flight: _Flight, error: QwenImageError) -> PollOutcome:
+        """
+        A poll answered with an unreadable body: retried, a few times in a row at most; then
+        the task is cancelled remotely (if still PENDING: nobody will wait for it) and ended.
+        """
         flight.garbled += 1
         self._retries += 1
         self._emit(EventKind.RETRIED, flight.handle, error="MalformedResponse")
         if flight.garbled < GARBLED_POLLS:
             return PollOutcome.RETRY
         task_id = flight.handle.task_id
+        assert task_id is not None  # noqa: S101 - only tasks are polled
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30 * self._time_scale):
+            cancelled = await self._remote_cancel(task_id)
+        fate = (
+            "it was cancelled remotely"
+            if cancelled
+            else f"it could not be cancelled, so it may still run and bill: "
+            f"Client.attach({task_id!r}) follows it again"
+        )
         self._end_flight(
             flight,
             ServerError(
                 f"{flight.garbled} polls of task {task_id} in a row were answered with bodies "
-                f"that cannot be read (last: {error}); stopped polling it. The task may still "
-                f"run: Client.attach({task_id!r}) follows it again",
+                f"that cannot be read (last: {error}); stopped polling it, and {fate}",
                 code="MalformedResponse",
                 status=getattr(error, "status", None),
                 request_id=getattr(error, "request_id", None),
@@ -902,4 +918,8 @@ def _created_task_id(response: Response) -> str | None:
         return None
     output = response.body.get("output")
     task_id = output.get("task_id") if isinstance(output, Mapping) else None
-    return task_id if isinstance(task_id, str) and task_id else None
+    # The id becomes a path of the poll URL: one that is not a plain name ("../x") would send
+    # the polls, with the key, to another endpoint of the API host.
+    return (
+        task_id if isinstance(task_id, str) and task_id and safe_name(task_id) == task_id else None
+    )

@@ -1,16 +1,15 @@
 """
 The records users get back, parsed from the wire at the boundary.
 
-Everything here is a frozen attrs record or an enum; nothing holds an aiohttp type. Parsing is
-lenient about what the documentation leaves open (missing millisecond parts, absent
-``task_metrics``) and strict about what it promises (``task_status``).
+Everything here is a frozen attrs record or an enum; nothing holds an aiohttp type. The parsing of
+task answers themselves is `_snapshot`'s; the helpers every parser shares are `_parsing`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -18,6 +17,8 @@ from typing import Any, Protocol
 import attrs
 
 from aioqwenimage._errors import QwenImageError
+from aioqwenimage._parsing import opt_str as _opt_str
+from aioqwenimage._parsing import parse_server_time
 
 __all__ = [
     "ClientStats",
@@ -28,13 +29,9 @@ __all__ = [
     "Outcome",
     "TaskEvent",
     "TaskInfo",
-    "TaskSnapshot",
     "TaskStatus",
     "parse_server_time",
 ]
-
-# Task timestamps are Beijing time without a zone marker (dashscope-api.md §5.2).
-_SERVER_TZ = dt.timezone(dt.timedelta(hours=8))
 
 
 class TaskStatus(enum.Enum):
@@ -59,21 +56,6 @@ class TaskStatus(enum.Enum):
             return cls(value)
         except ValueError:
             return cls.RUNNING
-
-
-def parse_server_time(value: object) -> dt.datetime | None:
-    """A task timestamp (``YYYY-MM-DD HH:mm:ss[.SSS]``, UTC+8) or epoch milliseconds, as UTC."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc)
-    if not isinstance(value, str) or not value:
-        return None
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
-        try:
-            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=_SERVER_TZ)
-        except ValueError:
-            continue
-        return parsed.astimezone(dt.timezone.utc)
-    return None
 
 
 class ImageFetcher(Protocol):
@@ -136,7 +118,8 @@ class GeneratedImage:
           directory is the file itself.
         - ``save("out")``, ``save("out/")``, ``save(Path("newdir/"))``: a path without an
           extension, an existing directory or a string ending in a separator is a directory
-          (created as needed) that receives `name`.
+          (created as needed) that receives `name`; an existing file is replaced, whatever
+          its name.
 
         The file appears atomically: it is written under a temporary name and renamed, so a
         crash never leaves half an image under the final name. Into a directory, the file
@@ -203,157 +186,6 @@ class GenerationResult:
     finished_at: dt.datetime | None = None
     body: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only, repr=False)
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_read_only, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class TaskSnapshot:
-    """
-    One parsed answer about a task: a query (E4) or a synchronous call (E2).
-
-    Internal to the client: users see `GenerationResult` and the errors.
-    """
-
-    task_id: str | None
-    status: TaskStatus
-    request_id: str | None = None
-    submitted_at: dt.datetime | None = None
-    scheduled_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    urls: tuple[tuple[int, str, str | None], ...] = ()
-    failures: tuple[ImageFailure, ...] = ()
-    code: str | None = None
-    message: str | None = None
-    prompt: str | None = None
-    usage: Mapping[str, Any] = attrs.field(factory=dict)
-    body: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from submission to end by the server's own clock, when both are known."""
-        if self.submitted_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.submitted_at).total_seconds()
-
-    @classmethod
-    def from_json(
-        cls,
-        body: Mapping[str, Any],
-        *,
-        task_id: str | None = None,
-        requested: object = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> TaskSnapshot:
-        """
-        Parse a task query or a synchronous response.
-
-        Results come as ``output.results[]`` (E1 tasks: ``url`` or ``code``/``message`` per
-        image) or ``output.choices[0].message.content[]`` (E2 responses and E3 tasks), whose
-        items may be failures too. An answer of choices (synchronous, or a wan2.6 task) with
-        fewer images than `requested` (or than its ``task_metric(s)`` total) reports the missing
-        ones as failures, as ``results`` would.
-        """
-        output = body.get("output")
-        output = output if isinstance(output, Mapping) else {}
-        raw_status = output.get("task_status")
-        # A synchronous response has no status: its images are the success.
-        status = TaskStatus.parse(raw_status) if raw_status is not None else TaskStatus.SUCCEEDED
-        urls: list[tuple[int, str, str | None]] = []
-        failures: list[ImageFailure] = []
-        prompt: str | None = None
-        results = output.get("results")
-        if isinstance(results, Sequence):
-            for index, item in enumerate(results):
-                if not isinstance(item, Mapping):
-                    continue
-                prompt = prompt or _opt_str(item.get("orig_prompt"))
-                url = item.get("url")
-                if isinstance(url, str) and url:
-                    urls.append((index, url, _opt_str(item.get("actual_prompt"))))
-                else:
-                    failures.append(
-                        ImageFailure(
-                            index=index,
-                            code=_opt_str(item.get("code")),
-                            message=_opt_str(item.get("message")),
-                        )
-                    )
-        for index, item in enumerate(_choice_items(output)):
-            if isinstance(item.get("image"), str) and item["image"]:
-                urls.append((index, item["image"], None))
-            else:
-                failures.append(_failure(index, item))
-        if status is TaskStatus.SUCCEEDED and not isinstance(results, Sequence):
-            failures.extend(_missing(output, len(urls) + len(failures), requested))
-        usage = body.get("usage")
-        return cls(
-            task_id=_opt_str(output.get("task_id")) or task_id,
-            status=status,
-            request_id=_opt_str(body.get("request_id")),
-            submitted_at=parse_server_time(output.get("submit_time")),
-            scheduled_at=parse_server_time(output.get("scheduled_time")),
-            finished_at=parse_server_time(output.get("end_time")),
-            urls=tuple(urls),
-            failures=tuple(failures),
-            code=_opt_str(output.get("code")),
-            message=_opt_str(output.get("message")),
-            prompt=prompt,
-            usage=dict(usage) if isinstance(usage, Mapping) else {},
-            body=body,
-            headers=headers or {},
-        )
-
-
-def _choice_items(output: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The image items (``image``) and per-image failures (``code``) of every choice."""
-    choices = output.get("choices")
-    if not isinstance(choices, Sequence) or not choices:
-        return []
-    found: list[Mapping[str, Any]] = []
-    for choice in choices:
-        message = choice.get("message") if isinstance(choice, Mapping) else None
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, Sequence):
-            found.extend(
-                item
-                for item in content
-                if isinstance(item, Mapping)
-                and (isinstance(item.get("image"), str) or isinstance(item.get("code"), str))
-            )
-    return found
-
-
-def _failure(index: int, item: Mapping[str, Any]) -> ImageFailure:
-    return ImageFailure(
-        index=index, code=_opt_str(item.get("code")), message=_opt_str(item.get("message"))
-    )
-
-
-def _missing(output: Mapping[str, Any], seen: int, requested: object) -> list[ImageFailure]:
-    """
-    Images an answer of choices left out: it drops failed images silently, and says so only
-    in its ``task_metric(s)`` (max/plus) or not at all (the 2.0 series, wan2.6; then
-    `requested` tells).
-    """
-    metric = output.get("task_metric", output.get("task_metrics"))
-    total = metric.get("TOTAL") if isinstance(metric, Mapping) else None
-    if not _is_count(total):
-        total = requested
-    if not _is_count(total) or total <= seen:  # type: ignore[operator]
-        return []
-    message = f"the service returned {seen} of {total} images and did not say why"
-    return [
-        ImageFailure(index=index, code=None, message=message)
-        for index in range(seen, total)  # type: ignore[arg-type]
-    ]
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 @attrs.frozen(kw_only=True)

@@ -22,10 +22,10 @@ from aioqwenimage._models import (
     GeneratedImage,
     GenerationResult,
     ImageFetcher,
-    TaskSnapshot,
     TaskStatus,
 )
 from aioqwenimage._safety import safe_name
+from aioqwenimage._snapshot import TaskSnapshot
 
 __all__ = ["EventfulFetcher", "error_of", "result_of"]
 

@@ -32,14 +32,14 @@ __all__ = [
 ]
 
 MAX_REDIRECTS: Final = 5
-_UNSAFE_CHARS: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_CHARS: Final = re.compile(r"(?:[^A-Za-z0-9._-]|\.\.)+")
 _MAX_NAME: Final = 120
 
 
 def safe_name(text: str, *, fallback: str = "image") -> str:
     """
     `text` as a plain file name: letters, digits, ``.``, ``_`` and ``-`` only (runs of
-    anything else become one ``_``), no leading dot, at most 120 characters.
+    anything else, and of ``..``, become one ``_``), no leading dot, at most 120 characters.
     """
     name = _UNSAFE_CHARS.sub("_", text).lstrip(".")[:_MAX_NAME]
     return name if name.strip("._-") else fallback

@@ -100,7 +100,7 @@ def test_retry_after_cap_is_configurable_and_scaled():
     """The cap is a documented RetryPolicy setting that time compression scales too."""
     assert 60.0 == RetryPolicy().max_retry_after
     assert 0.5 == RetryPolicy(max_retry_after=50.0).scaled(0.01).max_retry_after
-    with pytest.raises(ValueError, match="max_retry_after"):
+    with pytest.raises(q.InvalidRequestError, match="max_retry_after"):
         RetryPolicy(max_retry_after=float("nan"))
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from aioqwenimage._models import TaskInfo, TaskSnapshot, TaskStatus, parse_server_time
+from aioqwenimage._models import TaskInfo, TaskStatus, parse_server_time
+from aioqwenimage._snapshot import TaskSnapshot
 
 UTC = dt.timezone.utc
 

@@ -1,0 +1,53 @@
+"""
+Reading values out of untrusted answers: each helper takes any JSON value and never raises.
+
+Parsing is lenient about what the documentation leaves open (missing millisecond parts, absent
+``task_metrics``) and refuses quietly what no real answer holds: NaN, infinities, dates out of
+any calendar, counts beyond what a model makes. An unusable value is ``None``, never an
+exception: a hostile answer must end in a typed error, not in a crash of the poll loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = ["MAX_IMAGES", "is_count", "opt_str", "parse_server_time"]
+
+# Task timestamps are Beijing time without a zone marker (dashscope-api.md §5.2).
+_SERVER_TZ = dt.timezone(dt.timedelta(hours=8))
+
+
+def parse_server_time(value: object) -> dt.datetime | None:
+    """
+    A task timestamp (``YYYY-MM-DD HH:mm:ss[.SSS]``, UTC+8) or epoch milliseconds, as UTC;
+    ``None`` when absent or unusable (NaN, infinities, a date outside what datetime holds).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value) / 1000
+            return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+        except (OverflowError, ValueError, OSError):  # NaN, inf, 1e300: not a time
+            return None
+    if not isinstance(value, str) or not value or len(value) > 64:  # noqa: PLR2004
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=_SERVER_TZ)
+            return parsed.astimezone(dt.timezone.utc)
+        except (OverflowError, ValueError):  # noqa: PERF203 - "0001-01-01" overflows in UTC
+            continue
+    return None
+
+
+# More images than any model makes in one request: a count beyond it is not believed.
+MAX_IMAGES = 16
+
+
+def is_count(value: object) -> bool:
+    """A non-negative int (bools are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def opt_str(value: object) -> str | None:
+    """`value` if it is a string, else ``None``."""
+    return value if isinstance(value, str) else None
