@@ -115,7 +115,8 @@ class SyncClient:
     Use it as ``with aioqwenimage.SyncClient() as client:``, or call `close` when done. It runs
     one `Client` on an event loop in a background thread; it is safe to share between threads.
     Options are those of `Client` (except `session`: an aiohttp session belongs to the loop that
-    made it). Event hooks run on the background thread.
+    made it). Event hooks run on the background thread. `submit` has no ``on_sending`` hook: it
+    is awaited on the client's loop, so it is an async client's feature.
 
     Raises:
         ValueError: An option is invalid (see `Client`).
@@ -135,6 +136,8 @@ class SyncClient:
         timeouts: Timeouts | None = None,
         pools: PoolLimits | None = None,
         retry: RetryPolicy | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
         event_hooks: Iterable[EventHook] = (),
         seed: int | None = None,
         time_scale: float | None = None,
@@ -150,6 +153,8 @@ class SyncClient:
             timeouts=timeouts,
             pools=pools,
             retry=retry,
+            proxy=proxy,
+            trust_env=trust_env,
             event_hooks=tuple(event_hooks),
             seed=seed,
             time_scale=time_scale,
@@ -306,7 +311,7 @@ class SyncClient:
         start: datetime | None = None,
         end: datetime | None = None,
         model: str | None = None,
-        status: TaskStatus | None = None,
+        status: TaskStatus | str | None = None,
         page_size: int = 50,
     ) -> Iterator[TaskInfo]:
         """The account's tasks, fetched page by page as you iterate; see `Client.list_tasks`."""

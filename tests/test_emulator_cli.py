@@ -112,6 +112,8 @@ async def test_fixture_defaults_to_compressed_time(fake_dashscope: FakeDashScope
     time_scale=0.001,
     over_cap="reject",
     limits=EmulatorLimits(models={"wan2.2-t2i-flash": ModelQuota(submits=None)}),
+    # Long enough (1 s) that the first two tasks are still in flight on a loaded machine.
+    durations={"wan2.2-t2i-flash": (1000, 1000)},
 )
 async def test_marker_configures_the_fixture(fake_dashscope: FakeDashScope):
     """The marker's options (and its over_cap shortcut) configure the emulator."""

@@ -262,3 +262,20 @@ def test_sync_endpoint_of_a_fastapi_app(fake):
         )
     assert [200] * 4 == [a.status_code for a in answers]
     assert 4 == len({a.json()["urls"][0] for a in answers})
+
+
+def test_options_and_methods_mirror_the_async_client():
+    """Every Client option and method has its blocking twin, with the same parameters."""
+    import inspect
+
+    def params(fn) -> dict[str, object]:
+        return {
+            name: (str(p.annotation), p.default)
+            for name, p in inspect.signature(fn).parameters.items()
+            if name not in ("self", "session", "on_sending")  # loop-bound: async clients only
+        }
+
+    methods = {n for n in dir(q.Client) if not n.startswith("_")} - {"aclose"}
+    assert set() == methods - set(dir(q.SyncClient))
+    for name in ["__init__", *sorted(methods - {"stats"})]:
+        assert params(getattr(q.Client, name)) == params(getattr(q.SyncClient, name)), name
