@@ -203,6 +203,9 @@ def test_a_bad_environment_proxy_names_the_variable(monkeypatch):
         ("127.0.0.1", "http://127.0.0.1:8080/x", None),
         ("127.0.0.1", "http://localhost:8080/x", "http-proxy"),
         ("localhost", "http://localhost:8080/x", None),
+        ("::1", "http://[::1]:8080/x", None),
+        ("[::1]", "http://[::1]:8080/x", None),
+        ("::1", "http://127.0.0.1:8080/x", "http-proxy"),
         ("http://oss.example", "http://oss.example/a.png", None),
         ("http://oss.example", "https://oss.example/a.png", "https-proxy"),
         ("oss.example:8443", "https://oss.example:8443/a.png", None),
@@ -239,3 +242,17 @@ def test_routes_repr_hides_proxy_credentials():
 
     assert "s3cret" not in repr(routes)
     assert "http://alice:s3cret@proxy.example:3128" == routes.for_url("https://x.example/")
+
+
+def test_an_odd_no_proxy_entry_is_skipped_with_a_warning(monkeypatch, caplog):
+    """A NO_PROXY entry that is no host (other tools share it) is skipped, loudly; the rest hold."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "oss.example:https,aliyuncs.com")
+
+    routes = ProxyRoutes.resolve(None, trust_env=True)
+
+    assert routes.for_url("https://dashscope.aliyuncs.com/x") is None
+    assert "http://proxy:3128" == routes.for_url("https://oss.example/a.png")
+    assert ["ignoring $NO_PROXY entry 'oss.example:https': not a host, host:port or URL"] == [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+    ]
