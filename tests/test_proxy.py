@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import anyio
 import attrs
 import pytest
 from aiohttp import web
@@ -100,6 +101,27 @@ async def test_explicit_proxy_carries_api_calls_and_downloads(fake, proxy):
     assert 1 == len(proxy.downloads())
     assert all("Proxy-Authorization" in s.headers for s in proxy.seen)
     assert "s3cret" not in repr(client)
+
+
+async def test_the_blocking_client_takes_the_same_proxy_option(fake, proxy):
+    """SyncClient(proxy=) sends its API calls and downloads through the proxy too."""
+
+    def blocking() -> bytes:
+        with q.SyncClient(
+            api_key=fake.api_key,
+            base_url=fake.base_url,
+            time_scale=fake.time_scale,
+            proxy=proxy.url,
+        ) as client:
+            result = client.generate("a fox", model="qwen-image-plus")
+            return client.read_image(result.images[0])
+
+    # The proxy and the emulator answer from this test's loop: block in a worker thread.
+    data = await anyio.to_thread.run_sync(blocking)
+
+    assert data.startswith(b"\x89PNG")
+    assert proxy.api_calls()
+    assert 1 == len(proxy.downloads())
 
 
 async def test_the_proxy_never_sees_the_key_in_downloads(fake, proxy):
