@@ -17,6 +17,7 @@ environment is read once, when the client is made, as httpx does.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import urllib.request
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 import attrs
 
 __all__ = ["ProxyRoutes"]
+
+logger = logging.getLogger("aioqwenimage")
 
 _SCHEMES = ("http", "https")
 
@@ -46,7 +49,15 @@ class _Bypass:
 
     @classmethod
     def parse(cls, entry: str) -> _Bypass:
+        """
+        One entry of ``NO_PROXY``.
+
+        Raises:
+            ValueError: The entry has a port that is not a number.
+        """
         scheme = None
+        if _is_ip(entry):  # a bare IPv6 address would read as host:port below
+            return cls(re.compile(re.escape(entry.lower())))
         if "://" in entry:
             parts = urlsplit(entry)
             scheme = None if parts.scheme == "all" else parts.scheme.lower()
@@ -123,7 +134,15 @@ class ProxyRoutes:
         entries = [e.strip() for e in found.get("no", "").split(",") if e.strip()]
         if "*" in entries:
             return cls()
-        return cls(by_scheme=by_scheme, bypass=tuple(_Bypass.parse(e) for e in entries))
+        bypass = []
+        for entry in entries:
+            try:
+                bypass.append(_Bypass.parse(entry))
+            except ValueError:  # noqa: PERF203 - each entry stands alone
+                # NO_PROXY is shared by every tool of the machine; one odd entry must not make
+                # every client fail, but it must not pass unnoticed either.
+                logger.warning("ignoring $NO_PROXY entry %r: not a host, host:port or URL", entry)
+        return cls(by_scheme=by_scheme, bypass=tuple(bypass))
 
     def for_url(self, url: str) -> str | None:
         """The proxy URL for a request to `url`, or ``None`` to connect directly."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import anyio
 import attrs
 import pytest
 from aiohttp import web
@@ -100,6 +101,27 @@ async def test_explicit_proxy_carries_api_calls_and_downloads(fake, proxy):
     assert 1 == len(proxy.downloads())
     assert all("Proxy-Authorization" in s.headers for s in proxy.seen)
     assert "s3cret" not in repr(client)
+
+
+async def test_the_blocking_client_takes_the_same_proxy_option(fake, proxy):
+    """SyncClient(proxy=) sends its API calls and downloads through the proxy too."""
+
+    def blocking() -> bytes:
+        with q.SyncClient(
+            api_key=fake.api_key,
+            base_url=fake.base_url,
+            time_scale=fake.time_scale,
+            proxy=proxy.url,
+        ) as client:
+            result = client.generate("a fox", model="qwen-image-plus")
+            return client.read_image(result.images[0])
+
+    # The proxy and the emulator answer from this test's loop: block in a worker thread.
+    data = await anyio.to_thread.run_sync(blocking)
+
+    assert data.startswith(b"\x89PNG")
+    assert proxy.api_calls()
+    assert 1 == len(proxy.downloads())
 
 
 async def test_the_proxy_never_sees_the_key_in_downloads(fake, proxy):
@@ -203,6 +225,9 @@ def test_a_bad_environment_proxy_names_the_variable(monkeypatch):
         ("127.0.0.1", "http://127.0.0.1:8080/x", None),
         ("127.0.0.1", "http://localhost:8080/x", "http-proxy"),
         ("localhost", "http://localhost:8080/x", None),
+        ("::1", "http://[::1]:8080/x", None),
+        ("[::1]", "http://[::1]:8080/x", None),
+        ("::1", "http://127.0.0.1:8080/x", "http-proxy"),
         ("http://oss.example", "http://oss.example/a.png", None),
         ("http://oss.example", "https://oss.example/a.png", "https-proxy"),
         ("oss.example:8443", "https://oss.example:8443/a.png", None),
@@ -239,3 +264,17 @@ def test_routes_repr_hides_proxy_credentials():
 
     assert "s3cret" not in repr(routes)
     assert "http://alice:s3cret@proxy.example:3128" == routes.for_url("https://x.example/")
+
+
+def test_an_odd_no_proxy_entry_is_skipped_with_a_warning(monkeypatch, caplog):
+    """A NO_PROXY entry that is no host (other tools share it) is skipped, loudly; the rest hold."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "oss.example:https,aliyuncs.com")
+
+    routes = ProxyRoutes.resolve(None, trust_env=True)
+
+    assert routes.for_url("https://dashscope.aliyuncs.com/x") is None
+    assert "http://proxy:3128" == routes.for_url("https://oss.example/a.png")
+    assert ["ignoring $NO_PROXY entry 'oss.example:https': not a host, host:port or URL"] == [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+    ]
