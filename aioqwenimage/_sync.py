@@ -141,8 +141,6 @@ class SyncClient:
         event_hooks: Iterable[EventHook] = (),
         seed: int | None = None,
         time_scale: float | None = None,
-        proxy: str | None = None,
-        trust_env: bool = True,
     ) -> None:
         make = functools.partial(
             Client,
@@ -160,8 +158,6 @@ class SyncClient:
             event_hooks=tuple(event_hooks),
             seed=seed,
             time_scale=time_scale,
-            proxy=proxy,
-            trust_env=trust_env,
         )
         self._loop = LoopThread()
         try:
