@@ -1,5 +1,5 @@
 """
-The catalog against the seed documents (``/work/shared/seeds``): each row quotes its line.
+The catalog against the seed documents (``../shared/seeds`` beside the checkout): each row quotes its line.
 
 A row's quote is checked to be in its seed, so a row cannot cite a sentence the seed does not say.
 The rule for conflicts (issue 9): the client refuses only what every documented source refuses and
@@ -18,7 +18,7 @@ from aioqwenimage._requests import prepare
 from aioqwenimage.testing._bodies import parse_generation
 from aioqwenimage.testing._wire import ApiError
 
-SEEDS = Path("/work/shared/seeds")
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 GUIDE = "text-to-image-guide.txt"
 REFERENCE = "qwen-image-api-reference.txt"
 # The seeds ship with the project's shared documents, not with the package: without them the
