@@ -130,7 +130,7 @@ async def test_generate_timeout_cancels_the_task(fake):
     """generate(timeout=) gives up: the task is cancelled (remotely while PENDING)."""
     async with (
         FakeDashScope(
-            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (400, 400)}
         ) as slow,
         make_client(
             slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
@@ -147,7 +147,7 @@ async def test_cancelling_generate_cancels_the_pending_task_remotely(fake):
     """Cancelling the coroutine running generate() cancels its PENDING task, shielded."""
     async with (
         FakeDashScope(
-            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (400, 400)}
         ) as slow,
         make_client(
             slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
