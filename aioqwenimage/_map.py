@@ -94,7 +94,11 @@ async def map_outcomes(
                 await client.save_images(result, where)
         except QwenImageError as exc:
             outcome = Outcome(
-                index=index, prompt=prompt, error=exc, task_id=getattr(exc, "task_id", None)
+                index=index,
+                prompt=prompt,
+                error=exc,
+                # A failed save (now a QwenImageError with no task_id) still names its task.
+                task_id=getattr(exc, "task_id", None) or handle.task_id,
             )
         except Exception as exc:  # noqa: BLE001 - e.g. an unwritable save_to: this item's
             # failure, which must not escape into the client's task group

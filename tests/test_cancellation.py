@@ -158,11 +158,11 @@ async def test_a_running_task_whose_caller_left_is_tracked_to_its_end():
 async def test_closing_the_client_during_creates_leaves_no_task_pending():
     """aclose() with creates in the air: their answers are awaited, their tasks cancelled."""
     async with FakeDashScope(
-        time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (400, 400)}
+        time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (9000, 9000)}
     ) as fake:
         client = make_client(fake, limits=ROOMY_CLIENT)
         first = await client.submit("first", model=MODEL)
-        fake.faults.add(held_creates())
+        fake.faults.add(held_creates(delay=300))
         errors: list[BaseException] = []
 
         async def call(i: int) -> None:

@@ -97,7 +97,10 @@ async def test_cancel_pending_task_ends_canceled(fake):
     """A PENDING task (queued behind a full cap) is cancelled remotely and ends CANCELED."""
     fake_limits = EmulatorLimitsOneSlot()
     async with (
-        FakeDashScope(time_scale=SCALE, limits=fake_limits) as slow,
+        # The first task holds the one slot long enough that the second is still PENDING.
+        FakeDashScope(
+            time_scale=SCALE, limits=fake_limits, durations={"qwen-image-plus": (300, 300)}
+        ) as slow,
         make_client(
             slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
         ) as client,
@@ -120,8 +123,18 @@ def EmulatorLimitsOneSlot():  # noqa: N802 - reads as a value
     return EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
 
 
-async def test_cancel_running_task_is_local_only(client, fake):
+async def test_cancel_running_task_is_local_only():
     """A RUNNING task cannot be cancelled remotely: the handle ends cancelled, the task goes on."""
+    # Long enough that a poll sees it RUNNING before it ends, however busy the machine.
+    durations = {"qwen-image-plus": (300, 300)}
+    async with (
+        FakeDashScope(time_scale=SCALE, limits=roomy_limits(), durations=durations) as fake,
+        make_client(fake) as client,
+    ):
+        await _cancel_running(client, fake)
+
+
+async def _cancel_running(client: q.Client, fake: FakeDashScope) -> None:
     handle = await client.submit("a fox", model="qwen-image-plus")
     while handle.status is not q.TaskStatus.RUNNING:
         await fake_tick()

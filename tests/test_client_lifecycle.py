@@ -130,7 +130,7 @@ async def test_generate_timeout_cancels_the_task(fake):
     """generate(timeout=) gives up: the task is cancelled (remotely while PENDING)."""
     async with (
         FakeDashScope(
-            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (400, 400)}
         ) as slow,
         make_client(
             slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
@@ -147,7 +147,7 @@ async def test_cancelling_generate_cancels_the_pending_task_remotely(fake):
     """Cancelling the coroutine running generate() cancels its PENDING task, shielded."""
     async with (
         FakeDashScope(
-            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (50, 50)}
+            time_scale=SCALE, limits=ONE_SLOT, durations={"qwen-image-plus": (400, 400)}
         ) as slow,
         make_client(
             slow, limits=q.Limits(models={"qwen-image-plus": q.ModelLimits(in_flight=5)})
@@ -278,9 +278,17 @@ async def test_map_reports_an_unwritable_save_to_as_the_items_failure(client, tm
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
 
-    outcomes = [o async for o in client.map(["a", "b"], model="qwen-image-plus", save_to=blocked)]
+    # A directory inside a file cannot be made (a file itself is refused before any I/O).
+    unwritable = blocked / "sub"
+    outcomes = [
+        o async for o in client.map(["a", "b"], model="qwen-image-plus", save_to=unwritable)
+    ]
 
     assert 2 == len(outcomes)
     assert all(isinstance(o.error, q.QwenImageError) and o.task_id for o in outcomes)
     assert isinstance(outcomes[0].error.__cause__, OSError)  # type: ignore[union-attr]
     assert (await client.generate("c", model="qwen-image-plus")).images  # still working
+    # A save refused with a typed error still names the item's task.
+    [refused] = [o async for o in client.map(["d"], model="qwen-image-plus", save_to=blocked)]
+    assert isinstance(refused.error, q.InvalidRequestError)
+    assert refused.task_id
