@@ -1,5 +1,6 @@
 """
-The catalog against the seed documents (``../shared/seeds`` beside the checkout): each row quotes its line.
+The catalog against the seed documents (``../shared/seeds`` beside the checkout): each row
+quotes its line.
 
 A row's quote is checked to be in its seed, so a row cannot cite a sentence the seed does not say.
 The rule for conflicts (issue 9): the client refuses only what every documented source refuses and
