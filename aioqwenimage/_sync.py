@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from aioqwenimage._client import DEFAULT_MODEL, Client
 from aioqwenimage._engine import EventHook
+from aioqwenimage._errors import SubmissionUncertainError
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
 from aioqwenimage._loop_thread import LoopThread
@@ -36,6 +37,7 @@ from aioqwenimage._models import (
     TaskStatus,
 )
 from aioqwenimage._requests import ImageInput
+from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._scheduler import PollPolicy
 from aioqwenimage._transport import PoolLimits, RetryPolicy, Timeouts
 
@@ -320,6 +322,16 @@ class SyncClient:
                 start=start, end=end, model=model, status=status, page_size=page_size
             )
         )
+
+    def resolve_uncertain(
+        self, error: SubmissionUncertainError, *, wait: float | None = None
+    ) -> UncertainResolution:
+        """
+        Find the task an uncertain create made, or show that it made none; see
+        `Client.resolve_uncertain`. The resolution's ``handle`` belongs to the client's loop:
+        for a blocking handle, `attach` its ``task_id``.
+        """
+        return self._loop.run(functools.partial(self._client.resolve_uncertain, error, wait=wait))
 
     def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
         """Save every image of `result` into `directory`; see `Client.save_images`."""

@@ -49,7 +49,7 @@ def test_pytest_examples_pass(tmp_path: Path):
         timeout=60,
         check=False,
     )
-    assert (0, True) == (result.returncode, "2 passed" in result.stdout)
+    assert (0, True) == (result.returncode, "3 passed" in result.stdout)
 
 
 def test_every_public_name_is_documented():

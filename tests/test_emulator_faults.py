@@ -557,10 +557,10 @@ async def test_garbage_requests_are_answered_quietly(
 
 def test_server_log_records_are_demoted_to_debug(caplog: pytest.LogCaptureFixture):
     """aiohttp's error and exception records reach the emulator's logger at DEBUG only."""
-    from aioqwenimage.testing._server import _QuietLogger
+    from aioqwenimage.testing._sites import QuietLogger
 
     caplog.set_level(logging.DEBUG, logger="aioqwenimage.testing.server")
-    quiet = _QuietLogger(logging.getLogger("aioqwenimage.testing.server"), {})
+    quiet = QuietLogger(logging.getLogger("aioqwenimage.testing.server"), {})
     try:
         raise ValueError("boom")  # noqa: TRY301 - a live exception for exc_info
     except ValueError:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import aioqwenimage as q
-from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, Fault, FaultKind, ModelQuota
 from tests.conftest import SCALE, client_limits, roomy_limits
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -108,6 +108,18 @@ def test_cancel_a_pending_handle():
         with pytest.raises(q.TaskCanceledError):
             second.result()
         assert 1 == fake.stats.requests["cancel"][200]
+
+
+def test_an_uncertain_create_is_resolved_and_attached(client, fake):
+    """resolve_uncertain() finds the task a lost create made; attach() gives a blocking handle."""
+    fake.faults.add(Fault(kind=FaultKind.DROP_AFTER, endpoints="create", times=1))
+    with pytest.raises(q.SubmissionUncertainError) as info:
+        client.submit("a fox", model="qwen-image-plus")
+    resolution = client.resolve_uncertain(info.value)
+    assert q.UncertainOutcome.CREATED == resolution.outcome
+    assert resolution.task_id is not None
+    result = client.attach(resolution.task_id).result()
+    assert (resolution.task_id, 1) == (result.task_id, sum(fake.stats.tasks_created.values()))
 
 
 def test_map_is_a_plain_iterator_in_completion_order(client):

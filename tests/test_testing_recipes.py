@@ -58,14 +58,3 @@ def test_recipe_passes_downstream(tmp_path, recipe, tests):
     passed = re.findall(r"(\d+) passed", result.stdout)
     assert (0, [str(tests)]) == (result.returncode, passed), result.stdout + result.stderr
     assert [] == [s for s in calls if s > PER_TEST]
-
-
-def test_the_plugin_section_of_the_page_passes_downstream(tmp_path):
-    """The example tests of docs/testing.md's plugin section pass as a user's test file."""
-    page = (Path(__file__).parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
-    section = page[page.index("## The pytest plugin") : page.index("## Pointing clients at it")]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    (tmp_path / "test_from_docs.py").write_text(code.group(1), encoding="utf-8")
-    result = run_pytest(tmp_path)
-    assert (0, ["3"]) == (result.returncode, re.findall(r"(\d+) passed", result.stdout))
