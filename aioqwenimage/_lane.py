@@ -32,7 +32,7 @@ from aioqwenimage._limits import (
     rate_window,
 )
 
-__all__ = ["BURST_CODES", "COUNT_SLACK", "RATE_FULL", "RATE_SLACK", "SubmitLane"]
+__all__ = ["BATCH_ODDS", "BURST_CODES", "COUNT_SLACK", "RATE_FULL", "RATE_SLACK", "SubmitLane"]
 
 # A 429 with at least this share of the lane's rate window used is taken for a rate throttle.
 RATE_FULL: Final = 0.8
@@ -45,6 +45,9 @@ BURST_CODES: Final = frozenset({"Throttling.BurstRate"})
 # margin: against a hidden cap of 20, 2 gave 5-6% of creates answered 429, 4 gave 3-4%).
 COUNT_SLACK: Final = 2
 RATE_SLACK: Final = 4
+# A cut is undone only while the creates in the air at it were accepted at least this many
+# times as often as refused.
+BATCH_ODDS: Final = 4
 
 
 class SubmitLane:
@@ -116,6 +119,7 @@ class SubmitLane:
         self._cut_level: int | None = None
         self._restore: int | None = None
         self._in_air_at_cut = 0
+        self._batch_accepted = self._batch_refused = 0  # answers of those, since the cut
         # The most tasks held when the server accepted one more, since the last throttle
         # episode: a throttle with clearly fewer held is no in-flight cap.
         self._proven = 0
@@ -198,8 +202,9 @@ class SubmitLane:
         A create succeeded: after `limit` successes in a row, allow one more task in flight.
 
         A cut proven wrong is undone at once: when a create that was already in the air at the
-        cut is accepted with more of the lane's tasks held than the cut allowed, the throttle
-        was not the in-flight cap, and the limit before the cut comes back.
+        cut is accepted with more of the lane's tasks held than the cut allowed (and those
+        creates were mostly accepted), the throttle was not the in-flight cap, and the limit
+        before the cut comes back.
 
         Args:
             task: It created an async task, held by the server until its slot is released with
@@ -212,12 +217,22 @@ class SubmitLane:
         # Answers come back roughly in order: while creates that were in the air at the last cut
         # are still to answer, this is one of them.
         from_before_cut = self._in_air_at_cut > 0
-        self._in_air_at_cut = max(0, self._in_air_at_cut - 1)
+        if from_before_cut:
+            self._in_air_at_cut -= 1
+            self._batch_accepted += 1
         if task:
             self._accepted += 1
             self._proven = max(self._proven, self._accepted)
             cut = self._cut_level
-            if from_before_cut and cut is not None and self._accepted >= cut + COUNT_SLACK:
+            # At a real cap most of those creates are refused (a few get in as tasks end
+            # unseen); after a transient 429, most are accepted.
+            mostly_accepted = self._batch_refused * BATCH_ODDS <= self._batch_accepted
+            if (
+                from_before_cut
+                and mostly_accepted
+                and cut is not None
+                and self._accepted >= cut + COUNT_SLACK
+            ):
                 # Later evidence is not trusted this way: at a real cap, the count's lead (tasks
                 # ended unseen) grows and shrinks, and undoing on it costs a burst of 429s.
                 self._cut_level = None
@@ -263,8 +278,9 @@ class SubmitLane:
             The end of the pause.
         """
         self.throttled += 1
-        # One of the creates in the air at the last cut refused too: the cut stands.
-        self._in_air_at_cut = 0
+        if self._in_air_at_cut > 0:  # one of the creates in the air at the last cut
+            self._in_air_at_cut -= 1
+            self._batch_refused += 1
         self._successes = 0
         self._clean = 0
         now = self._clock()
@@ -310,6 +326,7 @@ class SubmitLane:
             self._restore = current
         self._cut_level = lowered
         self._in_air_at_cut = max(0, self._slots.in_flight - self._accepted - 1)
+        self._batch_accepted = self._batch_refused = 0
         self._slots.set_limit(lowered)
 
     def __repr__(self) -> str:
