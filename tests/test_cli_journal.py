@@ -48,15 +48,13 @@ def _open(directory: Path, fingerprint: dict[str, object] | None = None) -> Jour
     return Journal.open(directory, fingerprint=fingerprint or FINGERPRINT, items=_items())
 
 
-def test_a_new_journal_truncates_its_side_file_with_full_sync_and_every_item_pending(
-    tmp_path: Path,
-):
-    """Opening creates the file in TRUNCATE mode, fsyncing each commit, with all items pending."""
+def test_a_new_journal_is_wal_with_full_sync_and_every_item_pending(tmp_path: Path):
+    """Opening creates the file in WAL mode, fsyncing each commit, with all items pending."""
     journal = _open(tmp_path)
     try:
         mode = journal._db.execute("PRAGMA journal_mode").fetchone()[0]
         sync = journal._db.execute("PRAGMA synchronous").fetchone()[0]
-        assert ("truncate", 2) == (mode, sync)  # 2 is FULL
+        assert ("wal", 2) == (mode, sync)  # 2 is FULL
         assert [State.PENDING] * 3 == [row.state for row in journal.rows()]
         assert {"seed": 1} == dict(journal.row(1).params)
     finally:
@@ -174,7 +172,7 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path):
 
 
 def test_a_reader_sees_committed_states_while_the_writer_is_open(tmp_path: Path):
-    """Another process may watch progress read-only while the batch runs."""
+    """Another process may watch progress read-only while the batch runs (WAL readers)."""
     journal = _open(tmp_path)
     try:
         journal.sending(0)

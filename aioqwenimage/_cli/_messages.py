@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-import sys
 import warnings
 from typing import TYPE_CHECKING, Final
 
@@ -36,7 +35,6 @@ __all__ = [
     "suggest_model",
 ]
 
-_LOGGER: Final = "aioqwenimage"
 # "ServerDisconnectedError: " inside a message: the library keeps it for programmers.
 _CLASS_PREFIX: Final = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
 _UNKNOWN_MODEL_WARNING: Final = r"model .* is not in aioqwenimage's catalog"
@@ -67,12 +65,10 @@ def configure_output(verbose: int, *, quiet: bool) -> None:
     warnings.formatwarning = _format_warning
     if not verbose and not quiet:
         return
-    logger = logging.getLogger(_LOGGER)
-    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose == 1 else logging.DEBUG)
-    if not logger.handlers:  # AIOQWENIMAGE_LOG may have installed one already
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    from aioqwenimage._logging import configure
+
+    # The library's own switch (the one $AIOQWENIMAGE_LOG uses): one handler, replaced not added.
+    configure(logging.ERROR if quiet else logging.INFO if verbose == 1 else logging.DEBUG)
 
 
 def _format_warning(
