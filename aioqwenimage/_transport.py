@@ -329,7 +329,7 @@ class Transport:
                 )
         except aiohttp.ClientConnectorError as exc:
             failure = ConnectFailedError(
-                self._scrub(f"could not connect to the API: {_describe(exc.os_error)}")
+                self._scrub(f"could not connect to the API: {exc.os_error}")
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = TransportError(self._scrub(f"{method} {path}: {_describe(exc)}"))
