@@ -16,27 +16,32 @@ import enum
 import importlib.metadata
 import json
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import anyio
-import attrs
 
-from aioqwenimage._errors import (
-    APIError,
-    QwenImageError,
-    ServerError,
-    TransportError,
-    error_from_response,
-    is_throttling_code,
+from aioqwenimage._answers import (
+    AnswerTooLargeError,
+    ConnectFailedError,
+    DownloadAnswer,
+    Response,
+    decode,
+    kept_headers,
+    parse_retry_after,
+    request_id,
+    request_id_of,
+    too_large,
 )
+from aioqwenimage._errors import QwenImageError, TransportError
 from aioqwenimage._proxy import ProxyRoutes
 from aioqwenimage._settings import PoolLimits, RetryPolicy, Timeouts
 
+# Re-exported: the engine and the downloader meet answers through the transport.
 __all__ = [
+    "AnswerTooLargeError",
     "ConnectFailedError",
     "DownloadAnswer",
     "PoolKind",
@@ -60,131 +65,6 @@ class PoolKind(enum.Enum):
     QUERY = "query"
     LONG = "long"
     DOWNLOAD = "download"
-
-
-# Response headers worth keeping for users (`GenerationResult.headers`, `APIError.headers`): the
-# request id, back-off hints, DashScope's flow-control and timing headers, rate-limit headers by
-# any vendor's naming. An allow-list, so that nothing else (cookies) is ever carried along.
-_KEPT_HEADER_PREFIXES = (
-    "x-request-id",
-    "retry-after",
-    "x-dashscope-",
-    "x-ratelimit-",
-    "ratelimit",
-    "req-cost-time",
-    "req-arrive-time",
-    "resp-start-time",
-)
-
-
-def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers of an answer that users may need, with lower-case names."""
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower().startswith(_KEPT_HEADER_PREFIXES)
-    }
-
-
-@attrs.frozen(kw_only=True)
-class Response:
-    """
-    One HTTP answer: status, decoded JSON (``None`` when it was not usable JSON), request id,
-    and the headers that `kept_headers` keeps.
-
-    `problem` says why a body is ``None`` (not JSON, too large, nested too deep).
-    """
-
-    status: int
-    body: Mapping[str, Any] | None
-    request_id: str | None
-    retry_after: float | None
-    problem: str | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """A 2xx answer."""
-        return 200 <= self.status < 300  # noqa: PLR2004
-
-    def error(self) -> APIError:
-        """The mapped error for a non-2xx answer (or a 2xx whose body was not JSON)."""
-        if self.ok:
-            return ServerError(
-                self.problem or "the answer was not a JSON object",
-                status=self.status,
-                code="MalformedResponse",
-                request_id=self.request_id,
-                headers=self.headers,
-            )
-        if 300 <= self.status < 400:  # noqa: PLR2004
-            return APIError(
-                f"the API answered with a redirect (HTTP {self.status}); API requests are never "
-                "redirected, so that the key goes nowhere else: check base_url",
-                status=self.status,
-                code="Redirect",
-                request_id=self.request_id,
-            )
-        return error_from_response(
-            self.status,
-            self.body,
-            request_id=self.request_id,
-            retry_after=self.retry_after,
-            headers=self.headers,
-        )
-
-    @property
-    def retryable(self) -> bool:
-        """Whether an idempotent request that got this answer is worth sending again."""
-        if self.status == 429:  # noqa: PLR2004
-            code = self.body.get("code") if self.body else None
-            return code is None or is_throttling_code(code)
-        return self.status >= 500 or (self.ok and self.body is None)  # noqa: PLR2004
-
-
-class ConnectFailedError(TransportError):
-    """The connection could not be made: the request provably never left."""
-
-
-@attrs.frozen(kw_only=True)
-class DownloadAnswer:
-    """
-    The answer of one result-host request, redirects not followed.
-
-    Attributes:
-        status: The HTTP status.
-        location: The ``Location`` of a redirect.
-        body: The start of a non-200 answer's body (OSS explains errors in XML), at most 64 KiB.
-        size: Bytes handed to the sink (200 only).
-    """
-
-    status: int
-    location: str | None = None
-    body: bytes = b""
-    size: int = 0
-
-
-class AnswerTooLargeError(TransportError):
-    """An answer grew past its cap; what it said is unknown."""
-
-
-def parse_retry_after(value: str | None, *, cap: float) -> float | None:
-    """
-    A ``Retry-After`` header as seconds, at most `cap`; ``None`` when absent or unusable.
-
-    DashScope sends seconds. ``inf`` and huge numbers are cut to `cap`; NaN, negative values
-    and HTTP dates (which would need the two clocks to agree) count as absent, and the
-    caller's own backoff applies.
-    """
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    if math.isnan(seconds) or seconds < 0:
-        return None
-    return min(seconds, cap)
 
 
 class Transport:
@@ -315,17 +195,23 @@ class Transport:
                 ),
             ) as response:
                 raw, problem = await _read_capped(response, self._pools.max_answer_bytes)
-                decoded, problem = _decode(raw) if problem is None else (None, problem)
+                # A service that echoes the key (in a message, a header) must not put it
+                # into an error, a result or a log line.
+                raw = raw.replace(self._key.encode(), b"***") if self._key else raw
+                decoded, problem = decode(raw) if problem is None else (None, problem)
                 answer = Response(
                     status=response.status,
                     body=decoded,
-                    request_id=_request_id(response.headers.get("X-Request-ID"))
-                    or _request_id_of(decoded),
+                    request_id=request_id(response.headers.get("X-Request-ID"))
+                    or request_id_of(decoded),
                     retry_after=parse_retry_after(
                         response.headers.get("Retry-After"), cap=self._retry.max_retry_after
                     ),
                     problem=problem,
-                    headers=kept_headers(response.headers),
+                    headers={
+                        name: self._scrub(value)
+                        for name, value in kept_headers(response.headers).items()
+                    },
                 )
         except aiohttp.ClientConnectorError as exc:
             failure = ConnectFailedError(
@@ -353,9 +239,12 @@ class Transport:
         # request's headers (the key among them), and nothing reachable from an error may.
         raise failure
 
+    @property
+    def _key(self) -> str:
+        return self._headers["Authorization"].removeprefix("Bearer ")
+
     def _scrub(self, text: str) -> str:
-        key = self._headers["Authorization"].removeprefix("Bearer ")
-        return text.replace(key, "***") if key else text
+        return text.replace(self._key, "***") if self._key else text
 
     async def call(
         self,
@@ -463,7 +352,7 @@ class Transport:
                     await sink(chunk)
                 if size > limit:
                     response.close()  # the rest may still be coming: never back to the pool
-                    failure = AnswerTooLargeError(_too_large("the image", limit))
+                    failure = AnswerTooLargeError(too_large("the image", limit))
                 else:
                     return DownloadAnswer(status=200, size=size)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -483,7 +372,7 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[by
     """The body; or nothing, and why, when it is longer than `limit` bytes."""
     if (response.content_length or 0) > limit:
         response.close()
-        return b"", _too_large("the answer", limit)
+        return b"", too_large("the answer", limit)
     chunks: list[bytes] = []
     size = 0
     while chunk := await response.content.read(64 * 1024):
@@ -491,43 +380,11 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[by
         if size > limit:
             # Closed, not returned to the pool: the rest of the answer is still on its way.
             response.close()
-            return b"", _too_large("the answer", limit)
+            return b"", too_large("the answer", limit)
         chunks.append(chunk)
     return b"".join(chunks), None
-
-
-def _too_large(what: str, limit: int) -> str:
-    return f"{what} is larger than {limit / 1024 / 1024:g} MiB; it was cut off"
-
-
-def _refuse_constant(name: str) -> Any:
-    msg = f"{name} is not JSON"
-    raise ValueError(msg)
-
-
-def _decode(raw: bytes) -> tuple[Mapping[str, Any] | None, str | None]:
-    """The answer's JSON object, or ``None`` and why not."""
-    try:
-        # Strict JSON: DashScope never sends NaN or Infinity, and they poison arithmetic.
-        value = json.loads(raw, parse_constant=_refuse_constant)
-    except RecursionError:
-        return None, "the answer was nested too deeply to be read"
-    except ValueError:  # UnicodeDecodeError included
-        return None, "the answer was not valid JSON"
-    if not isinstance(value, dict):
-        return None, "the answer was not a JSON object"
-    return value, None
 
 
 def _describe(exc: BaseException) -> str:
     # Type and message only: the message of aiohttp's errors names the URL, never the headers.
     return f"{type(exc).__name__}: {exc}"[:500]
-
-
-def _request_id(value: str | None) -> str | None:
-    return value[:200] if value else None
-
-
-def _request_id_of(body: Mapping[str, Any] | None) -> str | None:
-    value = body.get("request_id") if body else None
-    return value[:200] if isinstance(value, str) else None

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aioqwenimage as q
-from aioqwenimage import _engine, _transport
+from aioqwenimage import _answers, _engine
 from aioqwenimage._download import url_expiry
 from aioqwenimage._errors import error_from_response
 from aioqwenimage._models import TaskInfo, parse_server_time
@@ -233,11 +233,11 @@ def test_every_parser_takes_arbitrary_json(value, status, requested):
         result_of(snapshot, model="m", prompt="p", fetcher=None)  # type: ignore[arg-type]
     else:
         error_of(snapshot)
-    response = _transport.Response(status=status, body=body, request_id=None, retry_after=None)
+    response = _answers.Response(status=status, body=body, request_id=None, retry_after=None)
     only_typed_errors(response.error)
     assert isinstance(response.retryable, bool)
     raw = json.dumps(value).encode()
-    decoded, problem = _transport._decode(raw)
+    decoded, problem = _answers.decode(raw)
     assert (decoded is None) == (problem is not None)
     only_typed_errors(_engine._created_task_id, response)
 
@@ -246,11 +246,11 @@ def test_every_parser_takes_arbitrary_json(value, status, requested):
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_every_parser_takes_arbitrary_bytes(raw):
     """Bytes that may not be JSON, XML or a header value give a typed answer, never a crash."""
-    decoded, problem = _transport._decode(raw)
+    decoded, problem = _answers.decode(raw)
     assert (decoded is None) == (problem is not None)
     assert isinstance(parse_oss_error(raw), dict)
     text = raw.decode("utf-8", "replace")
-    seconds = _transport.parse_retry_after(text, cap=60.0)
+    seconds = _answers.parse_retry_after(text, cap=60.0)
     assert seconds is None or 0 <= seconds <= 60
     expiry = url_expiry("https://x/a.png?Expires=" + text)
     assert expiry is None or math.isfinite(expiry)

@@ -223,6 +223,22 @@ async def test_a_dropped_connection_leaves_no_key_in_the_error():
     assert_no_key(caught.value)
 
 
+async def test_a_service_echoing_the_key_does_not_put_it_into_errors():
+    """A key echoed in an error body or a kept header is masked before anything is built."""
+    with aioresponses() as mocked:
+        mocked.post(
+            CREATE,
+            status=400,
+            payload={"code": "InvalidParameter", "message": f"bad key Bearer {KEY}"},
+            headers={"X-DashScope-Echo": KEY},
+        )
+        async with mocked_client() as client:
+            with pytest.raises(q.InvalidRequestError) as caught:
+                await client.submit("a fox")
+    assert_no_key(caught.value)
+    assert "***" in str(caught.value)
+
+
 # --- answer size and duration -----------------------------------------------------------------
 
 
