@@ -20,7 +20,14 @@ from aiohttp import web
 from aioqwenimage._catalog import Protocol
 from aioqwenimage.testing import _render, _wire
 from aioqwenimage.testing._bodies import parse_generation
-from aioqwenimage.testing._faults import Fault, FaultKind, Fired, hostile_answer
+from aioqwenimage.testing._faults import (
+    Fault,
+    FaultKind,
+    Fired,
+    hostile_answer,
+    is_streamed,
+    stream_answer,
+)
 from aioqwenimage.testing._files import FileRequest, OssError, oss_error
 from aioqwenimage.testing._png import encode_png
 from aioqwenimage.testing._stats import SyncCallReport
@@ -37,6 +44,7 @@ Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 _BEFORE: Final = (
     (FaultKind.THROTTLE, 429, "Throttling.RateQuota", _wire.MSG_RATE_QUOTA),
+    (FaultKind.WILD_RETRY_AFTER, 429, "Throttling.RateQuota", _wire.MSG_RATE_QUOTA),
     (FaultKind.INTERNAL_ERROR, 500, "InternalError", _wire.MSG_INTERNAL),
     (FaultKind.UNAVAILABLE, 503, "ModelUnavailable", _wire.MSG_UNAVAILABLE),
 )
@@ -150,14 +158,17 @@ class Handlers:
                 moderation.message or _wire.MSG_INPUT_INSPECTION,
             )
 
-    @staticmethod
-    def _after(request: web.Request, fired: Fired, body: bytes, content_type: str) -> web.Response:
+    async def _after(
+        self, request: web.Request, fired: Fired, body: bytes, content_type: str
+    ) -> web.StreamResponse:
         """Faults that strike after the request took effect, then the answer."""
         if FaultKind.DROP_AFTER in fired:
             _drop(request)
         if FaultKind.MALFORMED in fired:
             body = body[: max(len(body) // 2, 1)]
         body, content_type = hostile_answer(fired, body, content_type)
+        if is_streamed(fired):
+            return await stream_answer(request, fired, body, content_type, self.engine.time_scale)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     # --- E1, E3: create a task ---------------------------------------------------------------
@@ -178,7 +189,9 @@ class Handlers:
             fired = self.engine.faults.draw(Endpoint.CREATE, parsed.model)
             await self._before(request, fired)
             task = self.engine.create(parsed, fired, request_id)
-            return self._after(request, fired, _render.create_body(task, request_id), JSON_POST)
+            return await self._after(
+                request, fired, _render.create_body(task, request_id), JSON_POST
+            )
 
         return handle
 
@@ -211,7 +224,7 @@ class Handlers:
                 raise ApiError(status, code, message)
             urls = engine.urls(request_id, parsed.size, parsed.n, engine.clock())
             body = _render.sync_body(parsed, request_id, urls, plan.image_failures)
-            return self._after(request, fired, body, JSON_POST)
+            return await self._after(request, fired, body, JSON_POST)
         finally:
             stats.sync_in_flight -= 1
             stats.sync_calls.append(
@@ -238,19 +251,21 @@ class Handlers:
         """``GET /tasks/{id}`` (a trailing slash and stray query parameters are ignored)."""
         fired = await self._task_call(request, Endpoint.QUERY)
         body = self.engine.query(request.match_info["task_id"], request_id)
-        return self._after(request, fired, body, JSON_TASKS)
+        return await self._after(request, fired, body, JSON_TASKS)
 
     async def list_tasks(self, request: web.Request, request_id: str) -> web.StreamResponse:
         """``GET /tasks``."""
         fired = await self._task_call(request, Endpoint.LIST)
         body = self.engine.list_tasks(request.query, request_id)
-        return self._after(request, fired, body, JSON_TASKS)
+        return await self._after(request, fired, body, JSON_TASKS)
 
     async def cancel(self, request: web.Request, request_id: str) -> web.StreamResponse:
         """``POST /tasks/{id}/cancel``."""
         fired = await self._task_call(request, Endpoint.CANCEL)
         self.engine.cancel(request.match_info["task_id"])
-        return self._after(request, fired, _wire.dumps({"request_id": request_id}), JSON_TASKS)
+        return await self._after(
+            request, fired, _wire.dumps({"request_id": request_id}), JSON_TASKS
+        )
 
     # --- everything else ---------------------------------------------------------------------
 
@@ -321,7 +336,7 @@ class Handlers:
                 ),
                 engine.clock(),
             )
-            response = self._after(request, fired, encode_png(*size), "image/png")
+            response = await self._after(request, fired, encode_png(*size), "image/png")
             response.headers["ETag"] = f'"{hash(size) & 0xFFFFFFFF:08X}"'
         except OssError as error:
             response = web.Response(
@@ -370,5 +385,8 @@ def _drop(request: web.Request) -> None:
 def _injected(fault: Fault, status: int, code: str, message: str, time_scale: float) -> ApiError:
     headers = {}
     if status == HTTPStatus.TOO_MANY_REQUESTS:
-        headers["Retry-After"] = _wire.retry_after(fault.retry_after, time_scale)
+        text = fault.retry_after_text
+        headers["Retry-After"] = (
+            _wire.retry_after(fault.retry_after, time_scale) if text is None else text
+        )
     return ApiError(status, fault.code or code, fault.message or message, headers=headers)

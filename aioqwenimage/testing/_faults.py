@@ -9,12 +9,14 @@ request draws once, after it has been authenticated and parsed and before it cha
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import json
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
+from aiohttp import web
 
 from aioqwenimage.testing._wire import Endpoint, public
 
@@ -22,7 +24,16 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["Fault", "FaultKind", "Faults", "Fired", "hostile_answer"]
+__all__ = [
+    "WILD_RETRY_AFTERS",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "Fired",
+    "hostile_answer",
+    "is_streamed",
+    "stream_answer",
+]
 
 
 @public
@@ -31,6 +42,10 @@ class FaultKind(enum.Enum):
 
     THROTTLE = "throttle"
     """429 ``Throttling.RateQuota`` with ``Retry-After``; nothing happens."""
+    WILD_RETRY_AFTER = "wild_retry_after"
+    """429 ``Throttling.RateQuota`` whose ``Retry-After`` is `Fault.retry_after_text`, or else
+    one of ``inf``, ``1e9``, ``nan``, ``-5`` and an HTTP date drawn at random: a wait no client
+    should take literally; nothing happens."""
     INTERNAL_ERROR = "internal_error"
     """500 ``InternalError``; nothing happens."""
     UNAVAILABLE = "unavailable"
@@ -46,6 +61,13 @@ class FaultKind(enum.Enum):
     """The request takes effect, and the answer is a 200 whose JSON body is cut short."""
     NOT_JSON = "not_json"
     """The request takes effect, and the answer is a 200 HTML page (a gateway's, say)."""
+    OVERSIZED = "oversized"
+    """The request takes effect, and the answer is a 200 whose JSON is padded with `Fault.size`
+    bytes of whitespace (6 MiB by default, past a client's 4 MiB cap), streamed without a
+    ``Content-Length`` so that only reading it tells how long it is."""
+    DRIP = "drip"
+    """The request takes effect, and the answer is trickled out over `Fault.delay` simulated
+    seconds, a few bytes at a time: it holds its connection all that while."""
     NESTED = "nested"
     """The request takes effect, and the answer is a 200 whose JSON nests 100,000 levels deep."""
     SKEWED_TIMES = "skewed_times"
@@ -63,6 +85,8 @@ _GENERATION_ONLY: Final = frozenset(
     {FaultKind.TASK_FAILED, FaultKind.MODERATION, FaultKind.IMAGE_MODERATION}
 )
 _GENERATION: Final = frozenset({Endpoint.CREATE, Endpoint.SYNC})
+# What a hostile server might put in Retry-After: none of it is a wait to take literally.
+WILD_RETRY_AFTERS: Final = ("inf", "1e9", "nan", "-5", "Wed, 21 Oct 2037 07:28:00 GMT")
 _FAULTABLE: Final = frozenset(
     {Endpoint.CREATE, Endpoint.SYNC, Endpoint.QUERY, Endpoint.LIST, Endpoint.CANCEL, Endpoint.FILE}
 )
@@ -90,8 +114,17 @@ def _check_types(fault: Fault) -> None:
         "delay": fault.delay,
         "retry_after": fault.retry_after,
     }
-    integers: dict[str, object] = {"times": fault.times, "images": fault.images}
-    texts: dict[str, object] = {"model": fault.model, "code": fault.code, "message": fault.message}
+    integers: dict[str, object] = {
+        "times": fault.times,
+        "images": fault.images,
+        "size": fault.size,
+    }
+    texts: dict[str, object] = {
+        "model": fault.model,
+        "code": fault.code,
+        "message": fault.message,
+        "retry_after_text": fault.retry_after_text,
+    }
     for name, value in numbers.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             msg = f"{name} must be a number, got {value!r}"
@@ -121,8 +154,11 @@ class Fault:
         rate: The probability of firing on each matching request.
         times: Fire on the next `times` matching requests, then retire.
         model: Only requests for this model (create and sync requests name one).
-        delay: For `FaultKind.DELAY`, in simulated seconds.
+        delay: For `FaultKind.DELAY` and `FaultKind.DRIP`, in simulated seconds.
         retry_after: For `FaultKind.THROTTLE`, the simulated seconds in ``Retry-After``.
+        retry_after_text: For `FaultKind.WILD_RETRY_AFTER`, the literal ``Retry-After``;
+            by default one of `WILD_RETRY_AFTERS`, drawn for each answer.
+        size: For `FaultKind.OVERSIZED`, the bytes of padding.
         code: Overrides the error code (FAILED tasks, sync errors, moderation items).
         message: Overrides the error message.
         images: For `FaultKind.IMAGE_MODERATION`, how many of the request's images fail (the
@@ -139,6 +175,8 @@ class Fault:
     code: str | None = None
     message: str | None = None
     images: int = 1
+    retry_after_text: str | None = None
+    size: int = 6 * 1024 * 1024
 
     def __attrs_post_init__(self) -> None:
         _check_types(self)
@@ -151,8 +189,8 @@ class Fault:
         if self.rate is not None and self.times is not None:
             msg = "give rate or times, not both"
             raise ValueError(msg)
-        if self.delay < 0 or self.retry_after < 0 or self.images < 1:
-            msg = "delay and retry_after must be >= 0, images >= 1"
+        if self.delay < 0 or self.retry_after < 0 or self.images < 1 or self.size < 0:
+            msg = "delay, retry_after and size must be >= 0, images >= 1"
             raise ValueError(msg)
         if self.kind in _GENERATION_ONLY:
             object.__setattr__(self, "endpoints", self.endpoints & _GENERATION)
@@ -257,6 +295,10 @@ class Faults:
                 continue
             if fault.rate is not None and self._rng.random() >= fault.rate:
                 continue
+            if fault.kind is FaultKind.WILD_RETRY_AFTER and fault.retry_after_text is None:
+                # Drawn here, from the seeded RNG, so that a run is reproducible.
+                text = self._rng.choice(WILD_RETRY_AFTERS)
+                fault = attrs.evolve(fault, retry_after_text=text)
             fired[fault.kind] = fault
             if armed.remaining is not None:
                 armed.remaining -= 1
@@ -300,3 +342,46 @@ def _skew_submit_time(body: bytes) -> bytes:
     skewed = submitted - _YEAR
     output["submit_time"] = f"{skewed:%Y-%m-%d %H:%M:%S}.{skewed.microsecond // 1000:03d}"
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+# A drip-fed answer goes out in this many pieces: enough to hold the line, few enough to be cheap.
+DRIP_PIECES: Final = 32
+_PADDING: Final = b" " * (64 * 1024)
+
+
+def is_streamed(fired: Fired) -> bool:
+    """Whether the answer goes out with `stream_answer` (its length or pace is the fault)."""
+    return FaultKind.OVERSIZED in fired or FaultKind.DRIP in fired
+
+
+async def stream_answer(
+    request: web.Request, fired: Fired, body: bytes, content_type: str, time_scale: float
+) -> web.StreamResponse:
+    """
+    Send `body` drip-fed, padded past any sane size, or both, as the faults that `fired` say.
+
+    A client that hangs up half-way (its cap or deadline struck, as it should) ends the answer;
+    the emulator's own time spent on one is bounded by the fault's `delay` and `size`.
+    """
+    drip, oversized = fired.get(FaultKind.DRIP), fired.get(FaultKind.OVERSIZED)
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    if oversized is None:
+        response.content_length = len(body)  # a drip's client knows how much is still to come
+    try:
+        await response.prepare(request)
+        if drip is None:
+            await response.write(body)
+        else:
+            step = max(1, -(-len(body) // DRIP_PIECES))
+            pause = drip.delay * time_scale / DRIP_PIECES
+            for start in range(0, len(body), step):
+                if start:
+                    await asyncio.sleep(pause)
+                await response.write(body[start : start + step])
+        if oversized is not None:
+            for start in range(0, oversized.size, len(_PADDING)):
+                await response.write(_PADDING[: oversized.size - start])
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client stopped listening: the answer is over
+    return response
