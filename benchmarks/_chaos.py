@@ -10,7 +10,9 @@ One run has three parts:
 2. Chaos: ``--count`` generations against a server with an in-flight cap of 100 (creates beyond
    it wait PENDING) and the faults of issue 8 armed at once: 429s, 500s, 503s, connections dropped
    before and after a create took effect, FAILED tasks, moderation, slow answers and hostile
-   bodies (cut, not JSON, nested 100,000 deep, timestamps claiming a year-long run). A tenth of
+   bodies (cut, not JSON, nested 100,000 deep, timestamps claiming a year-long run, padded past
+   the client's answer cap, trickled out for longer than its poll deadline) and 429s whose
+   ``Retry-After`` is ``inf``, ``1e9``, ``nan``, ``-5`` or an HTTP date. A tenth of
    the callers are cancelled at moments spread over the run (``Task.cancel``, ``asyncio.timeout``
    and an anyio cancel scope in turn), and the client is closed while the last twentieth still
    wait (``aclose()`` under load).
@@ -54,6 +56,10 @@ CLOSE_GRACE: Final = 0.1
 # The create storm's model, its create delay and when its callers are cancelled (real seconds).
 STORM_MODEL: Final = "wan2.2-t2i-flash"
 STORM_CANCEL_AFTER: Final = 0.1
+# A drip-fed poll answer takes this long (real seconds), the chaos client gives a poll this long
+# whole: long against a poll, short against the run, so that the emulator's side stays bounded.
+DRIP_SECONDS: Final = 3.0
+QUERY_TOTAL: Final = 1.0
 
 # (kind, endpoint, rate, extra): each fault of issue 8 items 1-8 the emulator can produce.
 CHAOS_FAULTS: Final[tuple[dict[str, Any], ...]] = (
@@ -75,6 +81,13 @@ CHAOS_FAULTS: Final[tuple[dict[str, Any], ...]] = (
     {"kind": "malformed", "endpoints": ["create"], "rate": 0.002},
     {"kind": "not_json", "endpoints": ["create"], "rate": 0.002},
     {"kind": "nested", "endpoints": ["create"], "rate": 0.001},
+    # Item 3: Retry-After of inf, 1e9, nan, -5 or an HTTP date, each drawn by the emulator.
+    {"kind": "wild_retry_after", "endpoints": ["create"], "rate": 0.003},
+    {"kind": "wild_retry_after", "endpoints": ["query"], "rate": 0.005},
+    # Item 8: poll answers padded past the client's 4 MiB cap, and ones trickled out over
+    # DRIP_SECONDS, longer than the chaos client's QUERY_TOTAL: cut, never waited out.
+    {"kind": "oversized", "endpoints": ["query"], "rate": 0.003},
+    {"kind": "drip", "endpoints": ["query"], "rate": 0.003, "delay": DRIP_SECONDS / SCALE},
 )
 THROTTLE_ONLY: Final = ({"kind": "throttle", "endpoints": ["create"], "rate": 0.05},)
 STORM_FAULTS: Final = (
@@ -145,6 +158,7 @@ def _client(emulator: Emulator, *, in_flight: int, seed: int) -> q.Client:
         base_url=emulator.base_url,
         time_scale=SCALE,
         seed=seed,
+        timeouts=q.Timeouts(query_total=QUERY_TOTAL),
         limits=q.Limits(
             queries_per_second=2000,
             models={MODEL: q.ModelLimits(in_flight=in_flight, submits_per_second=5000)},
@@ -514,6 +528,7 @@ def run_chaos(config: ChaosConfig, log: Any = print) -> dict[str, Any]:
         with Emulator.start(emulator_config) as emulator:
             _arm(emulator, CHAOS_FAULTS)
             run = asyncio.run(_chaos_run(emulator, config, log))
+            fired = _admin(emulator, "/faults")["fired"]
             _admin(emulator, "/faults", "DELETE")
             stats = emulator.stats()
             _arm(emulator, STORM_FAULTS)
@@ -524,6 +539,7 @@ def run_chaos(config: ChaosConfig, log: Any = print) -> dict[str, Any]:
         logger.propagate, _ = saved
         logger.setLevel(saved[1])
     figures["chaos"] = _judge(run, stats)
+    figures["chaos"]["faults_fired"] = fired
     judged = _judge(
         storm
         | {
@@ -564,6 +580,7 @@ def render(figures: dict[str, Any]) -> str:
         ("generations", f"{chaos['generations']} in {chaos['seconds']} s"),
         ("caller outcomes", chaos["outcomes"]),
         ("typed errors", chaos["errors"]),
+        ("faults injected (emulator)", chaos.get("faults_fired", {})),
         ("cancellation storm", f"{chaos['storm']} callers, {chaos['storm_fired']} cancelled"),
         ("tasks created (server)", chaos["tasks_created"]),
         ("prompts with duplicate tasks", chaos["duplicates"]),

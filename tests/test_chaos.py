@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks._chaos import ChaosConfig, render, run_chaos
+from benchmarks._chaos import (
+    CHAOS_FAULTS,
+    DRIP_SECONDS,
+    QUERY_TOTAL,
+    ChaosConfig,
+    render,
+    run_chaos,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +48,20 @@ def test_chaos_faults_and_storm_fired(figures):
     assert (0, True) == (storm["duplicates"], storm["tasks_created"] > 0)
 
 
+def test_chaos_injects_hostile_waits_huge_and_drip_fed_answers(figures):
+    """Issue 8 items 3 and 8 are in the mix: wild Retry-After, oversized and drip-fed polls."""
+    armed = {(f["kind"], tuple(f["endpoints"])) for f in CHAOS_FAULTS}
+    assert {
+        ("wild_retry_after", ("create",)),
+        ("wild_retry_after", ("query",)),
+        ("oversized", ("query",)),
+        ("drip", ("query",)),
+    } <= armed
+    assert QUERY_TOTAL < DRIP_SECONDS  # a drip is cut by the client's deadline, not waited out
+    fired = figures["chaos"]["faults_fired"]
+    assert 0 < sum(fired.get(k, 0) for k in ("wild_retry_after", "oversized", "drip"))
+
+
 def test_chaos_report_names_every_figure(figures):
     """The printed report carries each figure the issue asks for."""
     text = render(figures)
@@ -48,6 +69,7 @@ def test_chaos_report_names_every_figure(figures):
         "prompts with duplicate tasks",
         "lost (server success, no caller)",
         "wrong outcomes",
+        "faults injected (emulator)",
         "SubmissionUncertainError",
         "left PENDING after caller left",
         "cancelled mid-create",

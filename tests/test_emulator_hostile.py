@@ -208,3 +208,21 @@ def test_new_fault_kinds_round_trip_through_json():
         Fault.from_json({"kind": "oversized", "size": "big"})
     with pytest.raises(ValueError, match="retry_after_text must be a string"):
         Fault.from_json({"kind": "wild_retry_after", "retry_after_text": 5})
+
+
+async def test_fired_faults_are_counted_and_reported_by_the_admin_endpoint(fake: FakeDashScope):
+    """Faults.fired counts each kind as it fires; GET /__emulator__/faults reports it."""
+    fake.faults.add(Fault(kind="wild_retry_after", endpoints="create", times=2))
+    for _ in range(3):
+        await _call(fake, "POST", E1, _create_body())
+    assert {FaultKind.WILD_RETRY_AFTER: 2} == dict(fake.faults.fired)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            fake.base_url.removesuffix("/api/v1") + "/__emulator__/faults",
+            headers={"Authorization": f"Bearer {fake.api_key}"},
+        ) as resp,
+    ):
+        assert {"wild_retry_after": 2} == (await resp.json())["fired"]
+    fake.faults.clear()
+    assert 0 == len(fake.faults.fired)

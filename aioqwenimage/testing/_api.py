@@ -296,8 +296,9 @@ class Handlers:
         elif request.method == "DELETE":
             faults.clear()
         armed = [fault.to_json() for fault in faults]
+        fired = {kind.value: count for kind, count in sorted(faults.fired.items(), key=str)}
         return web.Response(
-            body=_wire.dumps({"request_id": request_id, "faults": armed}),
+            body=_wire.dumps({"request_id": request_id, "faults": armed, "fired": fired}),
             headers={"Content-Type": JSON_TASKS},
         )
 

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import enum
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -259,6 +260,8 @@ class Faults:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._armed: list[_Armed] = []
+        self.fired: Counter[FaultKind] = Counter()
+        """How often each kind has fired since the emulator started (or `clear`)."""
 
     def __repr__(self) -> str:
         return f"<Faults armed={len(self._armed)}>"
@@ -274,8 +277,9 @@ class Faults:
         self._armed.extend(_Armed(fault, fault.times) for fault in faults)
 
     def clear(self) -> None:
-        """Disarm every fault."""
+        """Disarm every fault and forget how often they fired."""
         self._armed.clear()
+        self.fired.clear()
 
     def draw(self, endpoint: Endpoint, model: str | None = None) -> Fired:
         """
@@ -300,6 +304,7 @@ class Faults:
                 text = self._rng.choice(WILD_RETRY_AFTERS)
                 fault = attrs.evolve(fault, retry_after_text=text)
             fired[fault.kind] = fault
+            self.fired[fault.kind] += 1
             if armed.remaining is not None:
                 armed.remaining -= 1
                 if armed.remaining == 0:
