@@ -286,14 +286,30 @@ class Engine:
             self._end_flight(flight, self._closed_error(handle.task_id))
 
     async def drain(self) -> None:
-        """Follow creates still on the wire to their answers, then cancel what nobody holds."""
-        while self._jobs:
-            await next(iter(self._jobs.values())).wait()
-        task_ids, self._cancel_at_close = self._cancel_at_close, []
-        with anyio.move_on_after(30):
-            async with anyio.create_task_group() as tg:
-                for task_id in task_ids:
-                    tg.start_soon(self._remote_cancel, task_id)
+        """
+        Follow creates still on the wire to their answers, and cancel what nobody holds, each
+        task as soon as its id is known: one left waiting for a slower create's answer may be
+        started by the service meanwhile, and a started task can no longer be cancelled.
+        """
+
+        def cancel_known() -> None:
+            task_ids, self._cancel_at_close = self._cancel_at_close, []
+            for task_id in task_ids:
+                tg.start_soon(cancel, task_id)
+
+        async def cancel(task_id: str) -> None:
+            with anyio.move_on_after(30):
+                await self._remote_cancel(task_id)
+
+        async def after(finished: anyio.Event) -> None:
+            await finished.wait()
+            cancel_known()
+
+        async with anyio.create_task_group() as tg:
+            cancel_known()
+            # No create starts once closed, so the jobs in the air now are all there will be.
+            for finished in list(self._jobs.values()):
+                tg.start_soon(after, finished)
 
     @staticmethod
     def _closed_error(task_id: str | None) -> ClientClosedError:

@@ -181,6 +181,38 @@ async def test_closing_the_client_during_creates_leaves_no_task_pending():
         assert ["CANCELED"] * HELD == statuses(fake, skip=first.task_id)
 
 
+async def test_closing_cancels_each_orphan_as_soon_as_its_create_is_answered():
+    """aclose(): an orphan whose create was answered is cancelled at once, not after slower ones."""
+    # The first task holds the one server slot for 300 simulated s; the orphan waits PENDING
+    # behind it and would start (and be billed) then, long before the slow create's answer.
+    async with FakeDashScope(
+        time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (300, 300)}
+    ) as fake:
+        submitted: list[str] = []
+
+        def hook(event: q.TaskEvent) -> None:
+            if event.kind is q.EventKind.SUBMITTED and event.task_id:
+                submitted.append(event.task_id)
+
+        client = make_client(fake, limits=ROOMY_CLIENT, event_hooks=[hook])
+        first = await client.submit("first", model=MODEL)
+        fake.faults.add(held_creates(times=1, delay=1000))
+
+        async def call(prompt: str) -> None:
+            with pytest.raises(q.ClientClosedError):
+                await client.generate(prompt, model=MODEL)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "slow")
+            await _in_air(client, 2)
+            tg.start_soon(call, "quick")
+            await until(lambda: len(submitted) == 2)
+            await client.aclose()
+        quick = submitted[1]
+        assert "CANCELED" == fake.stats.tasks[quick].status
+        assert first.task_id != quick
+
+
 async def test_close_while_submissions_wait_for_a_slot_sends_nothing_more():
     """aclose(): waiters for a slot get ClientClosedError and no create leaves after it."""
     async with FakeDashScope(time_scale=SCALE, durations={MODEL: (400, 400)}) as fake:
