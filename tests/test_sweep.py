@@ -115,7 +115,11 @@ async def test_sweeps_find_completions_so_each_task_is_polled_about_once():
     """With many tasks in flight, sweeps announce completions and per-task polls become rare."""
     limits = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=100, submits=1000)})
     durations = {"qwen-image-plus": (5.0, 15.0)}  # the realistic range, compressed
-    async with FakeDashScope(time_scale=SCALE, limits=limits, durations=durations, seed=4) as fake:
+    # Compressed ten times less than elsewhere: at 5-15 ms a task, the event loop's own delays
+    # on a busy machine decide whether a poll or a sweep sees a completion first.
+    async with FakeDashScope(
+        time_scale=10 * SCALE, limits=limits, durations=durations, seed=4
+    ) as fake:
         async with make_client(
             fake,
             limits=q.Limits(
