@@ -81,6 +81,7 @@ class _Flight:
     created_at: float | None = None  # epoch seconds, for the sweeps' list window
     announced: bool = False  # a sweep found it finished; its poll is on the way
     owned: bool = False  # nobody but the library holds the handle (generate, map)
+    delivered: bool = False  # the create's caller has the handle (until then, nobody has)
     abandoned: bool = False  # nobody waits for it any more; tracked only to free its slot
     sending: bool = False  # a create may be on the wire: it must be followed to its answer
     job: anyio.CancelScope | None = None  # the create's own task, while it admits or sends
@@ -280,7 +281,10 @@ class Engine:
                 flight.job.cancel()
         for flight in list(self._flights.values()):
             handle = flight.handle
-            gone = flight.owned or flight.abandoned
+            # A task whose create was answered but whose handle has not reached its caller yet
+            # is held by nobody: left running, it would be paid for and never seen.
+            undelivered = flight.request is not None and not flight.delivered
+            gone = flight.owned or flight.abandoned or undelivered
             if handle.task_id and gone and handle.status is TaskStatus.PENDING:
                 self._cancel_at_close.append(handle.task_id)
             self._end_flight(flight, self._closed_error(handle.task_id))
@@ -539,6 +543,7 @@ class Engine:
             raise errors[0]
         if flight.handle.task_id is None:  # the job was stopped from outside: the loop is ending
             raise self._closed_error(None)
+        flight.delivered = True
         return flight.handle
 
     async def _create_job(

@@ -183,10 +183,11 @@ async def test_closing_the_client_during_creates_leaves_no_task_pending():
 
 async def test_closing_cancels_each_orphan_as_soon_as_its_create_is_answered():
     """aclose(): an orphan whose create was answered is cancelled at once, not after slower ones."""
-    # The first task holds the one server slot for 300 simulated s; the orphan waits PENDING
-    # behind it and would start (and be billed) then, long before the slow create's answer.
+    # The first task holds the one server slot for 1,000 simulated s (1 s real, a margin for a
+    # busy machine); the orphan waits PENDING behind it and would start (and be billed) then,
+    # long before the slow create's answer.
     async with FakeDashScope(
-        time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (300, 300)}
+        time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (1000, 1000)}
     ) as fake:
         submitted: list[str] = []
 
@@ -196,7 +197,7 @@ async def test_closing_cancels_each_orphan_as_soon_as_its_create_is_answered():
 
         client = make_client(fake, limits=ROOMY_CLIENT, event_hooks=[hook])
         first = await client.submit("first", model=MODEL)
-        fake.faults.add(held_creates(times=1, delay=1000))
+        fake.faults.add(held_creates(times=1, delay=HOLD))
 
         async def call(prompt: str) -> None:
             with pytest.raises(q.ClientClosedError):

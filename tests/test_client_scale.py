@@ -33,9 +33,9 @@ async def test_two_thousand_concurrent_generations():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # Tasks last 5-6 s of real time, so that all 2,000 are in flight at once on the server
-        # even where creating them takes a few seconds (two shared cores).
-        durations = {"qwen-image-plus": (500.0, 600.0)}
+        # Tasks last 10-11 s of real time, so that all 2,000 are in flight at once on the server
+        # even where creating them takes several seconds (two shared cores, coverage tracing).
+        durations = {"qwen-image-plus": (1000.0, 1100.0)}
         async with FakeDashScope(
             time_scale=SCALE, seed=11, limits=limits, durations=durations
         ) as fake:
@@ -45,7 +45,7 @@ async def test_two_thousand_concurrent_generations():
                 time_scale=SCALE,
                 seed=5,
                 # Polls in proportion to those durations, as a client that has learned them.
-                poll=q.PollPolicy(first_poll=500, min_interval=2, max_interval=10),
+                poll=q.PollPolicy(first_poll=1000, min_interval=2, max_interval=10),
                 limits=q.Limits(
                     queries_per_second=15,
                     models={
