@@ -43,6 +43,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from aioqwenimage._cli._records import (
+    ALLOWED,
     COLUMNS,
     DDL,
     SCHEMA_VERSION,
@@ -71,34 +72,6 @@ __all__ = [
 ]
 
 JOURNAL_NAME: Final = "journal.sqlite"
-
-
-_S = State
-# Every transition the batch makes. Anything else is a bug, refused before it reaches the disk.
-_ALLOWED: Final[Mapping[State, frozenset[State]]] = {
-    # FAILED straight from PENDING: the client refused the request before sending anything.
-    _S.PENDING: frozenset({_S.SENDING, _S.EXPIRED, _S.FAILED}),
-    # A re-send after a 429 stays in SENDING; back to PENDING when provably nothing was created
-    # (throttled out, refused); CREATED for a task; DONE/FAILED for a synchronous call.
-    _S.SENDING: frozenset(
-        {_S.SENDING, _S.PENDING, _S.CREATED, _S.SUCCEEDED, _S.DONE, _S.FAILED, _S.EXPIRED}
-    ),
-    # Back to PENDING from a live task only under --emulator: the in-process emulator that held
-    # the task died with the earlier process, and an emulator bills nothing.
-    _S.CREATED: frozenset(
-        {_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELED, _S.EXPIRED, _S.PENDING}
-    ),
-    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELED, _S.EXPIRED, _S.PENDING}),
-    # Re-polled for fresh URLs (SUCCEEDED again) or gone past retention (EXPIRED).
-    _S.SUCCEEDED: frozenset({_S.SUCCEEDED, _S.DOWNLOADED, _S.DONE, _S.EXPIRED, _S.PENDING}),
-    # A cancelled item is sent again on resume: a cancelled task made no image and costs nothing.
-    _S.CANCELED: frozenset({_S.PENDING}),
-    _S.FAILED: frozenset({_S.PENDING}),  # only with --retry-failed
-    _S.EXPIRED: frozenset(),
-    # Files deleted since: download again from the stored URLs.
-    _S.DOWNLOADED: frozenset({_S.SUCCEEDED}),
-    _S.DONE: frozenset({_S.SUCCEEDED}),
-}
 
 
 class JournalError(Exception):
@@ -379,7 +352,7 @@ class Journal:
 
     def _move(self, seq: int, new: State, assignments: str, **values: Any) -> None:
         old = self._states[seq]
-        if not values.pop("restoring", False) and new not in _ALLOWED[old]:
+        if not values.pop("restoring", False) and new not in ALLOWED[old]:
             msg = f"illegal journal transition for item {seq}: {old.value} -> {new.value}"
             raise JournalError(msg)
         now = time.time()
