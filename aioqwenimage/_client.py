@@ -28,7 +28,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -57,6 +57,7 @@ from aioqwenimage._models import (
     TaskInfo,
     TaskStatus,
 )
+from aioqwenimage._parsing import list_time
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import ResultPolicy, safe_name
@@ -519,9 +520,9 @@ class Client:
         self._ensure_open()
         params: dict[str, str] = {"page_size": str(page_size)}
         if start is not None:
-            params["start_time"] = _list_time(start)
+            params["start_time"] = list_time(start)
         if end is not None:
-            params["end_time"] = _list_time(end)
+            params["end_time"] = list_time(end)
         if model is not None:
             params["model_name"] = model
         if wanted is not None:
@@ -645,12 +646,6 @@ def _task_status(value: object) -> TaskStatus | None:
         f"status must be a TaskStatus or one of {', '.join(TaskStatus.__members__)}, got {value!r}"
     )
     raise InvalidRequestError(msg, parameter="status")
-
-
-def _list_time(value: datetime) -> str:
-    # The list endpoint takes Beijing time as YYYYMMDDhhmmss (dashscope-api.md §5.4).
-    aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return aware.astimezone(timezone(timedelta(hours=8))).strftime("%Y%m%d%H%M%S")
 
 
 def _name_from_url(url: str) -> str:

@@ -11,10 +11,23 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["MAX_IMAGES", "is_count", "opt_str", "parse_server_time"]
+__all__ = ["MAX_IMAGES", "is_count", "list_time", "opt_str", "parse_server_time"]
 
 # Task timestamps are Beijing time without a zone marker (dashscope-api.md §5.2).
 _SERVER_TZ = dt.timezone(dt.timedelta(hours=8))
+
+
+def list_time(value: dt.datetime | float) -> str:
+    """
+    A time as the task list's ``start_time``/``end_time`` take it: Beijing time as
+    ``YYYYMMDDhhmmss`` (dashscope-api.md §5.4). A naive datetime means UTC; a float is epoch
+    seconds.
+    """
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    else:
+        aware = dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return aware.astimezone(_SERVER_TZ).strftime("%Y%m%d%H%M%S")
 
 
 def parse_server_time(value: object) -> dt.datetime | None:

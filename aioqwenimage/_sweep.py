@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import anyio
 
 from aioqwenimage._errors import APIError, QwenImageError
+from aioqwenimage._parsing import list_time
 
 __all__ = ["LiveTask", "Sweeper"]
 
@@ -36,7 +36,6 @@ PAGE_SIZE: Final = 100
 WINDOW_MARGIN: Final = 2.0
 # Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
 FAILED_EVERY: Final = 4
-_BEIJING: Final = timezone(timedelta(hours=8))
 
 LiveTask = tuple[str, float]
 """A live task as the sweeper sees it: its id and its creation time (epoch seconds, ours)."""
@@ -112,8 +111,8 @@ class Sweeper:
         start = min(live.values()) - WINDOW_MARGIN
         params = {
             "status": status,
-            "start_time": _list_time(start),
-            "end_time": _list_time(max(self._now(), start) + WINDOW_MARGIN),
+            "start_time": list_time(start),
+            "end_time": list_time(max(self._now(), start) + WINDOW_MARGIN),
             "page_size": str(PAGE_SIZE),
         }
         page = 0
@@ -129,8 +128,3 @@ class Sweeper:
             total_pages = body.get("total_page")
             if not rows or not isinstance(total_pages, int) or page >= total_pages:
                 return page
-
-
-def _list_time(epoch: float) -> str:
-    # The list endpoint takes Beijing time as YYYYMMDDhhmmss (dashscope-api.md §5.4).
-    return datetime.fromtimestamp(epoch, _BEIJING).strftime("%Y%m%d%H%M%S")
