@@ -39,9 +39,10 @@ def test_chaos_faults_and_storm_fired(figures):
     """The run did meet the faults: throttles, failures, moderation, uncertainty, cancellations."""
     chaos, throughput = figures["chaos"], figures["throughput"]
     assert 0 < chaos["storm_fired"] <= chaos["storm"] == 30
-    # At 2% and 1% of 300 creates, either kind alone may miss every caller that stays (a tenth
-    # are cancelled, a twentieth closed on; moderation fires none at all in about 5% of runs).
-    assert {"TaskFailedError", "ContentModerationError"} & set(chaos["errors"])
+    # The emulator's own count: at 2% and 1% of 300 creates, the callers who got such a task may
+    # all have been cancelled or closed on, so the callers' errors cannot show it reliably.
+    fired = chaos["faults_fired"]
+    assert 0 < fired.get("task_failed", 0) + fired.get("moderation", 0)
     assert 0 < throughput["throttled_5pct"]["create_429s"]
     assert 0 == throughput["fault_free"]["create_429s"]
     assert 200 == throughput["fault_free"]["results"] == throughput["throttled_5pct"]["results"]
