@@ -34,6 +34,7 @@ from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TransportError as TransportError
 from ._errors import UnsafeResultError as UnsafeResultError
 from ._errors import WrongEventLoopError as WrongEventLoopError
+from ._events import EventHook as EventHook
 from ._handle import TaskHandle as TaskHandle
 from ._limits import Limits as Limits
 from ._limits import ModelLimits as ModelLimits
@@ -46,6 +47,7 @@ from ._models import Outcome as Outcome
 from ._models import TaskEvent as TaskEvent
 from ._models import TaskInfo as TaskInfo
 from ._models import TaskStatus as TaskStatus
+from ._requests import ImageInput as ImageInput
 from ._resolver import UncertainOutcome as UncertainOutcome
 from ._resolver import UncertainResolution as UncertainResolution
 from ._scheduler import PollPolicy as PollPolicy
@@ -64,11 +66,13 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "ContentModerationError",
+    "EventHook",
     "EventKind",
     "GeneratedImage",
     "GenerationResult",
     "ImageExpiredError",
     "ImageFailure",
+    "ImageInput",
     "InvalidRequestError",
     "Limits",
     "ModelLimits",

@@ -38,7 +38,7 @@ import anyio
 
 from aioqwenimage import _config, _resolver
 from aioqwenimage._download import Downloader
-from aioqwenimage._engine import Engine, EventHook
+from aioqwenimage._engine import Engine
 from aioqwenimage._errors import (
     ClientClosedError,
     InvalidRequestError,
@@ -46,6 +46,7 @@ from aioqwenimage._errors import (
     TaskTimeoutError,
     WrongEventLoopError,
 )
+from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
 from aioqwenimage._map import map_outcomes
@@ -72,7 +73,7 @@ from aioqwenimage._transport import (
     Transport,
 )
 
-__all__ = ["Client", "EventHook"]
+__all__ = ["Client"]
 
 logger = logging.getLogger("aioqwenimage")
 
@@ -165,8 +166,10 @@ class Client:
             proxy=proxy,
             trust_env=trust_env,
         )
+        events = Recorder(event_hooks)
         self._downloader = Downloader(
             self._transport,
+            events=events,
             concurrency=self._transport.pools.download,
             retry=self._transport.retry,
             rng=self._rng,
@@ -181,7 +184,7 @@ class Client:
             time_scale=self._time_scale,
             poll_policy=self._poll_policy,
             rng=self._rng,
-            hooks=event_hooks,
+            events=events,
         )
         self._state = _State.UNOPENED
         # Created on open, inside the running loop.

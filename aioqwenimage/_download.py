@@ -30,6 +30,7 @@ from aioqwenimage._errors import (
     UnsafeResultError,
     error_from_response,
 )
+from aioqwenimage._events import Recorder
 from aioqwenimage._safety import (
     MAX_REDIRECTS,
     SIGNATURE_BYTES,
@@ -62,8 +63,8 @@ class Downloader:
     """
     Fetches result images through the transport's download pool, `concurrency` at a time.
 
-    `policy` decides which URLs (and redirects) may be fetched; `requests` counts every HTTP
-    request sent to a result host (retries and redirects included), `retries` the re-sends.
+    `policy` decides which URLs (and redirects) may be fetched; `events` counts every HTTP request
+    sent to a result host (retries and redirects included) as a ``download``, and the re-sends.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Downloader:
         concurrency: int,
         retry: RetryPolicy,
         rng: random.Random,
+        events: Recorder,
         policy: ResultPolicy | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -82,8 +84,7 @@ class Downloader:
         self._rng = rng
         self._policy = policy or ResultPolicy(strict=True)
         self._now = wall_clock
-        self.requests = 0
-        self.retries = 0
+        self._events = events
 
     async def read(self, url: str) -> bytes:
         """The whole image, in memory."""
@@ -188,7 +189,7 @@ class Downloader:
                     return
                 if attempt >= self._retry.attempts:
                     raise failure
-                self.retries += 1
+                self._events.retried()
                 delay = self._retry.backoff(attempt, self._rng)
                 logger.info(
                     "download of %s failed (%s); retry %d of %d in %.2f s",
@@ -217,7 +218,7 @@ class Downloader:
 
         hop = url
         for _ in range(MAX_REDIRECTS + 1):
-            self.requests += 1
+            self._events.sent("download")
             answer = await self._transport.download(hop, checked)
             if answer.status == 200:  # noqa: PLR2004
                 if len(head) < SIGNATURE_BYTES:  # shorter than any image header

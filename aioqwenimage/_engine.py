@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -31,6 +31,7 @@ from aioqwenimage._errors import (
     TaskTimeoutError,
     TransportError,
 )
+from aioqwenimage._events import Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._lane import SubmitLane
 from aioqwenimage._limits import Limits, make_overall_cap
@@ -38,7 +39,6 @@ from aioqwenimage._models import (
     ClientStats,
     EventKind,
     GenerationResult,
-    TaskEvent,
     TaskStatus,
 )
 from aioqwenimage._outcomes import EventfulFetcher, error_of, result_of
@@ -55,11 +55,9 @@ from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import ConnectFailedError, PoolKind, Response, Transport
 
-__all__ = ["Engine", "EventHook"]
+__all__ = ["Engine"]
 
 logger = logging.getLogger("aioqwenimage")
-
-EventHook = Callable[[TaskEvent], object]
 
 # Polls of one task answered in a row with bodies that cannot be read (not JSON, cut off at the
 # size cap) before the task ends with `ServerError`: a service answering garbage will not heal
@@ -110,7 +108,7 @@ class Engine:
         time_scale: float,
         poll_policy: PollPolicy,
         rng: random.Random,
-        hooks: Iterable[EventHook],
+        events: Recorder,
     ) -> None:
         self._transport = transport
         self._downloader = downloader
@@ -119,13 +117,10 @@ class Engine:
         self._time_scale = time_scale
         self._poll_policy = poll_policy
         self._rng = rng
-        self._hooks = tuple(hooks)
+        self._events = events
         self._lanes: dict[str, SubmitLane] = {}
         self._overall = make_overall_cap(limits.max_in_flight)
         self._flights: dict[TaskHandle, _Flight] = {}
-        self._requests: Counter[str] = Counter()
-        self._finished: Counter[str] = Counter()
-        self._polls = self._throttled = self._retries = self._submitted = self._uncertain = 0
         self._durations = DurationModel(poll_policy)
         self._budget: QueryBudget | None = None
         self._scheduler: PollScheduler[TaskHandle] | None = None
@@ -344,18 +339,7 @@ class Engine:
     def stats(self) -> ClientStats:
         """A snapshot of the counters."""
         in_flight = {model: lane.in_flight for model, lane in self._lanes.items() if lane.in_flight}
-        requests = dict(self._requests)
-        requests["download"] = self._downloader.requests
-        return ClientStats(
-            requests=requests,
-            polls=self._polls,
-            throttled=self._throttled,
-            retries=self._retries + self._downloader.retries,
-            submitted=self._submitted,
-            finished=dict(self._finished),
-            in_flight=in_flight,
-            uncertain=self._uncertain,
-        )
+        return self._events.snapshot(in_flight)
 
     # --- lanes and slots ---------------------------------------------------------------------
 
@@ -444,7 +428,7 @@ class Engine:
                 # result exists only in the answer.
                 flight.sending = is_task
                 with anyio.CancelScope(shield=is_task):
-                    self._requests["create" if is_task else "sync"] += 1
+                    self._events.sent("create" if is_task else "sync")
                     response = await self._transport.send(
                         PoolKind.CONTROL if is_task else PoolKind.LONG,
                         "POST",
@@ -461,7 +445,7 @@ class Engine:
                 continue
             except TransportError as exc:
                 self._release_slot(flight)
-                self._uncertain += 1
+                self._events.uncertain += 1
                 why = f"the connection failed after sending: {exc}"
                 raise self._uncertain_error(request, why, sent_at) from exc
             except BaseException:
@@ -481,7 +465,7 @@ class Engine:
                 )
             self._release_slot(flight)
             if throttled:
-                self._throttled += 1
+                self._events.throttled += 1
                 self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
                 if attempts >= max(8, self._transport.retry.attempts):
                     raise error
@@ -492,7 +476,7 @@ class Engine:
                 await self._backoff(handle, attempts, response.retry_after, error)
                 continue
             if response.ok or response.status >= 500:  # noqa: PLR2004
-                self._uncertain += 1
+                self._events.uncertain += 1
                 raise self._uncertain_error(request, str(error), sent_at) from error
             raise error
 
@@ -506,7 +490,7 @@ class Engine:
         task_id = _created_task_id(response)
         if task_id is None:  # a 2xx without a task id: something may exist, we cannot know
             self._release_slot(flight)
-            self._uncertain += 1
+            self._events.uncertain += 1
             raise self._uncertain_error(request, "the answer carried no task id", sent_at)
         lane.on_success(task=True)
         flight.created = True
@@ -519,7 +503,7 @@ class Engine:
         # ends, which is what releases its slot.
         assert self._scheduler is not None  # noqa: S101
         self._scheduler.add(handle, request.model, submitted_at=anyio.current_time())
-        self._submitted += 1
+        self._events.submitted += 1
         self._emit(EventKind.SUBMITTED, handle)
 
     async def _create_in_group(self, tg: anyio.abc.TaskGroup, flight: _Flight) -> TaskHandle:
@@ -616,7 +600,7 @@ class Engine:
         self, handle: TaskHandle, attempt: int, floor: float | None, error: BaseException
     ) -> None:
         delay = self._transport.retry.backoff(attempt, self._rng, floor)
-        self._retries += 1
+        self._events.retried()
         self._emit(EventKind.RETRIED, handle, error=type(error).__name__, delay=delay)
         await anyio.sleep(delay)
 
@@ -629,7 +613,7 @@ class Engine:
         assert scope is not None  # noqa: S101
         if handle.done():  # cancelled before this coroutine first ran: nothing was sent
             return
-        self._submitted += 1
+        self._events.submitted += 1
         self._emit(EventKind.SUBMITTED, handle)
         handle._set_status(TaskStatus.RUNNING)  # noqa: SLF001
         with scope:
@@ -662,28 +646,28 @@ class Engine:
         task_id = handle.task_id
         if flight is None or task_id is None:
             return PollOutcome.FINISHED
-        self._requests["poll"] += 1
+        self._events.sent("poll")
         try:
             response = await self._transport.send(PoolKind.QUERY, "GET", f"/tasks/{task_id}")
         except TransportError as exc:
-            self._retries += 1
+            self._events.retried()
             self._emit(EventKind.RETRIED, handle, error=type(exc).__name__)
             return PollOutcome.RETRY
         if response.status == 429:  # noqa: PLR2004
-            self._throttled += 1
+            self._events.throttled += 1
             self._emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
             return PollOutcome.throttled(response.retry_after)
         if response.ok and response.body is None:
             return await self._garbled(flight, response.error())
         if response.status >= 500:  # noqa: PLR2004
-            self._retries += 1
+            self._events.retried()
             self._emit(EventKind.RETRIED, handle, status=response.status)
             return PollOutcome.RETRY
         if not response.ok:
             self._end_flight(flight, response.error())
             return PollOutcome.FINISHED
         assert response.body is not None  # noqa: S101
-        self._polls += 1
+        self._events.polls += 1
         handle.polls += 1
         requested = flight.request.body["parameters"].get("n") if flight.request else None
         try:
@@ -723,7 +707,7 @@ class Engine:
         the task is cancelled remotely (if still PENDING: nobody will wait for it) and ended.
         """
         flight.garbled += 1
-        self._retries += 1
+        self._events.retried()
         self._emit(EventKind.RETRIED, flight.handle, error="MalformedResponse")
         if flight.garbled < GARBLED_POLLS:
             return PollOutcome.RETRY
@@ -753,7 +737,7 @@ class Engine:
 
     async def list_page(self, params: Mapping[str, str]) -> Mapping[str, Any]:
         """One page of the task list, within the query budget and retried (lists, sweeps)."""
-        self._requests["list"] += 1
+        self._events.sent("list")
         response = await self._transport.call(
             "GET", "/tasks", params=params, acquire=self.spend_query, on_retry=self.count_retry
         )
@@ -849,7 +833,7 @@ class Engine:
         else:
             assert error is not None  # noqa: S101
             handle._fail(error, status)  # noqa: SLF001
-        self._finished[handle.status.value if result is not None or status else "ERROR"] += 1
+        self._events.finished[handle.status.value if result is not None or status else "ERROR"] += 1
         self._emit(EventKind.FINISHED, handle, error=type(error).__name__ if error else None)
 
     # --- cancelling --------------------------------------------------------------------------
@@ -883,7 +867,7 @@ class Engine:
         return False
 
     async def _remote_cancel(self, task_id: str) -> bool:
-        self._requests["cancel"] += 1
+        self._events.sent("cancel")
         try:
             await self._transport.call(
                 "POST",
@@ -906,9 +890,7 @@ class Engine:
         await self._budget.acquire()
 
     async def count_retry(self, response: Response | None, _delay: float) -> None:
-        self._retries += 1
-        if response is not None and response.status == 429:  # noqa: PLR2004
-            self._throttled += 1
+        self._events.retried(throttled=response is not None and response.status == 429)  # noqa: PLR2004
 
     def _emit(self, kind: EventKind, handle: TaskHandle, **detail: Any) -> None:
         self._report(kind, handle.model, handle.task_id, handle.status, detail)
@@ -921,17 +903,7 @@ class Engine:
         status: TaskStatus | None,
         detail: Mapping[str, Any],
     ) -> None:
-        event = TaskEvent(
-            kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
-        )
-        # Retries and throttling are what an operator tunes limits by: INFO; the rest is DEBUG.
-        level = logging.INFO if kind in (EventKind.THROTTLED, EventKind.RETRIED) else logging.DEBUG
-        logger.log(level, "%s task=%s model=%s %s", kind.value, task_id, model, detail)
-        for hook in self._hooks:
-            try:
-                hook(event)
-            except Exception:  # noqa: PERF203 - each hook is isolated from the others' failures
-                logger.exception("an event hook raised; ignoring it")
+        self._events.report(kind, model, task_id, status, detail)
 
 
 def _created_task_id(response: Response) -> str | None:

@@ -23,8 +23,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aioqwenimage._client import DEFAULT_MODEL, Client
-from aioqwenimage._engine import EventHook
 from aioqwenimage._errors import SubmissionUncertainError
+from aioqwenimage._events import EventHook
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._limits import Limits
 from aioqwenimage._loop_thread import LoopThread

@@ -48,3 +48,10 @@ def test_version_and_pytest_entry_point_are_installed():
 def test_the_blocking_client_is_exported():
     """SyncClient and its handle are public, beside the async Client."""
     assert {"Client", "SyncClient", "SyncTaskHandle"} <= set(aioqwenimage.__all__)
+
+
+def test_the_types_in_public_signatures_are_exported():
+    """EventHook (Client's event_hooks) and ImageInput (edit images) have a public name."""
+    assert {"EventHook", "ImageInput"} <= set(aioqwenimage.__all__)
+    assert aioqwenimage.EventHook is not None
+    assert aioqwenimage.ImageInput is not None

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
     from pathlib import Path
 
-    from aioqwenimage import Client, Limits
-    from aioqwenimage._client import EventHook
+    from aioqwenimage import Client, EventHook, Limits
     from aioqwenimage.testing import EmulatorLimits
 
 __all__ = [
