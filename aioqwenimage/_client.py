@@ -12,7 +12,6 @@ task that `aclose` stops and awaits, so closing leaves nothing running.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
@@ -23,7 +22,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Mapping,
     Sequence,
@@ -37,17 +35,18 @@ import aiohttp
 import anyio
 
 from aioqwenimage import _config, _resolver
+from aioqwenimage._admission import Admission
+from aioqwenimage._cancelling import Cancelling
 from aioqwenimage._download import Downloader
-from aioqwenimage._engine import Engine
 from aioqwenimage._errors import (
     ClientClosedError,
     InvalidRequestError,
     SubmissionUncertainError,
     TaskTimeoutError,
-    WrongEventLoopError,
 )
 from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
+from aioqwenimage._host import Host
 from aioqwenimage._limits import Limits
 from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
@@ -58,13 +57,17 @@ from aioqwenimage._models import (
     TaskInfo,
     TaskStatus,
 )
+from aioqwenimage._paid import PaidRequests
 from aioqwenimage._parsing import list_time
+from aioqwenimage._poll_queue import QueryBudget
+from aioqwenimage._polling import Poller
+from aioqwenimage._queries import TaskQueries
+from aioqwenimage._registry import Registry
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import ResultPolicy, safe_name
-from aioqwenimage._scheduler import (
-    PollPolicy,
-)
+from aioqwenimage._scheduler import PollPolicy, PollScheduler
+from aioqwenimage._sweep import Sweeper
 from aioqwenimage._timeouts import wait_timeout
 from aioqwenimage._transport import (
     PoolLimits,
@@ -176,24 +179,40 @@ class Client:
             # An emulator on this machine serves its files over plain HTTP on loopback.
             policy=ResultPolicy(strict=not _config.is_loopback_url(self._base_url)),
         )
-        self._engine = Engine(
-            self._transport,
-            self._downloader,
-            limits=self._limits,
-            region=self._region,
-            time_scale=self._time_scale,
-            poll_policy=self._poll_policy,
-            rng=self._rng,
+        self._events = events
+        self._admission = Admission(
+            self._limits, region=self._region, time_scale=self._time_scale, rng=self._rng
+        )
+        self._host = Host()
+        budget = QueryBudget(self._limits.queries_per_second, scale=self._time_scale)
+        self._queries = TaskQueries(self._transport, budget, events)
+        self._registry = Registry(
+            admission=self._admission,
+            downloader=self._downloader,
             events=events,
+            canceller=self._cancel_handle,
+        )
+        self._cancelling = Cancelling(
+            self._registry, self._queries, task_group=self._host.task_group
+        )
+        self._paid = PaidRequests(
+            self._transport,
+            self._admission,
+            self._registry,
+            events,
+            task_group=self._host.task_group,
+            cancel=self._cancel_handle,
+            rng=self._rng,
+        )
+        self._poller = Poller(
+            self._transport,
+            self._registry,
+            self._queries,
+            events,
+            policy=self._poll_policy,
+            time_scale=self._time_scale,
         )
         self._state = _State.UNOPENED
-        # Created on open, inside the running loop.
-        self._runners: list[Callable[[], Coroutine[Any, Any, None]]] = []
-        self._host: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started: anyio.Event | None = None
-        self._stop: anyio.Event | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -211,50 +230,39 @@ class Client:
         await self.aclose()
 
     def _ensure_open(self) -> None:
-        """Open on first use: sessions, the query budget, and the host of background work."""
+        """Open on first use: sessions, the poll scheduler, the host of background work."""
         if self._state is _State.OPENED:
-            self._check_loop()
+            self._host.check_loop()
             return
         if self._state is _State.CLOSED:
             msg = "the client is closed; create a new Client"
             raise ClientClosedError(msg, task_id=None)
         if self._key is None:
             raise _config.missing_key_error()
-        self._loop = asyncio.get_running_loop()
         self._state = _State.OPENED
         self._transport.open()
-        self._runners = self._engine.open(self._task_group)
-        self._started = anyio.Event()
-        self._stop = anyio.Event()
-        # The host owns the task group, so `aclose` may run in another task than the opener
-        # (FastAPI lifespans, pytest fixtures) without crossing cancel scopes between tasks.
-        self._host = asyncio.get_running_loop().create_task(self._run_host())
-
-    def _check_loop(self) -> None:
-        if asyncio.get_running_loop() is not self._loop:
-            # Its sessions, task group and scheduler live in that loop, which may be gone.
-            msg = (
-                "this client was opened in another event loop; a client belongs to the event "
-                "loop it was opened in: create one per loop (e.g. per asyncio.run)"
+        policy = self._poll_policy
+        scheduler = PollScheduler(
+            self._poller.poll,
+            policy=policy,
+            budget=self._queries.budget,
+            rng=self._rng,
+            # No more polls in the air than query connections: a poll never waits for one.
+            max_in_air=self._transport.pools.query,
+        )
+        sweeper = None
+        if policy.sweep:
+            sweeper = Sweeper(
+                list_page=self._queries.list_page,
+                live=self._registry.sweepable,
+                announce=self._registry.announce,
+                interval=policy.sweep_interval,
+                min_live=policy.sweep_min_live,
+                share=self._limits.queries_per_second * policy.sweep_share / self._time_scale,
             )
-            raise WrongEventLoopError(msg)
-
-    async def _run_host(self) -> None:
-        assert self._stop is not None  # noqa: S101
-        assert self._started is not None  # noqa: S101
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            for run in self._runners:
-                tg.start_soon(run)
-            self._started.set()
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
-
-    async def _task_group(self) -> anyio.abc.TaskGroup:
-        assert self._started is not None  # noqa: S101
-        await self._started.wait()
-        assert self._tg is not None  # noqa: S101
-        return self._tg
+        self._registry.bind(scheduler)
+        self._poller.bind(scheduler, sweeper)
+        self._host.start([scheduler.run] + ([sweeper.run] if sweeper else []))
 
     async def aclose(self) -> None:
         """
@@ -273,15 +281,14 @@ class Client:
         if self._state is not _State.OPENED:
             self._state = _State.CLOSED
             return
-        self._check_loop()
+        self._host.check_loop()
         self._state = _State.CLOSED
-        self._engine.close()
-        assert self._stop is not None  # noqa: S101
-        assert self._host is not None  # noqa: S101
+        # In this order, with no await between: no waiter is handed a slot the close frees.
+        self._admission.close()
+        self._paid.close(self._registry.close())
         with anyio.CancelScope(shield=True):
-            await self._engine.drain()
-            self._stop.set()
-            await self._host
+            await self._paid.drain(self._queries.cancel)
+            await self._host.stop()
             await self._transport.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
@@ -294,10 +301,13 @@ class Client:
                 source=self,
             )
 
+    async def _cancel_handle(self, handle: TaskHandle) -> bool:
+        return await self._cancelling.cancel(handle)
+
     def __repr__(self) -> str:
         return (
             f"<Client state={self._state.value} base_url={self._base_url!r} "
-            f"in_flight={self._engine.live}>"
+            f"in_flight={self._registry.live}>"
         )
 
     # --- the public API ----------------------------------------------------------------------
@@ -365,14 +375,14 @@ class Client:
             images=images,
             extra_parameters=extra_parameters,
         )
-        self._engine.own(handle)
+        self._cancelling.own(handle)
         try:
             result = await handle.wait(timeout)
         except TaskTimeoutError:
-            raise await self._engine.give_up(handle, timeout) from None
+            raise await self._cancelling.give_up(handle, timeout) from None
         except BaseException:
             if not handle.done():
-                await self._engine.abandon(handle)
+                await self._cancelling.abandon(handle)
             raise
         if save_to is not None:
             await self.save_images(result, save_to)
@@ -425,7 +435,7 @@ class Client:
             extra_parameters=extra_parameters,
         )
         self._ensure_open()
-        return await self._engine.start(request, on_sending)
+        return await self._paid.start(request, on_sending)
 
     def attach(self, task_id: str, *, model: str | None = None) -> TaskHandle:
         """
@@ -442,7 +452,7 @@ class Client:
             msg = "task_id must be a non-empty string"
             raise ValueError(msg)
         self._ensure_open()
-        return self._engine.attach(task_id, model)
+        return self._registry.attach(task_id, model)
 
     async def map(
         self,
@@ -474,7 +484,8 @@ class Client:
         self._ensure_open()
         outcomes = map_outcomes(
             self,
-            self._engine,
+            self._admission,
+            self._cancelling,
             list(prompts),
             model=model,
             concurrency=concurrency,
@@ -495,7 +506,7 @@ class Client:
             Whether the service cancelled it (``False``: it was no longer pending).
         """
         self._ensure_open()
-        return await self._engine.cancel(task_id)
+        return await self._cancelling.cancel_id(task_id)
 
     async def list_tasks(
         self,
@@ -533,7 +544,7 @@ class Client:
         page = 1
         while True:
             params["page_no"] = str(page)
-            body = await self._engine.list_page(params)
+            body = await self._queries.list_page(params)
             rows = body.get("data")
             for row in rows if isinstance(rows, list) else []:
                 if isinstance(row, Mapping):
@@ -574,7 +585,7 @@ class Client:
         seconds = wait_timeout(wait, "wait")
         self._ensure_open()
         return await _resolver.resolve_uncertain(
-            self, error, known_task_ids=self._engine.created_task_ids, wait=seconds
+            self, error, known_task_ids=self._registry.created_task_ids, wait=seconds
         )
 
     async def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
@@ -624,7 +635,7 @@ class Client:
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
-        return self._engine.stats()
+        return self._events.snapshot(self._admission.in_flight())
 
 
 def _positive_number(value: object) -> bool:

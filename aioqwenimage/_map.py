@@ -31,8 +31,9 @@ from aioqwenimage._requests import prepare
 from aioqwenimage._timeouts import wait_timeout
 
 if TYPE_CHECKING:
+    from aioqwenimage._admission import Admission
+    from aioqwenimage._cancelling import Cancelling
     from aioqwenimage._client import Client
-    from aioqwenimage._engine import Engine
 
 __all__ = ["map_outcomes"]
 
@@ -41,7 +42,8 @@ logger = logging.getLogger("aioqwenimage")
 
 async def map_outcomes(
     client: Client,
-    engine: Engine,
+    admission: Admission,
+    cancelling: Cancelling,
     items: Sequence[str | Mapping[str, Any]],
     *,
     model: str,
@@ -51,7 +53,7 @@ async def map_outcomes(
 ) -> AsyncGenerator[Outcome, None]:
     """The outcomes of `Client.map`; its docstring says what they are."""
     if concurrency is None:
-        configured = engine.lane(prepare("concurrency", model=model)).configured
+        configured = admission.lane(prepare("concurrency", model=model)).configured
         # Enough to keep every slot busy while some items are saving images (a finished
         # item has released its slot); more would only queue for slots.
         concurrency = configured + max(16, configured // 8) if configured else 64
@@ -89,7 +91,7 @@ async def map_outcomes(
             try:
                 result = await handle.wait(limit)
             except TaskTimeoutError:
-                raise await engine.give_up(handle, limit) from None
+                raise await cancelling.give_up(handle, limit) from None
             if where is not None:
                 await client.save_images(result, where)
         except QwenImageError as exc:
@@ -133,7 +135,7 @@ async def map_outcomes(
             except Exception as exc:  # noqa: BLE001 - never into the client's task group
                 report(Outcome(index=index, prompt=str(prompt), error=_wrapped(exc)))
                 continue
-            engine.own(handle)
+            cancelling.own(handle)
             pending[index] = handle
             if timeout is None:
                 handle._when_done(  # noqa: SLF001 - the client's own handle
@@ -173,9 +175,9 @@ async def map_outcomes(
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
             async with anyio.create_task_group() as cancels:
                 for handle in list(pending.values()):
-                    cancels.start_soon(engine.abandon, handle)
+                    cancels.start_soon(cancelling.abandon, handle)
 
-    (await engine.task_group()).start_soon(run)
+    (await cancelling.task_group()).start_soon(run)
     try:
         async for outcome in receive:
             yield outcome

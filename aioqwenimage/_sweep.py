@@ -74,12 +74,16 @@ class Sweeper:
         self._share = share
         self._now = wall_clock
         self.enabled = True
-        # Set by the engine once a sweep's finding was confirmed; from then on per-task polls
-        # are stretched, so sweeps must go on while any task is live, however few.
+        # Once a sweep's finding was confirmed (`trust`), per-task polls are stretched, so
+        # sweeps must go on while any task is live, however few.
         self.trusted = False
         self.sweeps = 0
         self.queries = 0
         self.announced = 0
+
+    def trust(self) -> None:
+        """A task's own answer confirmed what a sweep announced: sweeps work on this service."""
+        self.trusted = True
 
     async def run(self) -> None:
         """Sweep until cancelled, or until the list endpoint proves unusable."""

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aioqwenimage as q
-from aioqwenimage import _answers, _engine
+from aioqwenimage import _answers, _paid, _polling
 from aioqwenimage._download import url_expiry
 from aioqwenimage._errors import error_from_response
 from aioqwenimage._models import TaskInfo, parse_server_time
@@ -137,7 +137,7 @@ async def test_polls_answering_garbage_end_the_task_after_a_bounded_number(
                 await handle
     assert "MalformedResponse" == caught.value.code
     assert handle.task_id in str(caught.value)
-    assert _engine.GARBLED_POLLS == fake.stats.requests["query"][200]
+    assert _polling.GARBLED_POLLS == fake.stats.requests["query"][200]
     assert 1 == sum(fake.stats.requests["cancel"].values())
     assert [] == [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -239,7 +239,7 @@ def test_every_parser_takes_arbitrary_json(value, status, requested):
     raw = json.dumps(value).encode()
     decoded, problem = _answers.decode(raw)
     assert (decoded is None) == (problem is not None)
-    only_typed_errors(_engine._created_task_id, response)
+    only_typed_errors(_paid._created_task_id, response)
 
 
 @settings(max_examples=300, deadline=None)

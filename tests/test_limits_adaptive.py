@@ -214,7 +214,7 @@ SCALE = 0.01
 
 async def _run_emulated(count: int, *, throttle_rate: float) -> tuple[float, int, float]:
     """
-    (seconds, 429s sent, mean limit over the middle half) for `count` generations, 100 in
+    (seconds, 429s sent, mean slots held over the middle half) for `count` generations, 100 in
     flight at most: the configured limit, not the machine, sets the pace.
     """
     limits = EmulatorLimits(
@@ -245,9 +245,10 @@ async def _run_emulated(count: int, *, throttle_rate: float) -> tuple[float, int
                 nonlocal done
                 await client.generate(f"prompt {index}", model=MODEL)
                 done += 1
-                limit = client._engine._lanes[MODEL].limit
-                if count // 4 < done <= 3 * count // 4 and limit is not None:
-                    limits.append(limit)
+                # Slots held never exceed the lane's limit: a limit cut to 13-18 holds no more.
+                held = client.stats.in_flight.get(MODEL, 0)
+                if count // 4 < done <= 3 * count // 4:
+                    limits.append(held)
 
             with anyio.fail_after(120):
                 async with anyio.create_task_group() as tg:

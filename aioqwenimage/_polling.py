@@ -1,0 +1,161 @@
+"""
+One poll of one task: the query, and what its answer means for the generation.
+
+The scheduler (``_scheduler``) decides when each task is polled and meters the polls; this module
+sends one ``GET /tasks/{id}`` and turns the answer into the scheduler's `PollOutcome`. A terminal
+answer goes to the registry's `finished`, the one entry for "this task finished". A service that
+keeps answering garbage is not asked for ever: after `GARBLED_POLLS` unreadable answers in a row
+the task is cancelled remotely (if still PENDING) and ended with `ServerError`.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from aioqwenimage._errors import QwenImageError, ServerError, TransportError
+from aioqwenimage._events import Recorder
+from aioqwenimage._handle import TaskHandle
+from aioqwenimage._models import EventKind, TaskStatus
+from aioqwenimage._queries import TaskQueries
+from aioqwenimage._registry import Flight, Registry
+from aioqwenimage._scheduler import PollOutcome, PollPolicy, PollScheduler
+from aioqwenimage._snapshot import TaskSnapshot
+from aioqwenimage._sweep import Sweeper
+from aioqwenimage._transport import PoolKind, Transport
+
+__all__ = ["GARBLED_POLLS", "Poller"]
+
+# Polls of one task answered in a row with bodies that cannot be read (not JSON, cut off at the
+# size cap) before the task ends with `ServerError`: a service answering garbage will not heal
+# by being asked again every few seconds for ever.
+GARBLED_POLLS = 5
+
+
+class Poller:
+    """The scheduler's poll callback: query a task, report what its answer says."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        registry: Registry,
+        queries: TaskQueries,
+        events: Recorder,
+        *,
+        policy: PollPolicy,
+        time_scale: float,
+    ) -> None:
+        self._transport = transport
+        self._registry = registry
+        self._queries = queries
+        self._events = events
+        self._policy = policy
+        self._time_scale = time_scale
+        self._scheduler: PollScheduler[TaskHandle] | None = None
+        self._sweeper: Sweeper | None = None
+
+    def __repr__(self) -> str:
+        return f"<Poller sweeps={self._sweeper is not None}>"
+
+    def bind(self, scheduler: PollScheduler[TaskHandle], sweeper: Sweeper | None) -> None:
+        """The scheduler that calls `poll`, and the sweeper whose findings polls confirm."""
+        self._scheduler = scheduler
+        self._sweeper = sweeper
+
+    async def poll(self, handle: TaskHandle) -> PollOutcome:
+        """One query of one task, for the scheduler; never raises."""
+        flight = self._registry.get(handle)
+        task_id = handle.task_id
+        if flight is None or task_id is None:
+            return PollOutcome.FINISHED
+        self._events.sent("poll")
+        try:
+            response = await self._transport.send(PoolKind.QUERY, "GET", f"/tasks/{task_id}")
+        except TransportError as exc:
+            self._events.retried()
+            self._registry.emit(EventKind.RETRIED, handle, error=type(exc).__name__)
+            return PollOutcome.RETRY
+        if response.status == 429:  # noqa: PLR2004
+            self._events.throttled += 1
+            self._registry.emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
+            return PollOutcome.throttled(response.retry_after)
+        if response.ok and response.body is None:
+            return await self._garbled(flight, response.error())
+        if response.status >= 500:  # noqa: PLR2004
+            self._events.retried()
+            self._registry.emit(EventKind.RETRIED, handle, status=response.status)
+            return PollOutcome.RETRY
+        if not response.ok:
+            self._registry.end(flight, response.error())
+            return PollOutcome.FINISHED
+        assert response.body is not None  # noqa: S101
+        self._events.polls += 1
+        handle.polls += 1
+        try:
+            snapshot = TaskSnapshot.from_json(
+                response.body,
+                task_id=task_id,
+                requested=flight.requested,
+                headers=response.headers,
+            )
+        except Exception as exc:  # noqa: BLE001 - parsing is total; if not, never spin on it
+            why = f"the answer could not be parsed ({type(exc).__name__})"
+            return await self._garbled(flight, ServerError(why, status=response.status))
+        flight.garbled = 0
+        if handle.model is None and snapshot.status is TaskStatus.SUCCEEDED:
+            # Attached without a model: the list knows it. Asked before the poll is reported,
+            # so that whoever hears of the poll finds the handle resolved.
+            handle.model = await self._queries.model_of(task_id)
+        self._registry.emit(EventKind.POLLED, handle, status=snapshot.status.value)
+        if not snapshot.status.is_terminal:
+            if snapshot.status is TaskStatus.RUNNING and handle.status is not TaskStatus.RUNNING:
+                handle._observe(TaskStatus.RUNNING)  # noqa: SLF001
+                self._registry.emit(EventKind.RUNNING, handle)
+            flight.announced = False  # the list was ahead of the task itself: sweep it again
+            return PollOutcome.PENDING
+        if flight.announced:
+            self._sweep_confirmed()
+        self._registry.finished(flight, snapshot)
+        return PollOutcome.FINISHED
+
+    def _sweep_confirmed(self) -> None:
+        """
+        A sweep saw this completion first and the task's own answer agrees: sweeps work on this
+        service, so per-task polls become the slow fallback they are meant to be.
+        """
+        if self._scheduler is None or self._sweeper is None:
+            return
+        self._sweeper.trust()
+        if self._scheduler.stretch != self._policy.stretch:
+            self._scheduler.set_stretch(self._policy.stretch)
+
+    async def _garbled(self, flight: Flight, error: QwenImageError) -> PollOutcome:
+        """
+        A poll answered with an unreadable body: retried, a few times in a row at most; then
+        the task is cancelled remotely (if still PENDING: nobody will wait for it) and ended.
+        """
+        flight.garbled += 1
+        self._events.retried()
+        self._registry.emit(EventKind.RETRIED, flight.handle, error="MalformedResponse")
+        if flight.garbled < GARBLED_POLLS:
+            return PollOutcome.RETRY
+        task_id = flight.handle.task_id
+        assert task_id is not None  # noqa: S101 - only tasks are polled
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30 * self._time_scale):
+            cancelled = await self._queries.cancel(task_id)
+        fate = (
+            "it was cancelled remotely"
+            if cancelled
+            else f"it could not be cancelled, so it may still run and bill: "
+            f"Client.attach({task_id!r}) follows it again"
+        )
+        self._registry.end(
+            flight,
+            ServerError(
+                f"{flight.garbled} polls of task {task_id} in a row were answered with bodies "
+                f"that cannot be read (last: {error}); stopped polling it, and {fate}",
+                code="MalformedResponse",
+                status=getattr(error, "status", None),
+                request_id=getattr(error, "request_id", None),
+            ),
+        )
+        return PollOutcome.FINISHED
