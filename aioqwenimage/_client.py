@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 import random
 import warnings
 from collections.abc import (
@@ -34,19 +33,15 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import anyio
 
-from aioqwenimage import _config, _resolver
-from aioqwenimage._admission import Admission
-from aioqwenimage._cancelling import Cancelling
-from aioqwenimage._download import Downloader
+from aioqwenimage import _config, _resolver, _wiring
 from aioqwenimage._errors import (
     ClientClosedError,
     InvalidRequestError,
     SubmissionUncertainError,
     TaskTimeoutError,
 )
-from aioqwenimage._events import EventHook, Recorder
+from aioqwenimage._events import EventHook
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._host import Host
 from aioqwenimage._limits import Limits
 from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
@@ -57,17 +52,11 @@ from aioqwenimage._models import (
     TaskInfo,
     TaskStatus,
 )
-from aioqwenimage._paid import PaidRequests
 from aioqwenimage._parsing import list_time
-from aioqwenimage._poll_queue import QueryBudget
-from aioqwenimage._polling import Poller
-from aioqwenimage._queries import TaskQueries
-from aioqwenimage._registry import Registry
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
-from aioqwenimage._safety import ResultPolicy, safe_name
-from aioqwenimage._scheduler import PollPolicy, PollScheduler
-from aioqwenimage._sweep import Sweeper
+from aioqwenimage._safety import safe_name
+from aioqwenimage._scheduler import PollPolicy
 from aioqwenimage._timeouts import wait_timeout
 from aioqwenimage._transport import (
     PoolLimits,
@@ -149,15 +138,8 @@ class Client:
         self._base_url = _config.resolve_base_url(base_url, self._region)
         time_scale = _config.resolve_time_scale(time_scale, self._base_url)
         self._key = _config.resolve_key(api_key)
-        self._workspace = workspace
-        if not _positive_number(time_scale):
-            msg = f"time_scale must be a positive number, got {time_scale!r}"
-            raise ValueError(msg)
-        self._time_scale = float(time_scale)
-        self._limits = limits or Limits()
-        self._poll_policy = (poll or PollPolicy()).scaled(time_scale)
-        self._rng = random.Random(seed)
-        self._transport = Transport(
+        rng = random.Random(seed)
+        transport = Transport(
             base_url=self._base_url,
             api_key=self._key.reveal() if self._key else "",
             workspace=workspace,
@@ -165,52 +147,20 @@ class Client:
             timeouts=timeouts,
             retry=(retry or RetryPolicy()).scaled(time_scale),
             session=session,
-            rng=self._rng,
+            rng=rng,
             proxy=proxy,
             trust_env=trust_env,
         )
-        events = Recorder(event_hooks)
-        self._downloader = Downloader(
-            self._transport,
-            events=events,
-            concurrency=self._transport.pools.download,
-            retry=self._transport.retry,
-            rng=self._rng,
+        self._parts = _wiring.build(
+            transport,
+            limits=limits or Limits(),
+            poll_policy=(poll or PollPolicy()).scaled(time_scale),
+            region=self._region,
+            time_scale=time_scale,
+            rng=rng,
+            hooks=tuple(event_hooks),
             # An emulator on this machine serves its files over plain HTTP on loopback.
-            policy=ResultPolicy(strict=not _config.is_loopback_url(self._base_url)),
-        )
-        self._events = events
-        self._admission = Admission(
-            self._limits, region=self._region, time_scale=self._time_scale, rng=self._rng
-        )
-        self._host = Host()
-        budget = QueryBudget(self._limits.queries_per_second, scale=self._time_scale)
-        self._queries = TaskQueries(self._transport, budget, events)
-        self._registry = Registry(
-            admission=self._admission,
-            downloader=self._downloader,
-            events=events,
-            canceller=self._cancel_handle,
-        )
-        self._cancelling = Cancelling(
-            self._registry, self._queries, task_group=self._host.task_group
-        )
-        self._paid = PaidRequests(
-            self._transport,
-            self._admission,
-            self._registry,
-            events,
-            task_group=self._host.task_group,
-            cancel=self._cancel_handle,
-            rng=self._rng,
-        )
-        self._poller = Poller(
-            self._transport,
-            self._registry,
-            self._queries,
-            events,
-            policy=self._poll_policy,
-            time_scale=self._time_scale,
+            strict_results=not _config.is_loopback_url(self._base_url),
         )
         self._state = _State.UNOPENED
 
@@ -232,7 +182,7 @@ class Client:
     def _ensure_open(self) -> None:
         """Open on first use: sessions, the poll scheduler, the host of background work."""
         if self._state is _State.OPENED:
-            self._host.check_loop()
+            self._parts.host.check_loop()
             return
         if self._state is _State.CLOSED:
             msg = "the client is closed; create a new Client"
@@ -240,29 +190,7 @@ class Client:
         if self._key is None:
             raise _config.missing_key_error()
         self._state = _State.OPENED
-        self._transport.open()
-        policy = self._poll_policy
-        scheduler = PollScheduler(
-            self._poller.poll,
-            policy=policy,
-            budget=self._queries.budget,
-            rng=self._rng,
-            # No more polls in the air than query connections: a poll never waits for one.
-            max_in_air=self._transport.pools.query,
-        )
-        sweeper = None
-        if policy.sweep:
-            sweeper = Sweeper(
-                list_page=self._queries.list_page,
-                live=self._registry.sweepable,
-                announce=self._registry.announce,
-                interval=policy.sweep_interval,
-                min_live=policy.sweep_min_live,
-                share=self._limits.queries_per_second * policy.sweep_share / self._time_scale,
-            )
-        self._registry.bind(scheduler)
-        self._poller.bind(scheduler, sweeper)
-        self._host.start([scheduler.run] + ([sweeper.run] if sweeper else []))
+        _wiring.start(self._parts)
 
     async def aclose(self) -> None:
         """
@@ -281,15 +209,16 @@ class Client:
         if self._state is not _State.OPENED:
             self._state = _State.CLOSED
             return
-        self._host.check_loop()
+        self._parts.host.check_loop()
         self._state = _State.CLOSED
         # In this order, with no await between: no waiter is handed a slot the close frees.
-        self._admission.close()
-        self._paid.close(self._registry.close())
+        parts = self._parts
+        parts.admission.close()
+        parts.paid.close(parts.registry.close())
         with anyio.CancelScope(shield=True):
-            await self._paid.drain(self._queries.cancel)
-            await self._host.stop()
-            await self._transport.aclose()
+            await parts.paid.drain(parts.queries.cancel)
+            await parts.host.stop()
+            await parts.transport.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Only warn: touching the loop from a finaliser could run on another loop or thread.
@@ -301,13 +230,10 @@ class Client:
                 source=self,
             )
 
-    async def _cancel_handle(self, handle: TaskHandle) -> bool:
-        return await self._cancelling.cancel(handle)
-
     def __repr__(self) -> str:
         return (
             f"<Client state={self._state.value} base_url={self._base_url!r} "
-            f"in_flight={self._registry.live}>"
+            f"in_flight={self._parts.registry.live}>"
         )
 
     # --- the public API ----------------------------------------------------------------------
@@ -375,14 +301,14 @@ class Client:
             images=images,
             extra_parameters=extra_parameters,
         )
-        self._cancelling.own(handle)
+        self._parts.cancelling.own(handle)
         try:
             result = await handle.wait(timeout)
         except TaskTimeoutError:
-            raise await self._cancelling.give_up(handle, timeout) from None
+            raise await self._parts.cancelling.give_up(handle, timeout) from None
         except BaseException:
             if not handle.done():
-                await self._cancelling.abandon(handle)
+                await self._parts.cancelling.abandon(handle)
             raise
         if save_to is not None:
             await self.save_images(result, save_to)
@@ -435,7 +361,7 @@ class Client:
             extra_parameters=extra_parameters,
         )
         self._ensure_open()
-        return await self._paid.start(request, on_sending)
+        return await self._parts.paid.start(request, on_sending)
 
     def attach(self, task_id: str, *, model: str | None = None) -> TaskHandle:
         """
@@ -452,7 +378,7 @@ class Client:
             msg = "task_id must be a non-empty string"
             raise ValueError(msg)
         self._ensure_open()
-        return self._registry.attach(task_id, model)
+        return self._parts.registry.attach(task_id, model)
 
     async def map(
         self,
@@ -484,8 +410,8 @@ class Client:
         self._ensure_open()
         outcomes = map_outcomes(
             self,
-            self._admission,
-            self._cancelling,
+            self._parts.admission,
+            self._parts.cancelling,
             list(prompts),
             model=model,
             concurrency=concurrency,
@@ -506,7 +432,7 @@ class Client:
             Whether the service cancelled it (``False``: it was no longer pending).
         """
         self._ensure_open()
-        return await self._cancelling.cancel_id(task_id)
+        return await self._parts.cancelling.cancel_id(task_id)
 
     async def list_tasks(
         self,
@@ -544,7 +470,7 @@ class Client:
         page = 1
         while True:
             params["page_no"] = str(page)
-            body = await self._queries.list_page(params)
+            body = await self._parts.queries.list_page(params)
             rows = body.get("data")
             for row in rows if isinstance(rows, list) else []:
                 if isinstance(row, Mapping):
@@ -585,7 +511,7 @@ class Client:
         seconds = wait_timeout(wait, "wait")
         self._ensure_open()
         return await _resolver.resolve_uncertain(
-            self, error, known_task_ids=self._registry.created_task_ids, wait=seconds
+            self, error, known_task_ids=self._parts.registry.created_task_ids, wait=seconds
         )
 
     async def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
@@ -629,22 +555,13 @@ class Client:
         """
         self._ensure_open()
         if destination is None:
-            return await self._downloader.read(url)
-        return await self._downloader.save(url, destination, default_name=_name_from_url(url))
+            return await self._parts.downloader.read(url)
+        return await self._parts.downloader.save(url, destination, default_name=_name_from_url(url))
 
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
-        return self._events.snapshot(self._admission.in_flight())
-
-
-def _positive_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+        return self._parts.events.snapshot(self._parts.admission.in_flight())
 
 
 def _nonempty_str(value: object) -> bool:

@@ -140,10 +140,19 @@ def resolve_time_scale(time_scale: float | None, base_url: str) -> float:
     `base_url` (an emulator), else 1.
 
     Raises:
-        ValueError: The variable is set for a loopback API root but is not a positive number.
+        ValueError: `time_scale` is not a positive number, or the variable is set for a
+            loopback API root but is not one.
     """
     if time_scale is not None:
-        return time_scale
+        given: object = time_scale  # untyped callers may pass anything
+        if (
+            not isinstance(given, int | float)
+            or isinstance(given, bool)
+            or not (math.isfinite(given) and given > 0)
+        ):
+            msg = f"time_scale must be a positive number, got {time_scale!r}"
+            raise ValueError(msg)
+        return float(given)
     raw = os.environ.get(TIME_SCALE_ENV, "").strip()
     if not raw:
         return 1.0

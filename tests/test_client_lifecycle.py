@@ -12,7 +12,7 @@ import pytest
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
-from tests.conftest import SCALE, make_client, roomy_limits
+from tests.conftest import SCALE, client_limits, make_client, roomy_limits
 
 ONE_SLOT = EmulatorLimits(models={"qwen-image-plus": ModelQuota(in_flight=1, submits=1000)})
 
@@ -58,7 +58,7 @@ async def test_key_from_environment(fake, monkeypatch):
     """$DASHSCOPE_API_KEY and $DASHSCOPE_HTTP_BASE_URL configure a client with no arguments."""
     monkeypatch.setenv("DASHSCOPE_API_KEY", fake.api_key)
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", fake.base_url)
-    async with q.Client(time_scale=SCALE, limits=make_client(fake)._limits) as client:
+    async with q.Client(time_scale=SCALE, limits=client_limits()) as client:
         assert (await client.generate("a fox", model="wan2.2-t2i-flash", n=1)).images
 
 
