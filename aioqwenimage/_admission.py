@@ -17,7 +17,8 @@ import anyio
 import attrs
 
 from aioqwenimage._lane import SubmitLane
-from aioqwenimage._limits import Limits, make_overall_cap
+from aioqwenimage._limits import make_overall_cap
+from aioqwenimage._settings import Limits
 
 if TYPE_CHECKING:
     from aioqwenimage._requests import PreparedRequest

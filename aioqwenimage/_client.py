@@ -47,7 +47,7 @@ from aioqwenimage._errors import (
 from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._host import Host
-from aioqwenimage._limits import Limits
+from aioqwenimage._limits import QueryBudget
 from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
     ClientStats,
@@ -59,22 +59,17 @@ from aioqwenimage._models import (
 )
 from aioqwenimage._paid import PaidRequests
 from aioqwenimage._parsing import list_time
-from aioqwenimage._poll_queue import QueryBudget
 from aioqwenimage._polling import Poller
 from aioqwenimage._queries import TaskQueries
 from aioqwenimage._registry import Registry
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import ResultPolicy, safe_name
-from aioqwenimage._scheduler import PollPolicy, PollScheduler
+from aioqwenimage._scheduler import PollScheduler
+from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._timeouts import wait_timeout
-from aioqwenimage._transport import (
-    PoolLimits,
-    RetryPolicy,
-    Timeouts,
-    Transport,
-)
+from aioqwenimage._transport import Transport
 
 __all__ = ["Client"]
 
