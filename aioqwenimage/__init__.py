@@ -36,8 +36,6 @@ from ._errors import UnsafeResultError as UnsafeResultError
 from ._errors import WrongEventLoopError as WrongEventLoopError
 from ._events import EventHook as EventHook
 from ._handle import TaskHandle as TaskHandle
-from ._limits import Limits as Limits
-from ._limits import ModelLimits as ModelLimits
 from ._models import ClientStats as ClientStats
 from ._models import EventKind as EventKind
 from ._models import GeneratedImage as GeneratedImage
@@ -50,12 +48,14 @@ from ._models import TaskStatus as TaskStatus
 from ._requests import ImageInput as ImageInput
 from ._resolver import UncertainOutcome as UncertainOutcome
 from ._resolver import UncertainResolution as UncertainResolution
-from ._scheduler import PollPolicy as PollPolicy
+from ._settings import Limits as Limits
+from ._settings import ModelLimits as ModelLimits
+from ._settings import PollPolicy as PollPolicy
+from ._settings import PoolLimits as PoolLimits
+from ._settings import RetryPolicy as RetryPolicy
+from ._settings import Timeouts as Timeouts
 from ._sync import SyncClient as SyncClient
 from ._sync import SyncTaskHandle as SyncTaskHandle
-from ._transport import PoolLimits as PoolLimits
-from ._transport import RetryPolicy as RetryPolicy
-from ._transport import Timeouts as Timeouts
 
 __version__ = _version("aioqwenimage")
 

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
+from aioqwenimage._coordination import Lease
 from aioqwenimage._lane import SubmitLane
-from aioqwenimage._limits import Limits, make_overall_cap
+from aioqwenimage._limits import make_overall_cap
+from aioqwenimage._settings import Limits
 
 if TYPE_CHECKING:
     from aioqwenimage._requests import PreparedRequest
@@ -30,6 +32,8 @@ class Slot:
     """An in-flight slot held in one lane and in the overall cap; `created`: a task exists."""
 
     lane: SubmitLane
+    lease: Lease  # the lane's
+    overall: Lease  # the overall cap's
     created: bool = False
 
 
@@ -102,20 +106,20 @@ class Admission:
         assert holder.lane is not None  # noqa: S101
         if self._closed:
             raise ClosedAdmission
-        await self._overall.acquire()
+        overall = await self._overall.acquire()
         try:
-            await holder.lane.acquire_slot()
+            lease = await holder.lane.acquire_slot()
         except BaseException:
-            self._overall.release()
+            overall.release()
             raise
-        holder.slot = Slot(holder.lane)
+        holder.slot = Slot(holder.lane, lease, overall)
 
     def release(self, holder: Holder) -> None:
         """Give back `holder`'s slot, if it holds one (a second release is harmless)."""
         slot, holder.slot = holder.slot, None
         if slot is not None:
-            slot.lane.release_slot(task=slot.created)
-            self._overall.release()
+            slot.lane.release_slot(slot.lease, task=slot.created)
+            slot.overall.release()
 
     def close(self) -> None:
         """Refuse admissions from now on and interrupt every wait for one."""

@@ -42,7 +42,6 @@ from aioqwenimage._errors import (
 )
 from aioqwenimage._events import EventHook
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._limits import Limits
 from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
     ClientStats,
@@ -56,14 +55,9 @@ from aioqwenimage._parsing import list_time
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import safe_name
-from aioqwenimage._scheduler import PollPolicy
+from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
 from aioqwenimage._timeouts import wait_timeout
-from aioqwenimage._transport import (
-    PoolLimits,
-    RetryPolicy,
-    Timeouts,
-    Transport,
-)
+from aioqwenimage._transport import Transport
 
 __all__ = ["Client"]
 

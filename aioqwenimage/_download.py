@@ -40,7 +40,8 @@ from aioqwenimage._safety import (
     safe_name,
     target_in,
 )
-from aioqwenimage._transport import AnswerTooLargeError, DownloadAnswer, RetryPolicy, Transport
+from aioqwenimage._settings import RetryPolicy
+from aioqwenimage._transport import AnswerTooLargeError, DownloadAnswer, Transport
 
 __all__ = ["Downloader", "url_expiry"]
 

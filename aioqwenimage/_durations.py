@@ -1,6 +1,7 @@
 # Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
 """
-The poll schedule's settings and what it learns: `PollPolicy` and `DurationModel`.
+What the poll schedule learns: `DurationModel`, the durations of a model's tasks.
+Its settings are a `PollPolicy` (``_settings``).
 
 The first poll of a task comes at a low quantile of the durations the server reported for its
 model's recent tasks, and the intervals after it are a fraction of their spread. What is learned
@@ -13,149 +14,17 @@ poll, issue 8 item 9).
 from __future__ import annotations
 
 import math
-import random
 from collections import deque
 from typing import Final
 
-import attrs
+from aioqwenimage._settings import WARMUP, PollPolicy
 
-__all__ = ["PLAUSIBLE_MARGIN", "WARMUP", "DurationModel", "PollPolicy"]
+__all__ = ["PLAUSIBLE_MARGIN", "DurationModel"]
 
-# Samples of a model needed before its learned quantiles replace the policy's defaults.
-WARMUP: Final = 3
 # A server-reported duration is implausible when it exceeds the time the client itself saw pass
 # since the create by more than this share (plus `PollPolicy.min_interval` for the create's own
 # latency): the service cannot have run a task longer than it has existed.
 PLAUSIBLE_MARGIN: Final = 0.25
-
-
-def _positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        msg = f"PollPolicy.{name} must be a positive finite number, got {value!r}"
-        raise ValueError(msg)
-
-
-@attrs.frozen(kw_only=True)
-class PollPolicy:
-    """
-    How tasks are polled. All durations are in seconds; `scaled` compresses them for tests.
-
-    Attributes:
-        first_poll: Delay after submission of the first poll while nothing has been learned about
-            the model (its fastest tasks take about 5 s).
-        max_first_poll: The learned first poll never comes later than this (or than
-            `first_poll`, if larger), whatever durations the service reports.
-        min_interval: The first interval after an unfinished poll, while nothing is learned; the
-            smallest interval ever; and the first step of the retry backoff.
-        max_interval: The largest interval between two polls of an unfinished task.
-        growth: Each further interval is the previous times this, up to `max_interval`.
-        jitter: Each delay is spread by up to this fraction either way, so that tasks submitted
-            together are not polled together.
-        learn: Learn the first poll and the intervals per model from finished tasks.
-        samples: Recent durations kept per model.
-        quantile: Once learned, the first poll comes at this quantile of recent durations; the
-            learned window of durations runs from it to ``1 - quantile``.
-        spread: Once learned, the interval inside that window is this fraction of its width (so
-            about ``1 / spread`` polls cover it), kept within `min_interval`..`max_interval`.
-        max_backoff: The largest delay after a failed poll (5xx, network error, 429).
-        sweep: Also learn completions of many tasks at once from the task list (see
-            ``_sweep``): one query answers for every live task.
-        sweep_interval: The shortest time between two sweeps.
-        sweep_min_live: Sweep only with at least this many live tasks; below, polls are cheaper.
-        sweep_share: The part of the query budget sweeps may spend.
-        stretch: Once sweeps have proven to find completions, per-task polls (the fallback)
-            come this many times later.
-    """
-
-    first_poll: float = 5.0
-    max_first_poll: float = 120.0
-    min_interval: float = 1.0
-    max_interval: float = 5.0
-    growth: float = 1.25
-    jitter: float = 0.1
-    learn: bool = True
-    samples: int = 64
-    quantile: float = 0.2
-    spread: float = 0.35
-    max_backoff: float = 30.0
-    sweep: bool = True
-    sweep_interval: float = 0.2
-    sweep_min_live: int = 8
-    sweep_share: float = 0.15
-    stretch: float = 3.0
-
-    def __attrs_post_init__(self) -> None:
-        for name in (
-            "first_poll",
-            "max_first_poll",
-            "min_interval",
-            "max_interval",
-            "spread",
-            "max_backoff",
-            "sweep_interval",
-        ):
-            _positive(name, getattr(self, name))
-        if self.min_interval > self.max_interval:
-            msg = (
-                f"PollPolicy.min_interval ({self.min_interval}) must not exceed "
-                f"max_interval ({self.max_interval})"
-            )
-            raise ValueError(msg)
-        if not (math.isfinite(self.growth) and self.growth >= 1):
-            msg = f"PollPolicy.growth must be at least 1, got {self.growth!r}"
-            raise ValueError(msg)
-        if not 0 <= self.jitter < 1:
-            msg = f"PollPolicy.jitter must be in [0, 1), got {self.jitter!r}"
-            raise ValueError(msg)
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int):
-            msg = f"PollPolicy.samples must be an integer, got {self.samples!r}"
-            raise TypeError(msg)
-        if self.samples < WARMUP:
-            msg = f"PollPolicy.samples must be at least {WARMUP}, got {self.samples!r}"
-            raise ValueError(msg)
-        if not 0 < self.sweep_share <= 1 or self.stretch < 1 or self.sweep_min_live < 1:
-            msg = (
-                "PollPolicy.sweep_share must be in (0, 1], stretch at least 1 and "
-                f"sweep_min_live at least 1, got {self.sweep_share!r}, {self.stretch!r}, "
-                f"{self.sweep_min_live!r}"
-            )
-            raise ValueError(msg)
-        if not 0 < self.quantile < 0.5:  # noqa: PLR2004 - a low quantile, below the median
-            msg = f"PollPolicy.quantile must be in (0, 0.5), got {self.quantile!r}"
-            raise ValueError(msg)
-
-    def scaled(self, factor: float) -> PollPolicy:
-        """The same policy with every duration times `factor` (tests compress time with it)."""
-        _positive("scaled() factor", factor)
-        return attrs.evolve(
-            self,
-            first_poll=self.first_poll * factor,
-            max_first_poll=self.max_first_poll * factor,
-            min_interval=self.min_interval * factor,
-            max_interval=self.max_interval * factor,
-            max_backoff=self.max_backoff * factor,
-            sweep_interval=self.sweep_interval * factor,
-        )
-
-    def jittered(self, delay: float, rng: random.Random) -> float:
-        """`delay` spread by up to `jitter` either way."""
-        return delay * (1.0 + rng.uniform(-self.jitter, self.jitter))
-
-    def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
-        """
-        The delay after failure number `attempt` (1-based) in a row: capped exponential.
-
-        Half of it is random ("equal jitter": spread out, never near zero). A server's
-        ``Retry-After`` (`floor`) is respected, plus up to `jitter` of it.
-        """
-        delay = min(self.max_backoff, self.min_interval * 2.0 ** min(attempt - 1, 64))
-        delay = delay / 2 + rng.uniform(0, delay / 2)
-        if floor is not None and floor > 0:
-            delay = max(delay, floor * (1.0 + rng.uniform(0, self.jitter)))
-        return delay
-
-
-PollPolicy.__module__ = "aioqwenimage"
 
 
 class DurationModel:

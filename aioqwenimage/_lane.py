@@ -15,22 +15,15 @@ cap is still found, and probed for growth only slowly (one more task after `limi
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any, Final
 
 import anyio
 
 from aioqwenimage._catalog import DefaultLimits
-from aioqwenimage._limits import (
-    RATE_MARGIN,
-    Clock,
-    InFlightLimiter,
-    Sleep,
-    SlidingWindow,
-    _check_rate,
-    rate_window,
-)
+from aioqwenimage._coordination import Coordinator, Lease, WindowSpec
+from aioqwenimage._limits import Clock, LocalCoordinator, Sleep
+from aioqwenimage._settings import _check_rate
 
 __all__ = ["BATCH_ODDS", "BURST_CODES", "COUNT_SLACK", "RATE_FULL", "RATE_SLACK", "SubmitLane"]
 
@@ -66,6 +59,10 @@ class SubmitLane:
         scale: Multiplies every duration (the window, the backoffs); tests compress time with it.
         clock: Current time in seconds.
         sleep: Waits that many seconds.
+        name: The name of the lane's window and slot pool (``"submit:<model>"``): a shared
+            coordinator shares them under it.
+        coordinator: Where the window and the slots are kept; by default in process, on `clock`
+            and `sleep`. The adaptive in-flight limit is the lane's own, in any case.
         rng: The source of jitter.
         backoff: The pause after a throttle without ``Retry-After``; doubles per throttle in a
             row, up to `max_backoff`. A ``Retry-After`` is a floor on top of it.
@@ -85,6 +82,8 @@ class SubmitLane:
         backoff: float = 1.0,
         max_backoff: float = 30.0,
         jitter: float = 0.1,
+        name: str = "submit",
+        coordinator: Coordinator | None = None,
     ) -> None:
         _check_rate("submits_per_second", submits_per_second)
         _check_rate("period", period)
@@ -95,16 +94,16 @@ class SubmitLane:
         # 2/60 * 60 is 2 only up to rounding; a near-whole count is the whole count it stands for.
         if abs(count - round(count)) < 1e-9:  # noqa: PLR2004
             count = round(count)
-        limit, window = rate_window(count, period)
+        spec = WindowSpec.from_rate(count, period, scale=scale)
+        coordinator = coordinator or LocalCoordinator(clock, sleep)
         self._clock = clock
-        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
-        self._slots = InFlightLimiter(in_flight)
+        self._window = coordinator.window(name, spec)
+        self._slots = coordinator.slots(name, in_flight)
         self._configured = in_flight
         self._rng = rng or random.Random()
         self._backoff = backoff * scale
         self._max_backoff = max_backoff * scale
         self._jitter = jitter
-        self._paused_until = -math.inf
         self._throttles = 0  # episodes in a row, for the backoff
         self._successes = 0  # in a row, for the additive increase
         # A throttle taken for the rate's: another episode before a window's worth of clean
@@ -164,36 +163,44 @@ class SubmitLane:
     @property
     def paused_until(self) -> float:
         """Submissions wait until this time (``-inf`` when never paused)."""
-        return self._paused_until
+        return self._window.paused_until
 
     def pause_until(self, until: float) -> None:
         """Hold every submission of the lane until `until`; an earlier pause never shortens it."""
-        self._paused_until = max(self._paused_until, until)
+        self._window.pause_until(until)
 
     async def acquire_submit(self) -> None:
         """Wait, FIFO, until the rate window and any pause allow one submission, and take it."""
-        await self._window.acquire(not_before=lambda: self._paused_until)
+        await self._window.acquire()
         self.submitted += 1
 
-    async def acquire_slot(self) -> None:
+    async def acquire_slot(self) -> Lease:
         """Wait, FIFO, for an in-flight slot; release it with `release_slot` when terminal."""
-        await self._slots.acquire()
+        return await self._slots.acquire()
 
     def try_acquire_slot(self) -> bool:
         """Take a slot when one is free and nobody waits; never waits."""
-        return self._slots.try_acquire()
+        return self._slots.try_lease() is not None
 
-    def release_slot(self, *, task: bool = False) -> None:
+    def release_slot(self, lease: Lease | None = None, *, task: bool = False) -> None:
         """
-        Give back a slot taken with `acquire_slot`.
+        Give back a slot taken with `acquire_slot`: its `lease`, or the oldest one held.
+
+        A lease already released is left alone (releasing twice is harmless).
 
         Args:
+            lease: The slot's lease, as `acquire_slot` returned it.
             task: The slot was held by a task created with ``on_success(task=True)``.
 
         Raises:
-            RuntimeError: No slot is held.
+            RuntimeError: No lease is given and no slot is held.
         """
-        self._slots.release()
+        if lease is None:
+            self._slots.release()
+        elif lease.released:
+            return
+        else:
+            lease.release()
         if task:
             self._accepted = max(0, self._accepted - 1)
 
@@ -287,7 +294,7 @@ class SubmitLane:
         # One burst of rejected creates is one episode: the first 429 decides, the others (sent
         # before the lane paused) only extend the pause. Escalating or cutting once per 429
         # would pause for 30 s and starve the lane after a single burst.
-        if now >= self._paused_until:
+        if now >= self._window.paused_until:
             self._throttles += 1
             # DashScope answers the same 429 for "too many submissions per second" and "too
             # many tasks in flight". With our own rate window (nearly) full, the rate is the

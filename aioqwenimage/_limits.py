@@ -1,14 +1,16 @@
 # Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
 """
-Rate and in-flight limits: the public `Limits` settings and the limiters that enforce them.
+The rate and in-flight limiters, in process: one sliding window, one slot pool, the query budget.
 
-DashScope limits every model per account (``dashscope-api.md`` §7): a submission rate (2/s, or 2/min
-for the max models) and, for async tasks, a number of tasks in flight; and all task queries of the
-account share 20 per second. `SlidingWindow` is the rate limiter under the per-model submit lanes
-(``_lane``) and the poll scheduler's query budget; `InFlightLimiter` holds the in-flight slots.
+DashScope limits every model per account (``dashscope-api.md`` §7): a submission rate and, for
+async tasks, a number of tasks in flight; all task queries of the account share 20 per second.
+One `SlidingWindow` (with a pause and reservations) meters them all: the submit lanes
+(``_lane``), the poll scheduler's `QueryBudget`, the emulator's limits (``testing._ratelimit``).
+`InFlightLimiter` holds slots as leases. `LocalCoordinator` hands both out by name: the
+in-process implementation of the ``_coordination`` seam, which a shared one can later replace.
 
 The limiters are safe within one event loop, not across threads. Each takes an injected ``clock``
-and ``sleep`` (aiolimiter's mocked loop time): tests run them on virtual time.
+and ``sleep``: tests run them on virtual time.
 """
 
 from __future__ import annotations
@@ -16,180 +18,44 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 import attrs
 
-from aioqwenimage._catalog import DefaultLimits
+from aioqwenimage._coordination import QUERIES, Coordinator, WindowSpec
+from aioqwenimage._settings import (
+    DEFAULT_QUERIES_PER_SECOND,
+    _check_count,
+    _check_rate,
+    rate_window,
+)
 
 __all__ = [
+    "Budget",
     "Clock",
     "InFlightLimiter",
-    "Limits",
-    "ModelLimits",
+    "LocalCoordinator",
+    "QueryBudget",
     "Sleep",
     "SlidingWindow",
+    "SlotLease",
     "make_overall_cap",
-    "rate_window",
 ]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-DEFAULT_QUERIES_PER_SECOND: Final = 15.0
-# The service counts a window by arrival, we by sending: network jitter can squeeze `limit`
-# sends spaced exactly one window apart into less than a window on arrival. Holding our windows
-# this much longer keeps that from ever costing a 429 (and a 429 would cost a lane pause).
-RATE_MARGIN: Final = 0.05
-
-
-# --- the public settings -------------------------------------------------------------------------
-
-
-def _check_rate(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{name} must be a number, got {value!r}"
-        raise TypeError(msg)
-    if not (math.isfinite(value) and value > 0):
-        msg = f"{name} must be a positive finite number, got {value!r}"
-        raise ValueError(msg)
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be an integer, got {value!r}"
-        raise TypeError(msg)
-    if value < 1:
-        msg = f"{name} must be at least 1, got {value!r}"
-        raise ValueError(msg)
-
-
-@attrs.frozen(kw_only=True)
-class ModelLimits:
-    """
-    Limits of one model that differ from the documented defaults (for accounts with raised quotas).
-
-    Attributes:
-        in_flight: Async tasks of this model in flight at once; ``None`` keeps the catalog default.
-        submits_per_second: Submissions of this model per second; a rate below one means one
-            submission every ``1 / submits_per_second`` seconds (``1 / 30``: one every 30 s).
-            ``None`` keeps the catalog default.
-    """
-
-    in_flight: int | None = None
-    submits_per_second: float | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.in_flight is not None:
-            _check_count("ModelLimits.in_flight", self.in_flight)
-        if self.submits_per_second is not None:
-            _check_rate("ModelLimits.submits_per_second", self.submits_per_second)
-
-
-class _FrozenMapping(Mapping[str, ModelLimits]):
-    """A read-only, hashable mapping, so that `Limits` stays a hashable value."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, ModelLimits]) -> None:
-        self._data = dict(data)
-
-    def __getitem__(self, key: str) -> ModelLimits:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._data.items()))
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-
-def _freeze_models(value: object) -> _FrozenMapping:
-    if not isinstance(value, Mapping):
-        msg = f"Limits.models must be a mapping of model name to ModelLimits, got {value!r}"
-        raise TypeError(msg)
-    for name, limits in value.items():
-        if not isinstance(name, str) or not name:
-            msg = f"Limits.models keys must be model names, got {name!r}"
-            raise TypeError(msg)
-        if not isinstance(limits, ModelLimits):
-            msg = f"Limits.models[{name!r}] must be a ModelLimits, got {limits!r}"
-            raise TypeError(msg)
-    return _FrozenMapping(value)
-
-
-@attrs.frozen(kw_only=True)
-class Limits:
-    """
-    The client's limits: one query budget, an optional overall cap, per-model overrides.
-
-    Attributes:
-        queries_per_second: Every poll, list and cancel of this client, all models together. The
-            API allows 20 per account; the default leaves room for other processes.
-        max_in_flight: At most this many tasks in flight over all models; ``None`` for no cap
-            beyond the per-model ones.
-        models: Per-model overrides; a model not named keeps its catalog defaults.
-    """
-
-    queries_per_second: float = DEFAULT_QUERIES_PER_SECOND
-    max_in_flight: int | None = None
-    models: Mapping[str, ModelLimits] = attrs.field(factory=dict, converter=_freeze_models)
-
-    def __attrs_post_init__(self) -> None:
-        _check_rate("Limits.queries_per_second", self.queries_per_second)
-        if self.max_in_flight is not None:
-            _check_count("Limits.max_in_flight", self.max_in_flight)
-
-    def for_model(self, model: str, defaults: DefaultLimits) -> DefaultLimits:
-        """The limits in force for `model`: its catalog `defaults` with this object's overrides."""
-        override = self.models.get(model)
-        if override is None:
-            return defaults
-        submits, period = defaults.submits, defaults.period
-        if override.submits_per_second is not None:
-            submits, period = rate_window(override.submits_per_second)
-        in_flight = defaults.in_flight if override.in_flight is None else override.in_flight
-        return DefaultLimits(submits=submits, period=period, in_flight=in_flight)
-
-
-ModelLimits.__module__ = "aioqwenimage"
-Limits.__module__ = "aioqwenimage"
-
 
 # --- the sliding window --------------------------------------------------------------------------
 
 
-def rate_window(count: float, per: float = 1.0) -> tuple[int, float]:
-    """
-    A rate of `count` events per `per` seconds as (events, window seconds) for a `SlidingWindow`.
-
-    Whole counts keep their window (2 per minute is 2 per 60 s, not 1 per 30 s: the server counts
-    that way, and the burst is allowed); a fraction keeps the whole part and stretches the window
-    so the rate is unchanged (0.5/s is 1 per 2 s, 2.5/s is 2 per 0.8 s).
-
-    Raises:
-        ValueError: `count` or `per` is not positive and finite.
-    """
-    _check_rate("rate", count)
-    _check_rate("period", per)
-    if float(count).is_integer():
-        return int(count), float(per)
-    limit = max(1, math.floor(count))
-    return limit, limit * per / count
-
-
 class SlidingWindow:
     """
-    An exact sliding-window log: at most `limit` events in any half-open interval of `window` s.
+    An exact sliding-window log: at most `limit` events in any half-open interval of `window` s,
+    and none before `paused_until` (a 429 pauses a window as a whole).
 
     The pure methods take the current time, which must never decrease between calls; `acquire`
     reads it from the injected clock. Events are only ever added at or after the latest one, so
@@ -212,6 +78,7 @@ class SlidingWindow:
         self._clock = clock
         self._sleep = sleep
         self._log: deque[float] = deque()
+        self._paused_until = -math.inf
         # Async acquirers queue here in FIFO order; only the one holding it sleeps on a slot.
         self._lock = anyio.Lock()
 
@@ -238,6 +105,15 @@ class SlidingWindow:
         """The window's length in seconds."""
         return self._window
 
+    @property
+    def paused_until(self) -> float:
+        """No event before this time (``-inf`` when never paused)."""
+        return self._paused_until
+
+    def pause_until(self, until: float) -> None:
+        """Admit nothing before `until`; an earlier time never shortens a pause."""
+        self._paused_until = max(self._paused_until, until)
+
     def _prune(self, now: float) -> None:
         # An event at or before now - window constrains nothing from now on.
         horizon = now - self._window
@@ -251,12 +127,13 @@ class SlidingWindow:
         return len(self._log)
 
     def next_free(self, now: float) -> float:
-        """The earliest time, not before `now`, at which an event would be admitted."""
+        """The earliest time, not before `now` nor the pause, at which an event is admitted."""
         self._prune(now)
         log = self._log
+        free = max(now, self._paused_until)
         if not log:
-            return now
-        free = max(now, log[-1])
+            return free
+        free = max(free, log[-1])
         if len(log) >= self._limit:
             free = max(free, log[-self._limit] + self._window)
         return free
@@ -293,9 +170,9 @@ class SlidingWindow:
         Wait for a slot, in FIFO order with other `acquire` callers, and take it.
 
         Args:
-            not_before: Called after each wait: the earliest time the slot may be used (a pause
-                set by throttling); when it moved past the reserved slot, the slot is given back
-                and a later one taken.
+            not_before: Called after each wait: the earliest time the slot may be used, on top
+                of the window's own pause. When either moved past the reserved slot, the slot is
+                given back and a later one taken.
         """
         async with self._lock:
             while True:
@@ -308,7 +185,7 @@ class SlidingWindow:
                 except BaseException:
                     self.cancel_reservation(at)  # a cancelled waiter leaks no slot
                     raise
-                if not_before is None or not_before() <= at:
+                if self._paused_until <= at and (not_before is None or not_before() <= at):
                     return
                 self.cancel_reservation(at)
 
@@ -319,20 +196,54 @@ class SlidingWindow:
 # --- in-flight slots -----------------------------------------------------------------------------
 
 
+class SlotLease:
+    """One slot of an `InFlightLimiter`, given back exactly once however often it is released."""
+
+    __slots__ = ("_limiter", "_released")
+
+    def __init__(self, limiter: InFlightLimiter) -> None:
+        self._limiter = limiter
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        """Given back."""
+        return self._released
+
+    @property
+    def expires(self) -> float:
+        """Never: a lease in process lives as long as its holder keeps it."""
+        return math.inf
+
+    def release(self) -> None:
+        """Give the slot back; a second call does nothing."""
+        if not self._released:
+            self._released = True
+            self._limiter._give_back(self)  # noqa: SLF001 - the limiter's own lease
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    event: anyio.Event = attrs.Factory(anyio.Event)
+    lease: SlotLease | None = None  # set when handed a slot, just before `event`
+
+
 class InFlightLimiter:
     """
-    A FIFO counting semaphore whose limit can change while it is held (``None``: no limit).
+    A FIFO counting semaphore of leases whose limit can change while it is held (``None``: none).
 
     A slot is handed to the first waiter at release time, so a newcomer never overtakes a waiter.
-    A waiter cancelled after being handed a slot passes it on: no slot leaks.
+    A waiter cancelled after being handed a slot passes it on: no slot leaks. Slots may be given
+    back through their `SlotLease` or, by callers that keep only a count, with `release`.
     """
 
     def __init__(self, limit: int | None = None) -> None:
         if limit is not None:
             _check_count("limit", limit)
         self._limit = limit
-        self._held = 0
-        self._waiters: deque[anyio.Event] = deque()
+        # The leases held, oldest first (a dict keeps the order and removes in O(1)).
+        self._held: dict[SlotLease, None] = {}
+        self._waiters: deque[_Waiter] = deque()
 
     @property
     def limit(self) -> int | None:
@@ -342,7 +253,7 @@ class InFlightLimiter:
     @property
     def in_flight(self) -> int:
         """Slots held."""
-        return self._held
+        return len(self._held)
 
     @property
     def waiting(self) -> int:
@@ -350,7 +261,16 @@ class InFlightLimiter:
         return len(self._waiters)
 
     def _has_room(self) -> bool:
-        return self._limit is None or self._held < self._limit
+        return self._limit is None or len(self._held) < self._limit
+
+    def _grant(self) -> SlotLease:
+        lease = SlotLease(self)
+        self._held[lease] = None
+        return lease
+
+    def _give_back(self, lease: SlotLease) -> None:
+        del self._held[lease]
+        self._hand_over()
 
     def set_limit(self, limit: int | None) -> None:
         """Change the limit; slots already held above a lower limit stay held."""
@@ -361,48 +281,54 @@ class InFlightLimiter:
 
     def _hand_over(self) -> None:
         while self._waiters and self._has_room():
-            self._held += 1
-            self._waiters.popleft().set()
+            waiter = self._waiters.popleft()
+            waiter.lease = self._grant()
+            waiter.event.set()
+
+    def try_lease(self) -> SlotLease | None:
+        """A slot when one is free and nobody waits for it; else ``None``."""
+        if self._waiters or not self._has_room():
+            return None
+        return self._grant()
 
     def try_acquire(self) -> bool:
-        """Take a slot when one is free and nobody waits for it."""
-        if self._waiters or not self._has_room():
-            return False
-        self._held += 1
-        return True
+        """Take a slot when one is free and nobody waits for it (give it back with `release`)."""
+        return self.try_lease() is not None
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> SlotLease:
         """Wait for a slot, first come first served, and take it."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if self.try_acquire():
-            return
-        event = anyio.Event()
-        self._waiters.append(event)
+        lease = self.try_lease()
+        if lease is not None:
+            return lease
+        waiter = _Waiter()
+        self._waiters.append(waiter)
         try:
-            await event.wait()
+            await waiter.event.wait()
         except BaseException:
-            if event.is_set():
-                self.release()  # handed a slot while being cancelled: pass it on
+            if waiter.lease is not None:
+                waiter.lease.release()  # handed a slot while being cancelled: pass it on
             else:
-                self._waiters.remove(event)
+                self._waiters.remove(waiter)
             raise
+        assert waiter.lease is not None  # noqa: S101 - set together with the event
+        return waiter.lease
 
     def release(self) -> None:
         """
-        Give a slot back.
+        Give back the oldest slot held.
 
         Raises:
             RuntimeError: No slot is held.
         """
-        if self._held <= 0:
+        if not self._held:
             msg = "release() without a slot held"
             raise RuntimeError(msg)
-        self._held -= 1
-        self._hand_over()
+        next(iter(self._held)).release()
 
     def __repr__(self) -> str:
         limit = "unlimited" if self._limit is None else self._limit
-        return f"<InFlightLimiter {self._held}/{limit} waiting={len(self._waiters)}>"
+        return f"<InFlightLimiter {len(self._held)}/{limit} waiting={len(self._waiters)}>"
 
 
 def make_overall_cap(max_in_flight: int | None) -> InFlightLimiter:
@@ -413,3 +339,111 @@ def make_overall_cap(max_in_flight: int | None) -> InFlightLimiter:
     another model's caller needs.
     """
     return InFlightLimiter(max_in_flight)
+
+
+# --- the in-process coordinator ------------------------------------------------------------------
+
+
+class LocalCoordinator:
+    """The in-process `Coordinator`: this process's windows and slot pools, by name."""
+
+    def __init__(self, clock: Clock = anyio.current_time, sleep: Sleep = anyio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._windows: dict[str, SlidingWindow] = {}
+        self._pools: dict[str, InFlightLimiter] = {}
+
+    def window(self, name: str, spec: WindowSpec) -> SlidingWindow:
+        """The window called `name`, created with `spec` on first use."""
+        if name not in self._windows:
+            self._windows[name] = SlidingWindow(
+                spec.limit, spec.length, self._clock, sleep=self._sleep
+            )
+        return self._windows[name]
+
+    def slots(self, name: str, limit: int | None) -> InFlightLimiter:
+        """The pool called `name`, created with `limit` on first use."""
+        if name not in self._pools:
+            self._pools[name] = InFlightLimiter(limit)
+        return self._pools[name]
+
+
+# --- the query budget ----------------------------------------------------------------------------
+
+
+class Budget(Protocol):
+    """Anything `PollQueue.pop_ready` can spend tokens of."""
+
+    def try_acquire(self, now: float) -> bool:
+        """Take one token at `now`, or return False and take nothing."""
+        ...  # pragma: no cover
+
+
+class QueryBudget:
+    """
+    The one budget of task queries (polls, lists, cancels) of a client, over all models.
+
+    A sliding window of `queries_per_second` per second, and a pause: a 429 on a query means the
+    account's quota is in use elsewhere too, so every query waits, not just the one throttled.
+    Polls take tokens with `try_acquire`; other calls wait with `acquire`, which reserves the
+    next free token and so goes before polls that are due later.
+
+    Args:
+        queries_per_second: The rate.
+        scale: Multiplies the window (tests compress time with it).
+        clock: Current time in seconds.
+        sleep: Waits that many seconds.
+        coordinator: Where the window is kept (its name: ``"queries"``); by default in process,
+            on `clock` and `sleep`.
+    """
+
+    def __init__(
+        self,
+        queries_per_second: float = DEFAULT_QUERIES_PER_SECOND,
+        *,
+        scale: float = 1.0,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+        coordinator: Coordinator | None = None,
+    ) -> None:
+        spec = WindowSpec.from_rate(queries_per_second, scale=scale)
+        self._window = (coordinator or LocalCoordinator(clock, sleep)).window(QUERIES, spec)
+        self.spent = 0
+
+    @property
+    def limit(self) -> int:
+        """Queries allowed per window."""
+        return self._window.limit
+
+    @property
+    def window(self) -> float:
+        """The window's length in seconds."""
+        return self._window.window
+
+    @property
+    def paused_until(self) -> float:
+        """No query before this time (``-inf`` when never paused)."""
+        return self._window.paused_until
+
+    def pause_until(self, until: float) -> None:
+        """Hold every query until `until`; an earlier time never shortens a pause."""
+        self._window.pause_until(until)
+
+    def next_free(self, now: float) -> float:
+        """The earliest time, not before `now`, at which a query would be allowed."""
+        return self._window.next_free(now)
+
+    def try_acquire(self, now: float) -> bool:
+        """Take a token at `now` when allowed; else take nothing."""
+        if not self._window.try_acquire(now):
+            return False
+        self.spent += 1
+        return True
+
+    async def acquire(self) -> None:
+        """Wait for a token, FIFO among callers of this method, and take it."""
+        await self._window.acquire()
+        self.spent += 1
+
+    def __repr__(self) -> str:
+        return f"<QueryBudget {self.limit}/{self.window:g}s spent={self.spent}>"

@@ -1,107 +1,23 @@
 """
-The queue of due polls and the budget that meters them: pure, clock-driven pieces of the one
-poll scheduler (``_scheduler``).
+The queue of due polls: a pure, clock-driven piece of the one poll scheduler (``_scheduler``).
 
-`PollQueue` orders tasks by when they are due; `QueryBudget` is the client's share of the
-account's 20 task queries per second, a sliding window that a 429 pauses as a whole. Both take
-the time as an argument (or an injected clock), so they are tested on simulated time.
+`PollQueue` orders tasks by when they are due and hands them out as a budget allows (the
+`QueryBudget` of ``_limits``, the client's share of the account's 20 task queries per second).
+It takes the time as an argument, so it is tested on simulated time.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Hashable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-import anyio
-import anyio.lowlevel
+from aioqwenimage._limits import Budget
 
-from aioqwenimage._limits import RATE_MARGIN, Clock, Sleep, SlidingWindow, rate_window
-
-__all__ = ["Budget", "PollQueue", "QueryBudget"]
+__all__ = ["PollQueue"]
 
 K = TypeVar("K", bound=Hashable)
-
-
-class Budget(Protocol):
-    """Anything `PollQueue.pop_ready` can spend tokens of."""
-
-    def try_acquire(self, now: float) -> bool:
-        """Take one token at `now`, or return False and take nothing."""
-        ...  # pragma: no cover
-
-
-class QueryBudget:
-    """
-    The one budget of task queries (polls, lists, cancels) of a client, over all models.
-
-    A sliding window of `queries_per_second` per second, and a pause: a 429 on a query means the
-    account's quota is in use elsewhere too, so every query waits, not just the one throttled.
-    Polls take tokens with `try_acquire`; other calls wait with `acquire`, which reserves the
-    next free token and so goes before polls that are due later.
-
-    Args:
-        queries_per_second: The rate.
-        scale: Multiplies the window (tests compress time with it).
-        clock: Current time in seconds.
-        sleep: Waits that many seconds.
-    """
-
-    def __init__(
-        self,
-        queries_per_second: float = 15.0,
-        *,
-        scale: float = 1.0,
-        clock: Clock = anyio.current_time,
-        sleep: Sleep = anyio.sleep,
-    ) -> None:
-        limit, window = rate_window(queries_per_second)
-        if not (math.isfinite(scale) and scale > 0):
-            msg = f"scale must be a positive finite number, got {scale!r}"
-            raise ValueError(msg)
-        self._window = SlidingWindow(limit, window * scale * (1 + RATE_MARGIN), clock, sleep=sleep)
-        self._paused_until = -math.inf
-        self.spent = 0
-
-    @property
-    def limit(self) -> int:
-        """Queries allowed per window."""
-        return self._window.limit
-
-    @property
-    def window(self) -> float:
-        """The window's length in seconds."""
-        return self._window.window
-
-    @property
-    def paused_until(self) -> float:
-        """No query before this time (``-inf`` when never paused)."""
-        return self._paused_until
-
-    def pause_until(self, until: float) -> None:
-        """Hold every query until `until`; an earlier time never shortens a pause."""
-        self._paused_until = max(self._paused_until, until)
-
-    def next_free(self, now: float) -> float:
-        """The earliest time, not before `now`, at which a query would be allowed."""
-        return max(self._paused_until, self._window.next_free(now))
-
-    def try_acquire(self, now: float) -> bool:
-        """Take a token at `now` when allowed; else take nothing."""
-        if now < self._paused_until or not self._window.try_acquire(now):
-            return False
-        self.spent += 1
-        return True
-
-    async def acquire(self) -> None:
-        """Wait for a token, FIFO among callers of this method, and take it."""
-        await self._window.acquire(not_before=lambda: self._paused_until)
-        self.spent += 1
-
-    def __repr__(self) -> str:
-        return f"<QueryBudget {self.limit}/{self.window:g}s spent={self.spent}>"
 
 
 class PollQueue(Generic[K]):

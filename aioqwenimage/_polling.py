@@ -18,7 +18,8 @@ from aioqwenimage._handle import TaskHandle
 from aioqwenimage._models import EventKind, TaskStatus
 from aioqwenimage._queries import TaskQueries
 from aioqwenimage._registry import Flight, Registry
-from aioqwenimage._scheduler import PollOutcome, PollPolicy, PollScheduler
+from aioqwenimage._scheduler import PollOutcome, PollScheduler
+from aioqwenimage._settings import PollPolicy
 from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import PoolKind, Transport

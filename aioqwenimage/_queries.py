@@ -14,7 +14,7 @@ from typing import Any
 
 from aioqwenimage._errors import QwenImageError
 from aioqwenimage._events import Recorder
-from aioqwenimage._poll_queue import QueryBudget
+from aioqwenimage._limits import QueryBudget
 from aioqwenimage._transport import Response, Transport
 
 __all__ = ["TaskQueries"]

@@ -28,9 +28,10 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from aioqwenimage._durations import DurationModel, PollPolicy
-from aioqwenimage._limits import Clock, Sleep
-from aioqwenimage._poll_queue import PollQueue, QueryBudget
+from aioqwenimage._durations import DurationModel
+from aioqwenimage._limits import Clock, QueryBudget, Sleep
+from aioqwenimage._poll_queue import PollQueue
+from aioqwenimage._settings import PollPolicy
 
 __all__ = [
     "DurationModel",

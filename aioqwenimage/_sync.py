@@ -26,7 +26,6 @@ from aioqwenimage._client import DEFAULT_MODEL, Client
 from aioqwenimage._errors import SubmissionUncertainError
 from aioqwenimage._events import EventHook
 from aioqwenimage._handle import TaskHandle
-from aioqwenimage._limits import Limits
 from aioqwenimage._loop_thread import LoopThread
 from aioqwenimage._models import (
     ClientStats,
@@ -38,8 +37,7 @@ from aioqwenimage._models import (
 )
 from aioqwenimage._requests import ImageInput
 from aioqwenimage._resolver import UncertainResolution
-from aioqwenimage._scheduler import PollPolicy
-from aioqwenimage._transport import PoolLimits, RetryPolicy, Timeouts
+from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
 
 __all__ = ["SyncClient", "SyncTaskHandle"]
 

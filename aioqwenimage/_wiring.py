@@ -21,14 +21,14 @@ from aioqwenimage._download import Downloader
 from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._host import Host, Runner
-from aioqwenimage._limits import Limits
+from aioqwenimage._limits import QueryBudget
 from aioqwenimage._paid import PaidRequests
-from aioqwenimage._poll_queue import QueryBudget
 from aioqwenimage._polling import Poller
 from aioqwenimage._queries import TaskQueries
 from aioqwenimage._registry import Registry
 from aioqwenimage._safety import ResultPolicy
-from aioqwenimage._scheduler import PollPolicy, PollScheduler
+from aioqwenimage._scheduler import PollScheduler
+from aioqwenimage._settings import Limits, PollPolicy
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import Transport
 

@@ -18,14 +18,8 @@ from hypothesis import strategies as st
 
 from aioqwenimage._catalog import DefaultLimits
 from aioqwenimage._lane import SubmitLane
-from aioqwenimage._limits import (
-    InFlightLimiter,
-    Limits,
-    ModelLimits,
-    SlidingWindow,
-    make_overall_cap,
-    rate_window,
-)
+from aioqwenimage._limits import InFlightLimiter, SlidingWindow, make_overall_cap
+from aioqwenimage._settings import Limits, ModelLimits, rate_window
 from tests.virtual_time import run_virtual
 
 

@@ -316,7 +316,7 @@ def client_limits(connection: Connection, models: Iterable[str]) -> Limits:
 def emulator_limits(connection: Connection, models: Iterable[str]) -> EmulatorLimits:
     """The in-process emulator's limits: the documented ones, raised where the flags raise ours."""
     from aioqwenimage._config import resolve_region
-    from aioqwenimage._limits import rate_window
+    from aioqwenimage._settings import rate_window
     from aioqwenimage.testing import EmulatorLimits, ModelQuota
 
     quotas: dict[str, Any] = {}

@@ -1,14 +1,20 @@
 """
-Sliding-window rate limits, on an injected clock.
+The emulator's rate limits: the client's own sliding window, seen from the server's side.
 
 A window admits at most ``limit`` events in any span of ``period`` seconds, which is how the
-documented "N per second" and "N per minute" limits behave from the outside (§7). The caller passes
-``now``, so the logic is pure and tests drive it with plain numbers.
+documented "N per second" and "N per minute" limits behave from the outside (§7). The counting is
+the client's `aioqwenimage._limits.SlidingWindow`, so that the two sides cannot drift apart; this
+adapter only keeps the server's interface to it, which differs for good reasons: the server
+refuses rather than waits (`acquire` answers how long to wait, for the 429's ``Retry-After``),
+its windows are exact (no safety margin, no pause), and its time is the wall clock, which may
+step back (the window's time must not decrease, so a step back counts as no time passing).
 """
 
 from __future__ import annotations
 
-from collections import deque
+import math
+
+from aioqwenimage._limits import SlidingWindow as _Window
 
 __all__ = ["SlidingWindow"]
 
@@ -18,16 +24,16 @@ class SlidingWindow:
     At most `limit` admissions in any `period` seconds.
 
     Args:
-        limit: Admissions per period; at least 1.
+        limit: Admissions per period; at least 1 (a fraction admits up to the next whole number).
         period: The window length in seconds (already scaled to real time by the caller).
 
     Raises:
         ValueError: `limit` < 1 or `period` <= 0.
     """
 
-    __slots__ = ("_events", "limit", "period")
+    __slots__ = ("_latest", "_window", "limit", "period")
 
-    def __init__(self, limit: int, period: float) -> None:
+    def __init__(self, limit: float, period: float) -> None:
         if limit < 1:
             msg = f"limit must be at least 1, got {limit}"
             raise ValueError(msg)
@@ -36,10 +42,12 @@ class SlidingWindow:
             raise ValueError(msg)
         self.limit = limit
         self.period = period
-        self._events: deque[float] = deque()
+        self._window = _Window(math.ceil(limit), period)
+        self._latest = -math.inf
 
     def __repr__(self) -> str:
-        return f"<SlidingWindow {len(self._events)}/{self.limit} per {self.period:g}s>"
+        used = self._window.used(self._latest)
+        return f"<SlidingWindow {used}/{self.limit} per {self.period:g}s>"
 
     def acquire(self, now: float) -> float:
         """
@@ -49,15 +57,12 @@ class SlidingWindow:
             ``0.0`` when admitted (and counted); otherwise the seconds until the oldest event
             leaves the window (nothing is counted).
         """
-        events = self._events
-        horizon = now - self.period
-        while events and events[0] <= horizon:
-            events.popleft()
-        if len(events) < self.limit:
-            events.append(now)
+        self._latest = now = max(now, self._latest)
+        if self._window.try_acquire(now):
             return 0.0
-        return events[0] - horizon
+        return self._window.next_free(now) - now
 
     def clear(self) -> None:
         """Forget every admission."""
-        self._events.clear()
+        self._window = _Window(self._window.limit, self.period)
+        self._latest = -math.inf
