@@ -31,6 +31,7 @@ __all__ = [
     "configure_output",
     "describe_error",
     "in_words",
+    "lost_create",
     "model_problem",
     "suggest_model",
 ]
@@ -142,3 +143,18 @@ def describe_error(exc: QwenImageError) -> str:
     if isinstance(exc, APIError):
         return f"the service refused the request: {exc}"
     return str(exc)
+
+
+def lost_create(exc: QwenImageError) -> str:
+    """Why a create's outcome is unknown, short: the network error at the root of the client's."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    # The root's words, not its class: "Server disconnected", not ServerDisconnectedError.
+    detail = in_words(str(root)) or (
+        "timed out" if isinstance(root, TimeoutError) else type(root).__name__
+    )
+    return (
+        f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
+        "against the task list"
+    )

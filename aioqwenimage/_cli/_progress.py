@@ -37,6 +37,7 @@ __all__ = [
     "RichDisplay",
     "Tally",
     "format_duration",
+    "is_terminal",
     "make_display",
     "plural",
 ]
@@ -387,7 +388,7 @@ def make_display(
     out = stream if stream is not None else sys.stdout
     if quiet:
         return QuietDisplay(out), None
-    if not plain and _is_terminal(out):
+    if not plain and is_terminal(out):
         try:
             from rich.console import Console
         except ImportError:  # the CLI works without the `cli` extra, in plain lines
@@ -400,7 +401,8 @@ def make_display(
     return display, None
 
 
-def _is_terminal(stream: IO[str]) -> bool:
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether `stream` is a terminal that can take a live display (not ``TERM=dumb``)."""
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):
