@@ -20,7 +20,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import anyio
 
-from aioqwenimage._cli._messages import add_output_options, describe_error, model_problem
+from aioqwenimage._cli._messages import (
+    add_output_options,
+    describe_error,
+    format_duration,
+    model_problem,
+)
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -37,7 +42,7 @@ from aioqwenimage._cli._options import (
     resolve_connection,
     say,
 )
-from aioqwenimage._cli._progress import format_duration, is_terminal
+from aioqwenimage._cli._progress import is_terminal
 from aioqwenimage._errors import InvalidRequestError, QwenImageError
 from aioqwenimage._models import EventKind, TaskEvent
 from aioqwenimage._requests import prepare

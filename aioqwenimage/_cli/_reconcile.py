@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from aioqwenimage._catalog import resolve
-from aioqwenimage._cli._progress import Phase, plural
+from aioqwenimage._cli._messages import plural
+from aioqwenimage._cli._progress import Phase
 from aioqwenimage._matching import (
     MARGIN,
     RETENTION,

@@ -15,7 +15,8 @@ import attrs
 
 from aioqwenimage._cli._files import all_saved
 from aioqwenimage._cli._journal import Journal, Row, State
-from aioqwenimage._cli._progress import Phase, Tally, plural
+from aioqwenimage._cli._messages import plural
+from aioqwenimage._cli._progress import Phase, Tally
 from aioqwenimage._cli._reconcile import RETENTION
 
 if TYPE_CHECKING:
