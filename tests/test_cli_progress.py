@@ -9,12 +9,12 @@ import sys
 import pytest
 
 from aioqwenimage._cli import build_parser
+from aioqwenimage._cli._messages import format_duration
 from aioqwenimage._cli._progress import (
     Phase,
     PlainDisplay,
     RichDisplay,
     Tally,
-    format_duration,
     make_display,
 )
 from aioqwenimage._cli._summary import Summary, render_summary_plain

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import anyio
 
-from aioqwenimage._cli._messages import add_output_options, describe_error, model_problem
+from aioqwenimage._cli._messages import (
+    add_output_options,
+    describe_error,
+    format_duration,
+    model_problem,
+)
 from aioqwenimage._cli._options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,7 +42,7 @@ from aioqwenimage._cli._options import (
     resolve_connection,
     say,
 )
-from aioqwenimage._cli._progress import format_duration
+from aioqwenimage._cli._progress import is_terminal
 from aioqwenimage._errors import InvalidRequestError, QwenImageError
 from aioqwenimage._models import EventKind, TaskEvent
 from aioqwenimage._requests import prepare
@@ -176,7 +180,7 @@ class WaitStatus:
         self.status = "sending"
         self._shown: tuple[str, float] | None = None
         self._spinner: Status | None = None
-        if not quiet and _is_terminal(self._stream):
+        if not quiet and is_terminal(self._stream):
             with contextlib.suppress(ImportError):  # without the `cli` extra: plain lines
                 from rich.console import Console
                 from rich.status import Status
@@ -242,13 +246,6 @@ class WaitStatus:
     def _write(self, line: str) -> None:
         self._stream.write(f"aioqwenimage: {line}\n")
         self._stream.flush()
-
-
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
 
 
 def _note(line: str) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from aioqwenimage._catalog import format_size, parse_size, resolve
+from aioqwenimage._cli._files import image_names
 from aioqwenimage._cli._messages import model_problem
 from aioqwenimage._errors import InvalidRequestError
 from aioqwenimage._requests import prepare
@@ -105,9 +106,7 @@ class Item:
 
     def file_names(self) -> list[str]:
         """The names of the item's image files, in image order."""
-        if self.images == 1:
-            return [f"{self.stem}.png"]
-        return [f"{self.stem}-{index}.png" for index in range(self.images)]
+        return image_names(self.stem, self.images)
 
     def to_json(self) -> dict[str, Any]:
         """The item as stored in the journal and shown in the manifest."""

@@ -12,22 +12,11 @@ an effect that outlives the process. The order that makes a crash harmless:
 * ``succeeded`` keeps the result URLs, so images are downloaded again without a new task;
 * ``downloaded`` is committed after the files are renamed into place (downloads are atomic).
 
-Durability: WAL with ``synchronous=FULL``, and a checkpoint after every commit. Each commit is
-fsynced before it returns and then copied into the main file, so losing the side files (a deleted
-``-wal`` after a crash, a backup or copy of ``journal.sqlite`` alone) loses no committed
-transition. Without the checkpoint, recent commits lived only in ``journal.sqlite-wal`` (up to a
-thousand pages of them): a ``-wal`` deleted after a crash lost committed ``sending`` and
-``created`` rows, and with them the knowledge that tasks had been paid for. The checkpoint is
-``PASSIVE``: it never waits, so a reader watching the journal (a script, ``sqlite3``) never blocks
-the batch; frames a reader still needs are copied by the next commit's checkpoint. WAL rather
-than a rollback journal (``TRUNCATE``, which also keeps every commit in the main file) for that
-reason: a rollback journal's reader blocks the writer, and the writer here is the event loop.
-The price, measured on the test machine, is a few milliseconds a commit, invisible next to the
-API's limits (two submissions a second).
+Durability (WAL, a checkpoint after every commit) and SQLite's errors as `JournalError` are
+`aioqwenimage._cli._database`'s.
 
 A journal that cannot be trusted (damaged, or gone while the directory shows earlier work) is
-refused before anything is sent: see `aioqwenimage._cli._recovery`. Any SQLite failure while
-reading or writing is a `JournalError` that names the file, never a raw ``sqlite3`` error.
+refused before anything is sent: see `aioqwenimage._cli._recovery`.
 
 Writes run inline on the event loop thread, on purpose: a write is finished when the call returns,
 so no transaction is ever open across an ``await`` and a signal handler that exits the process
@@ -36,16 +25,22 @@ between two callbacks always leaves the journal consistent.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from aioqwenimage._cli._database import (
+    JournalDamagedError,
+    JournalError,
+    JournalMismatchError,
+    JournalWriteError,
+    connect,
+    mapped,
+    transaction,
+)
 from aioqwenimage._cli._records import (
     ALLOWED,
     COLUMNS,
-    DDL,
     SCHEMA_VERSION,
     Row,
     State,
@@ -55,7 +50,9 @@ from aioqwenimage._cli._records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    import contextlib
+    import sqlite3
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from aioqwenimage._cli._inputs import Item
@@ -74,35 +71,6 @@ __all__ = [
 JOURNAL_NAME: Final = "journal.sqlite"
 
 
-class JournalError(Exception):
-    """The journal cannot be used (corrupt, from a newer version, or an illegal transition)."""
-
-
-class JournalMismatchError(JournalError):
-    """The journal in the output directory was written for another input or other options."""
-
-
-class JournalDamagedError(JournalError):
-    """The journal file is not a sound SQLite database (truncated, overwritten, corrupt)."""
-
-
-class JournalWriteError(JournalError):
-    """A change could not be committed: disk full, a read-only or immutable file, an I/O error."""
-
-
-@contextlib.contextmanager
-def _mapped(path: Path, writing: bool) -> Iterator[None]:
-    """SQLite's errors as the journal's, naming the file and what it means for the batch."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and writing:
-            msg = f"cannot write the journal {path}: {exc}"
-            raise JournalWriteError(msg) from exc
-        msg = f"the journal {path} is damaged ({exc})"
-        raise JournalDamagedError(msg) from exc
-
-
 class Journal:
     """
     The journal of one output directory. Open it with `Journal.open`.
@@ -113,7 +81,7 @@ class Journal:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
-        with _mapped(path, writing=False):
+        with mapped(path, writing=False):
             rows = self._db.execute("SELECT seq, state FROM items").fetchall()
         self._states: dict[int, State] = {seq: State(state) for seq, state in rows}
 
@@ -139,27 +107,18 @@ class Journal:
             JournalError: The file is not a journal of a version this program reads.
         """
         path = directory / JOURNAL_NAME
-        with _mapped(path, writing=False):
-            db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        db = connect(path)
         try:
-            with _mapped(path, writing=False):
-                # Reading the first page is what tells a database from any other file.
-                _quick_check(db)
-            with _mapped(path, writing=True):
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.executescript(DDL)
-                _checkpoint(db)  # what a killed earlier run left in the -wal, into the file
-            with _mapped(path, writing=False):
+            with mapped(path, writing=False):
                 stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not stored:
-                with _mapped(path, writing=True), _Transaction(db):
+                with transaction(db, path):
                     initialise(db, fingerprint, items, clock())
             else:
                 _check(stored, fingerprint, path)
                 # A write before anything is sent: a read-only, immutable or full journal is
                 # found now, not at the first `sending`, which would stop the batch half-way.
-                with _mapped(path, writing=True), _Transaction(db):
+                with transaction(db, path):
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (repr(clock()),))
         except BaseException:
             db.close()
@@ -174,13 +133,13 @@ class Journal:
 
     def rows(self) -> list[Row]:
         """Every item, in input order."""
-        with _mapped(self.path, writing=False):
+        with mapped(self.path, writing=False):
             cursor = self._db.execute(f"SELECT {COLUMNS} FROM items ORDER BY seq")  # noqa: S608
             return [row_from(values) for values in cursor]
 
     def row(self, seq: int) -> Row:
         """One item."""
-        with _mapped(self.path, writing=False):
+        with mapped(self.path, writing=False):
             values = self._db.execute(
                 f"SELECT {COLUMNS} FROM items WHERE seq = ?",  # noqa: S608 - constant columns
                 (seq,),
@@ -206,7 +165,7 @@ class Journal:
 
     def known_task_ids(self) -> set[str]:
         """Every task id the journal holds."""
-        with _mapped(self.path, writing=False):
+        with mapped(self.path, writing=False):
             rows = self._db.execute(
                 "SELECT task_id FROM items WHERE task_id IS NOT NULL "
                 "UNION SELECT task_id FROM transitions WHERE task_id IS NOT NULL"
@@ -376,52 +335,8 @@ class Journal:
             )
         self._states[seq] = new
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        with _mapped(self.path, writing=True):
-            with _Transaction(self._db):
-                yield
-            _checkpoint(self._db)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error: one short write transaction."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                self._rollback()
-                raise
-            return
-        self._rollback()
-
-    def _rollback(self) -> None:
-        # After SQLITE_FULL or an I/O error SQLite may have rolled back on its own already.
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("ROLLBACK")
-
-
-def _checkpoint(db: sqlite3.Connection) -> None:
-    """Copy the committed WAL frames into the main file, without waiting for any reader."""
-    # The commit is already durable in the -wal; a disk that cannot take the checkpoint cannot
-    # take the next commit either, and that one fails loudly.
-    with contextlib.suppress(sqlite3.Error):
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-def _quick_check(db: sqlite3.Connection) -> None:
-    """Raise when the file is not a sound database (a truncated one fails here, not later)."""
-    (verdict,) = db.execute("PRAGMA quick_check").fetchone()
-    if verdict != "ok":
-        raise sqlite3.DatabaseError(verdict)
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db, self.path)
 
 
 def _check(stored: Mapping[str, str], fingerprint: Mapping[str, Any], path: Path) -> None:

@@ -8,14 +8,14 @@ an outcome the journal does not hold, and the runner decides *what* happened, no
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING
 
 from aioqwenimage._cli._journal import Journal, Row, State
 from aioqwenimage._cli._progress import Phase, Tally
+from aioqwenimage._cli._times import iso_milliseconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from aioqwenimage import GenerationResult
     from aioqwenimage._errors import QwenImageError
@@ -39,6 +39,11 @@ class Ledger:
         """Read every row again (after moves made outside the ledger, e.g. by the resume plan)."""
         self.rows = {row.seq: row for row in self.journal.rows()}
 
+    def refresh(self, seq: int) -> Row:
+        """Read one item again after a move of the journal's; the row as it now is."""
+        self.rows[seq] = row = self.journal.row(seq)
+        return row
+
     def succeeded(self, seq: int, result: GenerationResult) -> None:
         self.journal.succeeded(
             seq,
@@ -46,9 +51,9 @@ class Ledger:
             actual_prompts=[image.actual_prompt for image in result.images],
             echoed_prompt=result.prompt,
             server_times={
-                "submitted": _iso(result.submitted_at),
-                "scheduled": _iso(result.scheduled_at),
-                "finished": _iso(result.finished_at),
+                "submitted": iso_milliseconds(result.submitted_at),
+                "scheduled": iso_milliseconds(result.scheduled_at),
+                "finished": iso_milliseconds(result.finished_at),
             },
             error_code=result.failures[0].code if result.failures else None,
             error_message=(
@@ -58,30 +63,30 @@ class Ledger:
                 else None
             ),
         )
-        self.rows[seq] = self.journal.row(seq)
+        self.refresh(seq)
 
     def failed(self, seq: int, code: str | None, message: str) -> None:
         self.journal.failed(seq, code, message)
-        self.rows[seq] = self.journal.row(seq)
+        self.refresh(seq)
         self.tally.set(seq, Phase.FAILED)
         self.log(f"failed {self.rows[seq].item_id}: {code + ': ' if code else ''}{message}")
 
     def canceled(self, seq: int, why: str, *, quietly: bool = False) -> None:
         self.journal.canceled(seq, why)
-        self.rows[seq] = self.journal.row(seq)
+        self.refresh(seq)
         self.tally.set(seq, Phase.CANCELED)
         if not quietly:
             self.log(f"canceled {self.rows[seq].item_id}: {why}")
 
     def expired(self, seq: int, why: str) -> None:
         self.journal.expired(seq, why)
-        self.rows[seq] = self.journal.row(seq)
+        self.refresh(seq)
         self.tally.set(seq, Phase.EXPIRED)
         self.log(f"expired {self.rows[seq].item_id}: {why}")
 
     def uncertain(self, seq: int, why: str) -> None:
         self.journal.annotate(seq, why)
-        self.rows[seq] = self.journal.row(seq)
+        self.refresh(seq)
         self.why[seq] = why
         self.tally.set(seq, Phase.UNCERTAIN)
         self.log(f"uncertain {self.rows[seq].item_id}: {why}; not sent again")
@@ -96,11 +101,26 @@ class Ledger:
         self.log(f"{self.rows[seq].item_id}: {why}; a re-run re-attaches it")
 
     def refused_before_creation(self, seq: int, exc: QwenImageError) -> None:
-        if self.journal.state(seq) is State.SENDING:
-            self.journal.pending(seq, f"not created: {exc}")
+        self.nothing_created(seq, f"not created: {exc}")
         self.not_sent(seq, f"not created: {exc}")
         self.log(f"not sent {self.rows[seq].item_id}: {exc}")
 
+    def nothing_created(self, seq: int, why: str) -> None:
+        """Provably no task was made: an item left in ``sending`` goes back to ``pending``."""
+        if self.journal.state(seq) is State.SENDING:
+            self.journal.pending(seq, why)
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value is not None else None
+    def downloaded(self, seq: int, files: Sequence[str], *, announce: bool) -> None:
+        row = self.rows[seq]
+        self.journal.downloaded(seq, files, sync=row.task_id is None)
+        self.refresh(seq)
+        self.tally.set(seq, Phase.DONE)
+        if announce:
+            self.log(f"done {row.item_id}: {', '.join(files)}")
+
+    def not_downloaded(self, seq: int, why: str, *, say: str | None = None) -> None:
+        """The images could not be saved this run; the journal keeps the URLs for the next."""
+        self.why[seq] = why
+        if say is not None:
+            self.log(f"{self.rows[seq].item_id}: {say}")
+        self.tally.set(seq, Phase.FAILED)

@@ -1,5 +1,6 @@
 """
-What the command line says to people: errors in words, model names with a suggestion, verbosity.
+What the command line says to people: errors in words, model names with a suggestion, counts
+and durations in words, verbosity.
 
 The library's errors are written for programmers (their class is part of the message's meaning);
 a command line user needs what happened and what to do, without an internal class name. Library
@@ -30,14 +31,20 @@ __all__ = [
     "add_output_options",
     "configure_output",
     "describe_error",
+    "format_duration",
     "in_words",
+    "lost_create",
     "model_problem",
+    "plural",
     "suggest_model",
 ]
 
 # "ServerDisconnectedError: " inside a message: the library keeps it for programmers.
 _CLASS_PREFIX: Final = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
 _UNKNOWN_MODEL_WARNING: Final = r"model .* is not in aioqwenimage's catalog"
+_MINUTE: Final = 60
+_HOUR: Final = 3600
+_DECIMALS_BELOW: Final = 10.0  # short runs (the emulator) deserve a decimal
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -142,3 +149,38 @@ def describe_error(exc: QwenImageError) -> str:
     if isinstance(exc, APIError):
         return f"the service refused the request: {exc}"
     return str(exc)
+
+
+def lost_create(exc: QwenImageError) -> str:
+    """Why a create's outcome is unknown, short: the network error at the root of the client's."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    # The root's words, not its class: "Server disconnected", not ServerDisconnectedError.
+    detail = in_words(str(root)) or (
+        "timed out" if isinstance(root, TimeoutError) else type(root).__name__
+    )
+    return (
+        f"the create was sent but its answer was lost ({detail}); a re-run reconciles it "
+        "against the task list"
+    )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 task``, ``2 tasks``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < _DECIMALS_BELOW:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < _MINUTE:
+        return f"{whole}s"
+    if whole < _HOUR:
+        return f"{whole // _MINUTE}m{whole % _MINUTE:02d}s"
+    return f"{whole // _HOUR}h{whole % _HOUR // _MINUTE:02d}m"

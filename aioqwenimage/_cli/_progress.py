@@ -23,6 +23,8 @@ from typing import IO, TYPE_CHECKING, Final, Protocol
 
 import attrs
 
+from aioqwenimage._cli._messages import format_duration
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -36,16 +38,12 @@ __all__ = [
     "QuietDisplay",
     "RichDisplay",
     "Tally",
-    "format_duration",
+    "is_terminal",
     "make_display",
-    "plural",
 ]
 
 _RATE_WINDOW: Final = 30.0  # seconds of completions the rate (and so the ETA) is measured over
 _PLAIN_EVERY: Final = 5.0  # seconds between progress lines in plain mode
-_MINUTE: Final = 60
-_HOUR: Final = 3600
-_DECIMALS_BELOW: Final = 10.0  # short runs (the emulator) deserve a decimal
 
 
 class Phase(enum.Enum):
@@ -163,26 +161,6 @@ class Tally:
         if remaining == 0:
             return 0.0
         return remaining / rate if rate else None
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 task``, ``2 tasks``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, seconds)
-    if seconds < _DECIMALS_BELOW:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    if whole < _MINUTE:
-        return f"{whole}s"
-    if whole < _HOUR:
-        return f"{whole // _MINUTE}m{whole % _MINUTE:02d}s"
-    return f"{whole // _HOUR}h{whole % _HOUR // _MINUTE:02d}m"
 
 
 def _counters(tally: Tally) -> list[tuple[str, str]]:
@@ -387,7 +365,7 @@ def make_display(
     out = stream if stream is not None else sys.stdout
     if quiet:
         return QuietDisplay(out), None
-    if not plain and _is_terminal(out):
+    if not plain and is_terminal(out):
         try:
             from rich.console import Console
         except ImportError:  # the CLI works without the `cli` extra, in plain lines
@@ -400,7 +378,8 @@ def make_display(
     return display, None
 
 
-def _is_terminal(stream: IO[str]) -> bool:
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether `stream` is a terminal that can take a live display (not ``TERM=dumb``)."""
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
     except (AttributeError, ValueError):

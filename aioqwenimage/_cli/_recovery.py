@@ -22,6 +22,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from aioqwenimage._cli._files import all_saved, non_empty
 from aioqwenimage._cli._journal import JOURNAL_NAME, Journal, JournalError, State
 from aioqwenimage._cli._manifest import MANIFEST_NAME
 from aioqwenimage._cli._reconcile import MARGIN, RETENTION
@@ -49,8 +50,7 @@ RECOVER_HINT: Final = (
 def earlier_work(directory: Path, items: Sequence[Item]) -> str | None:
     """What in `directory` shows that this batch ran before, in words; ``None`` if nothing."""
     found: list[str] = []
-    manifest = directory / MANIFEST_NAME
-    if manifest.is_file() and manifest.stat().st_size > 0:
+    if non_empty(directory / MANIFEST_NAME):
         found.append(MANIFEST_NAME)
     images = sum(1 for item in items if _item_files(directory, item))
     if images:
@@ -66,7 +66,7 @@ def untrusted_journal(directory: Path, items: Sequence[Item]) -> str | None:
     with content is opened (and checked) by `Journal.open`.
     """
     path = directory / JOURNAL_NAME
-    if path.is_file() and path.stat().st_size > 0:
+    if non_empty(path):
         return None
     work = earlier_work(directory, items)
     if work is None:
@@ -160,14 +160,9 @@ def _item_files(
     listed = entry.get("files") if entry is not None else None
     if isinstance(listed, list) and listed and all(isinstance(name, str) for name in listed):
         names = [name for name in listed if "/" not in name]
-    elif item.images == 1:
-        names = [f"{item.stem}.png"]
     else:
-        names = [f"{item.stem}-{index}.png" for index in range(item.images)]
-    present = all(
-        (directory / name).is_file() and (directory / name).stat().st_size > 0 for name in names
-    )
-    return names if names and present else None
+        names = item.file_names()
+    return names if all_saved(directory, names) else None
 
 
 def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]]:

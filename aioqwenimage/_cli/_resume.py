@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from aioqwenimage._cli._files import all_saved
 from aioqwenimage._cli._journal import Journal, Row, State
-from aioqwenimage._cli._progress import Phase, Tally, plural
+from aioqwenimage._cli._messages import plural
+from aioqwenimage._cli._progress import Phase, Tally
 from aioqwenimage._cli._reconcile import RETENTION
 
 if TYPE_CHECKING:
@@ -44,9 +46,7 @@ def too_old(row: Row, now: float) -> bool:
 
 def files_present(row: Row, out: Path) -> bool:
     """Whether every image file of a finished item is still there (and not empty)."""
-    return bool(row.files) and all(
-        (out / name).is_file() and (out / name).stat().st_size > 0 for name in row.files
-    )
+    return all_saved(out, row.files)
 
 
 def plan(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from aioqwenimage._cli._files import image_name
 from aioqwenimage._cli._progress import Phase
 from aioqwenimage._cli._resume import too_old
 from aioqwenimage._errors import ImageExpiredError, QwenImageError, TaskExpiredError
@@ -27,14 +28,9 @@ if TYPE_CHECKING:
     from aioqwenimage._cli._ledger import Ledger
     from aioqwenimage._cli._records import Row
 
-__all__ = ["Saver", "file_name"]
+__all__ = ["Saver"]
 
 _GONE = "the result URLs expired and the task is gone"
-
-
-def file_name(row: Row, index: int) -> str:
-    """``{stem}.png``, or ``{stem}-{index}.png`` for items of several images."""
-    return f"{row.stem}.png" if row.images == 1 else f"{row.stem}-{index}.png"
 
 
 @attrs.frozen(kw_only=True)
@@ -72,15 +68,13 @@ class Saver:
                 urls = [(image.index, image.url) for image in refreshed.images]
                 continue
             except QwenImageError as exc:
-                ledger.why[seq] = f"download failed: {exc}"
-                ledger.log(f"{row.item_id}: download failed ({exc}); the next run tries again")
-                ledger.tally.set(seq, Phase.FAILED)
+                ledger.not_downloaded(
+                    seq,
+                    f"download failed: {exc}",
+                    say=f"download failed ({exc}); the next run tries again",
+                )
                 return
-            ledger.journal.downloaded(seq, files, sync=row.task_id is None)
-            ledger.rows[seq] = ledger.journal.row(seq)
-            ledger.tally.set(seq, Phase.DONE)
-            if announce:
-                ledger.log(f"done {row.item_id}: {', '.join(files)}")
+            ledger.downloaded(seq, files, announce=announce)
             return
 
     async def _save_all(self, row: Row, urls: list[tuple[int, str]]) -> list[str]:
@@ -89,7 +83,7 @@ class Saver:
         errors: list[Exception] = []
 
         async def save(position: int, index: int, url: str) -> None:
-            name = file_name(row, index)
+            name = image_name(row.stem, row.images, index)
             try:
                 await self.client.download_image(url, self.out / name)
             except (QwenImageError, OSError) as exc:
@@ -117,8 +111,7 @@ class Saver:
             self.ledger.expired(seq, _GONE)
             return None
         except QwenImageError as exc:
-            self.ledger.why[seq] = f"could not refresh expired URLs: {exc}"
-            self.ledger.tally.set(seq, Phase.FAILED)
+            self.ledger.not_downloaded(seq, f"could not refresh expired URLs: {exc}")
             return None
         self.ledger.succeeded(seq, result)
         return result

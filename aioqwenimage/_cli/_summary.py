@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from aioqwenimage._cli._progress import Phase, Tally, format_duration
+from aioqwenimage._cli._messages import format_duration
+from aioqwenimage._cli._progress import Phase, Tally
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
