@@ -19,6 +19,8 @@ from typing import Final
 
 import attrs
 
+from aioqwenimage import _retry
+
 __all__ = ["PLAUSIBLE_MARGIN", "WARMUP", "DurationModel", "PollPolicy"]
 
 # Samples of a model needed before its learned quantiles replace the policy's defaults.
@@ -148,11 +150,14 @@ class PollPolicy:
         Half of it is random ("equal jitter": spread out, never near zero). A server's
         ``Retry-After`` (`floor`) is respected, plus up to `jitter` of it.
         """
-        delay = min(self.max_backoff, self.min_interval * 2.0 ** min(attempt - 1, 64))
-        delay = delay / 2 + rng.uniform(0, delay / 2)
-        if floor is not None and floor > 0:
-            delay = max(delay, floor * (1.0 + rng.uniform(0, self.jitter)))
-        return delay
+        return _retry.backoff(
+            attempt,
+            rng,
+            base=self.min_interval,
+            cap=self.max_backoff,
+            floor=floor,
+            floor_spread=self.jitter,
+        )
 
 
 PollPolicy.__module__ = "aioqwenimage"

@@ -12,6 +12,7 @@ import random
 
 import attrs
 
+from aioqwenimage import _retry
 from aioqwenimage._errors import InvalidRequestError
 from aioqwenimage._timeouts import network_timeout
 
@@ -108,10 +109,13 @@ class RetryPolicy:
         _check_positive("RetryPolicy.max_retry_after", self.max_retry_after)
 
     def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
-        """The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``."""
-        delay = min(self.cap, self.base * 2.0 ** (attempt - 1))
-        delay = delay / 2 + rng.uniform(0, delay / 2)  # "equal jitter": spread, never near zero
-        return max(delay, floor + rng.uniform(0, 0.1 * floor + 0.05)) if floor else delay
+        """
+        The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``, kept
+        to plus up to 10 % and 50 ms (``_retry.backoff``, the formula of every retry).
+        """
+        return _retry.backoff(
+            attempt, rng, base=self.base, cap=self.cap, floor=floor, floor_pad=0.05
+        )
 
     def scaled(self, factor: float) -> RetryPolicy:
         """The same policy with every delay times `factor` (tests compress time with it)."""
