@@ -8,11 +8,11 @@ an outcome the journal does not hold, and the runner decides *what* happened, no
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING
 
 from aioqwenimage._cli._journal import Journal, Row, State
 from aioqwenimage._cli._progress import Phase, Tally
+from aioqwenimage._parsing import iso_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,9 +46,9 @@ class Ledger:
             actual_prompts=[image.actual_prompt for image in result.images],
             echoed_prompt=result.prompt,
             server_times={
-                "submitted": _iso(result.submitted_at),
-                "scheduled": _iso(result.scheduled_at),
-                "finished": _iso(result.finished_at),
+                "submitted": iso_time(result.submitted_at),
+                "scheduled": iso_time(result.scheduled_at),
+                "finished": iso_time(result.finished_at),
             },
             error_code=result.failures[0].code if result.failures else None,
             error_message=(
@@ -100,7 +100,3 @@ class Ledger:
             self.journal.pending(seq, f"not created: {exc}")
         self.not_sent(seq, f"not created: {exc}")
         self.log(f"not sent {self.rows[seq].item_id}: {exc}")
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="milliseconds") if value is not None else None

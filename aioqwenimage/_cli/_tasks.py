@@ -34,6 +34,7 @@ from aioqwenimage._cli._options import (
 )
 from aioqwenimage._errors import QwenImageError, TaskCanceledError, TaskError, TaskFailedError
 from aioqwenimage._models import EventKind, TaskEvent, TaskInfo, TaskStatus
+from aioqwenimage._parsing import iso_time
 
 if TYPE_CHECKING:
     from aioqwenimage import Client, GenerationResult, TaskHandle
@@ -224,9 +225,9 @@ async def _report(client: Client, handle: TaskHandle, args: argparse.Namespace) 
             prompt=result.prompt,
             actual_prompts=[image.actual_prompt for image in result.images],
             urls=[image.url for image in result.images],
-            submitted_at=_iso(result.submitted_at),
-            scheduled_at=_iso(result.scheduled_at),
-            finished_at=_iso(result.finished_at),
+            submitted_at=iso_time(result.submitted_at),
+            scheduled_at=iso_time(result.scheduled_at),
+            finished_at=iso_time(result.finished_at),
         )
         if args.out is not None:
             try:
@@ -243,10 +244,6 @@ async def _report(client: Client, handle: TaskHandle, args: argparse.Namespace) 
             for line in value if isinstance(value, list) else [value]:
                 say(f"{key.ljust(width)}  {'-' if line is None else line}")
     return code
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="milliseconds")
 
 
 async def _cancel(args: argparse.Namespace, connection: Connection) -> int:
