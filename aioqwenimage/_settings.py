@@ -110,8 +110,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
         """
-        The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``, kept
-        to plus up to 10 % and 50 ms (``_retry.backoff``, the formula of every retry).
+        The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``, waited
+        plus up to 10 % of it and 50 ms (``_retry.backoff``, the formula of every retry).
         """
         return _retry.backoff(
             attempt, rng, base=self.base, cap=self.cap, floor=floor, floor_pad=0.05
