@@ -1,14 +1,20 @@
 """
-What an HTTP answer is, read defensively: status, JSON body, request id, ``Retry-After``.
+What an HTTP answer is, read defensively: status, JSON body, request id, ``Retry-After``; and what
+it means for the request that got it (`verdict`).
 
 The transport reads answers (and is the only module that touches aiohttp); this module decides
 what they say. Nothing here raises on a bad answer: a body that is not a JSON object, too large
 or nested too deep is ``None`` with the reason in `Response.problem`, and a ``Retry-After``
 that is not a sane number of seconds is absent or capped.
+
+Whether an answer is a success, worth another try, or final is decided here and nowhere else:
+the retries of idempotent calls, the downloads, the sweeps, the polls and the paid requests all
+ask `verdict` (or `status_verdict`), so that no two of them can read a status differently.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from collections.abc import Mapping
@@ -29,12 +35,15 @@ __all__ = [
     "ConnectFailedError",
     "DownloadAnswer",
     "Response",
+    "Verdict",
     "decode",
     "kept_headers",
     "parse_retry_after",
     "request_id",
     "request_id_of",
+    "status_verdict",
     "too_large",
+    "verdict",
 ]
 
 
@@ -112,10 +121,75 @@ class Response:
     @property
     def retryable(self) -> bool:
         """Whether an idempotent request that got this answer is worth sending again."""
-        if self.status == 429:  # noqa: PLR2004
-            code = self.body.get("code") if self.body else None
-            return code is None or is_throttling_code(code)
-        return self.status >= 500 or (self.ok and self.body is None)  # noqa: PLR2004
+        return verdict(self) in (Verdict.RETRY, Verdict.THROTTLED)
+
+    @property
+    def throttling(self) -> bool:
+        """
+        Whether a 429 is transient throttling (no code, or a ``Throttling*`` one), not a spent
+        quota; a code that is not a string counts as none, as in `error_from_response`.
+        """
+        code = self.body.get("code") if self.body else None
+        return not isinstance(code, str) or is_throttling_code(code)
+
+
+class Verdict(enum.Enum):
+    """What an answer means for the request that got it (`verdict`)."""
+
+    OK = "ok"
+    """A 2xx with a readable body: use it."""
+    RETRY = "retry"
+    """Transient: worth sending again after a backoff. For a paid request, only what provably
+    created nothing (503)."""
+    THROTTLED = "throttled"
+    """A 429 worth waiting for (``Throttling*`` or no code); nothing was created."""
+    FATAL = "fatal"
+    """Final: raise `Response.error`. Sending it again would get the same answer."""
+    UNCERTAIN = "uncertain"
+    """Paid requests only: it may have created (and billed) something, or not; never re-sent."""
+
+
+def status_verdict(
+    status: int, *, readable: bool = True, throttling: bool = True, paid: bool = False
+) -> Verdict:
+    """
+    The verdict of an answer known by its status (and whether its body could be read).
+
+    Args:
+        readable: The body is usable (for a 2xx: a JSON object).
+        throttling: A 429 is throttling, not a spent quota (see `Response.throttling`).
+        paid: The request orders images (a create, a synchronous call): an answer that does not
+            prove that nothing was created is `Verdict.UNCERTAIN`, never `Verdict.RETRY`.
+    """
+    if 200 <= status < 300:  # noqa: PLR2004
+        if readable:
+            return Verdict.OK
+        # Something answered "done" unreadably: a paid request may have created a task.
+        return Verdict.UNCERTAIN if paid else Verdict.RETRY
+    if status == 429:  # noqa: PLR2004
+        return Verdict.THROTTLED if throttling else Verdict.FATAL
+    if status >= 500:  # noqa: PLR2004
+        # Only "503 ModelUnavailable" says nothing was created; another 5xx may come after the
+        # task was made (a gateway that timed out waiting for the service).
+        return Verdict.RETRY if not paid or status == 503 else Verdict.UNCERTAIN  # noqa: PLR2004
+    return Verdict.FATAL
+
+
+def verdict(response: Response, *, paid: bool = False) -> Verdict:
+    """
+    What `response` means for the request that got it.
+
+    Idempotent requests (polls, lists, cancels): a 2xx with a body is `OK`; a throttling 429
+    `THROTTLED`; a 5xx or an unreadable 2xx `RETRY`; anything else (a quota 429 included)
+    `FATAL`. Paid requests (`paid`: creates, synchronous calls): the same, except that an
+    unreadable 2xx and a 5xx other than 503 are `UNCERTAIN`.
+    """
+    return status_verdict(
+        response.status,
+        readable=response.body is not None,
+        throttling=response.throttling,
+        paid=paid,
+    )
 
 
 class ConnectFailedError(TransportError):

@@ -51,11 +51,11 @@ from aioqwenimage._models import (
     TaskInfo,
     TaskStatus,
 )
-from aioqwenimage._parsing import list_time
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._safety import safe_name
 from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
+from aioqwenimage._task_list import list_pages, list_query
 from aioqwenimage._timeouts import wait_timeout
 from aioqwenimage._transport import Transport
 
@@ -450,29 +450,12 @@ class Client:
         Raises:
             InvalidRequestError: `status` is neither a `TaskStatus` nor one's value.
         """
-        wanted = _task_status(status)
+        query = list_query(start=start, end=end, model=model, status=status, page_size=page_size)
         self._ensure_open()
-        params: dict[str, str] = {"page_size": str(page_size)}
-        if start is not None:
-            params["start_time"] = list_time(start)
-        if end is not None:
-            params["end_time"] = list_time(end)
-        if model is not None:
-            params["model_name"] = model
-        if wanted is not None:
-            params["status"] = wanted.value
-        page = 1
-        while True:
-            params["page_no"] = str(page)
-            body = await self._parts.queries.list_page(params)
-            rows = body.get("data")
-            for row in rows if isinstance(rows, list) else []:
-                if isinstance(row, Mapping):
+        async with contextlib.aclosing(list_pages(self._parts.queries.list_page, query)) as pages:
+            async for rows in pages:
+                for row in rows:
                     yield TaskInfo.from_json(row)
-            total_pages = body.get("total_page")
-            if not rows or not isinstance(total_pages, int) or page >= total_pages:
-                return
-            page += 1
 
     async def resolve_uncertain(
         self, error: SubmissionUncertainError, *, wait: float | None = None
@@ -560,17 +543,6 @@ class Client:
 
 def _nonempty_str(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
-
-
-def _task_status(value: object) -> TaskStatus | None:
-    if value is None or isinstance(value, TaskStatus):
-        return value
-    if isinstance(value, str) and value in TaskStatus.__members__:
-        return TaskStatus(value)
-    msg = (
-        f"status must be a TaskStatus or one of {', '.join(TaskStatus.__members__)}, got {value!r}"
-    )
-    raise InvalidRequestError(msg, parameter="status")
 
 
 def _name_from_url(url: str) -> str:

@@ -24,6 +24,7 @@ __all__ = [
     "REGIONS",
     "TIME_SCALE_ENV",
     "Secret",
+    "is_loopback",
     "is_loopback_url",
     "resolve_base_url",
     "resolve_key",
@@ -113,7 +114,7 @@ def resolve_base_url(base_url: str | None, region: str) -> str:
         parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
     except ValueError:
         _refuse("has an invalid port", example)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         msg = (
             f"refusing plain HTTP to {parts.hostname!r}: the API key would travel unencrypted; "
             "use https:// (plain http is allowed only for loopback addresses such as 127.0.0.1)"
@@ -131,7 +132,7 @@ def _refuse(why: str, example: str | None = None) -> NoReturn:
 
 def is_loopback_url(url: str) -> bool:
     """Whether `url`'s host is a loopback address (an emulator on this machine)."""
-    return _is_loopback(urlsplit(url).hostname or "")
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def resolve_time_scale(time_scale: float | None, base_url: str) -> float:
@@ -175,7 +176,8 @@ def resolve_time_scale(time_scale: float | None, base_url: str) -> float:
     return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine: ``localhost`` or a loopback IP."""
     if host == "localhost":
         return True
     try:

@@ -10,7 +10,6 @@ each one is checked against it.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 import os
 import random
@@ -22,15 +21,16 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import anyio
 
+from aioqwenimage._answers import Verdict, status_verdict
 from aioqwenimage._errors import (
     ImageExpiredError,
     InvalidRequestError,
     QwenImageError,
-    TransportError,
     UnsafeResultError,
     error_from_response,
 )
 from aioqwenimage._events import Recorder
+from aioqwenimage._retry import Retry, TryAgain, retrying
 from aioqwenimage._safety import (
     MAX_REDIRECTS,
     SIGNATURE_BYTES,
@@ -44,8 +44,6 @@ from aioqwenimage._settings import RetryPolicy
 from aioqwenimage._transport import AnswerTooLargeError, DownloadAnswer, Transport
 
 __all__ = ["Downloader", "url_expiry"]
-
-logger = logging.getLogger("aioqwenimage")
 
 
 def url_expiry(url: str) -> float | None:
@@ -171,37 +169,26 @@ class Downloader:
     ) -> None:
         self._policy.check(url)
         self._check_expiry(url)
-        attempt = 0
+
+        async def once() -> None:
+            try:
+                await self._fetch_once(url, sink)
+            except AnswerTooLargeError as exc:  # a policy refusal: another try grows as large
+                raise UnsafeResultError(str(exc)) from None
+
+        async def before_retry(_retry: Retry) -> None:
+            self._events.retried()
+            await restart()  # the next attempt starts the file (or the buffer) over
+
         async with self._limiter:
-            while True:
-                attempt += 1
-                failure: QwenImageError
-                try:
-                    await self._fetch_once(url, sink)
-                except (UnsafeResultError, AnswerTooLargeError) as exc:
-                    if isinstance(exc, AnswerTooLargeError):
-                        raise UnsafeResultError(str(exc)) from None
-                    raise
-                except TransportError as exc:
-                    failure = exc
-                except _RetryableAnswer as exc:
-                    failure = exc.error
-                else:
-                    return
-                if attempt >= self._retry.attempts:
-                    raise failure
-                self._events.retried()
-                delay = self._retry.backoff(attempt, self._rng)
-                logger.info(
-                    "download of %s failed (%s); retry %d of %d in %.2f s",
-                    url.split("?", 1)[0],
-                    failure,
-                    attempt,
-                    self._retry.attempts - 1,
-                    delay,
-                )
-                await restart()
-                await anyio.sleep(delay)
+            await retrying(
+                once,
+                policy=self._retry,
+                rng=self._rng,
+                # The query string is the file's signature: a credential, left out of logs.
+                what=f"download of {url.split('?', 1)[0]}",
+                on_retry=before_retry,
+            )
 
     async def _fetch_once(self, url: str, sink: Callable[[bytes], Awaitable[None]]) -> None:
         """One download, following up to `MAX_REDIRECTS` redirects that the policy allows."""
@@ -234,7 +221,7 @@ class Downloader:
         msg = f"more than {MAX_REDIRECTS} redirects from the result host; giving up"
         raise UnsafeResultError(msg)
 
-    def _error(self, url: str, answer: DownloadAnswer) -> QwenImageError | _RetryableAnswer:
+    def _error(self, url: str, answer: DownloadAnswer) -> QwenImageError | TryAgain:
         """The error for a non-200 answer: OSS's own code and message, when it sent them."""
         fields = parse_oss_error(answer.body)
         code, message = fields.get("Code"), fields.get("Message")
@@ -245,8 +232,10 @@ class Downloader:
             text = f"{text}: {message}"
         body = {"code": code, "message": text, "request_id": fields.get("RequestId")}
         error = error_from_response(answer.status, body)
-        if answer.status >= 500 or answer.status == 429:  # noqa: PLR2004
-            return _RetryableAnswer(error)
+        # The storage service's codes are not DashScope's: any 429 is throttling.
+        outcome = status_verdict(answer.status)
+        if outcome in (Verdict.RETRY, Verdict.THROTTLED):
+            return TryAgain(error, status=answer.status, throttled=outcome is Verdict.THROTTLED)
         return error
 
     def _expired(self, url: str) -> bool:
@@ -256,12 +245,6 @@ class Downloader:
     def _check_expiry(self, url: str) -> None:
         if self._expired(url):
             raise ImageExpiredError(_expired_message(url, {}))
-
-
-class _RetryableAnswer(Exception):  # noqa: N818 - a signal inside this module, never raised out
-    def __init__(self, error: QwenImageError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _says_expired(fields: Mapping[str, str]) -> bool:

@@ -1,6 +1,6 @@
 """
 From a terminal snapshot to what the user gets: a `GenerationResult`, or the error for how the
-task ended. Pure: the engine decides when a snapshot is terminal, this decides what it means.
+task ended. Pure: the poller decides when a snapshot is terminal, this decides what it means.
 """
 
 from __future__ import annotations

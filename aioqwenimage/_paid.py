@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 from aioqwenimage._admission import Admission, ClosedAdmission
+from aioqwenimage._answers import Verdict, verdict
 from aioqwenimage._errors import (
     ClientClosedError,
     QwenImageError,
@@ -284,31 +285,31 @@ class PaidRequests:
             except BaseException:
                 self._admission.release(flight)
                 raise
-            if response.ok and response.body is not None:
+            outcome = verdict(response, paid=True)
+            if outcome is Verdict.OK:
                 return response
             error = response.error()
-            throttled = response.status == 429 and response.retryable  # noqa: PLR2004
-            if throttled or response.status == 503:  # noqa: PLR2004 - provably nothing created
-                flight.sending = False
-            if throttled:
+            if outcome in (Verdict.THROTTLED, Verdict.RETRY):
+                flight.sending = False  # provably nothing was created
+            if outcome is Verdict.THROTTLED:
                 lane.on_throttled(
                     response.retry_after,
                     accepted=lane.accepted if is_task else None,
                     code=error.code,
                 )
             self._admission.release(flight)
-            if throttled:
+            if outcome is Verdict.THROTTLED:
                 self._events.throttled += 1
                 self._registry.emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
                 if attempts >= max(8, retry.attempts):
                     raise error
                 continue  # the lane's pause is the wait
-            if response.status == 503:  # noqa: PLR2004 - "ModelUnavailable": nothing was created
+            if outcome is Verdict.RETRY:  # "503 ModelUnavailable": nothing was created
                 if attempts >= retry.attempts:
                     raise error
                 await self._backoff(handle, attempts, response.retry_after, error)
                 continue
-            if response.ok or response.status >= 500:  # noqa: PLR2004
+            if outcome is Verdict.UNCERTAIN:
                 self._events.uncertain += 1
                 raise _uncertain_error(request, str(error), sent_at) from error
             raise error

@@ -5,16 +5,29 @@ Parsing is lenient about what the documentation leaves open (missing millisecond
 ``task_metrics``) and refuses quietly what no real answer holds: NaN, infinities, dates out of
 any calendar, counts beyond what a model makes. An unusable value is ``None``, never an
 exception: a hostile answer must end in a typed error, not in a crash of the poll loop.
+
+The times the service reads and writes are in its zone, `SERVER_TZ`, defined here once (the
+emulator writes them with it too); `list_time` and `iso_time` are the two forms the package
+writes times in: the list's filter, and the ISO text of records and manifests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Final
 
-__all__ = ["MAX_IMAGES", "is_count", "list_time", "opt_str", "parse_server_time"]
+__all__ = [
+    "MAX_IMAGES",
+    "SERVER_TZ",
+    "is_count",
+    "iso_time",
+    "list_time",
+    "opt_str",
+    "parse_server_time",
+]
 
 # Task timestamps are Beijing time without a zone marker (dashscope-api.md §5.2).
-_SERVER_TZ = dt.timezone(dt.timedelta(hours=8))
+SERVER_TZ: Final = dt.timezone(dt.timedelta(hours=8))
 
 
 def list_time(value: dt.datetime | float) -> str:
@@ -27,7 +40,19 @@ def list_time(value: dt.datetime | float) -> str:
         aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     else:
         aware = dt.datetime.fromtimestamp(value, dt.timezone.utc)
-    return aware.astimezone(_SERVER_TZ).strftime("%Y%m%d%H%M%S")
+    return aware.astimezone(SERVER_TZ).strftime("%Y%m%d%H%M%S")
+
+
+def iso_time(value: dt.datetime | float | None) -> str | None:
+    """
+    A time as ISO 8601 text to the millisecond (``None`` stays ``None``): a datetime keeps its
+    zone; a float is epoch seconds, written in UTC.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    return value.isoformat(timespec="milliseconds")
 
 
 def parse_server_time(value: object) -> dt.datetime | None:
@@ -45,7 +70,7 @@ def parse_server_time(value: object) -> dt.datetime | None:
         return None
     for fmt in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
         try:
-            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=_SERVER_TZ)
+            parsed = dt.datetime.strptime(value, fmt).replace(tzinfo=SERVER_TZ)
             return parsed.astimezone(dt.timezone.utc)
         except (OverflowError, ValueError):  # noqa: PERF203 - "0001-01-01" overflows in UTC
             continue

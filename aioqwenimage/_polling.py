@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import anyio
 
+from aioqwenimage._answers import Verdict, verdict
 from aioqwenimage._errors import QwenImageError, ServerError, TransportError
 from aioqwenimage._events import Recorder
 from aioqwenimage._handle import TaskHandle
@@ -75,17 +76,20 @@ class Poller:
             self._events.retried()
             self._registry.emit(EventKind.RETRIED, handle, error=type(exc).__name__)
             return PollOutcome.RETRY
-        if response.status == 429:  # noqa: PLR2004
+        outcome = verdict(response)
+        # Any 429 on a poll, a quota code's included, pauses the budget and asks again: the
+        # task may still run (and bill), so a poll never ends a wait on a throttle.
+        if outcome is Verdict.THROTTLED or response.status == 429:  # noqa: PLR2004
             self._events.throttled += 1
             self._registry.emit(EventKind.THROTTLED, handle, retry_after=response.retry_after)
             return PollOutcome.throttled(response.retry_after)
-        if response.ok and response.body is None:
+        if outcome is Verdict.RETRY and response.ok:  # a 2xx whose body cannot be read
             return await self._garbled(flight, response.error())
-        if response.status >= 500:  # noqa: PLR2004
+        if outcome is Verdict.RETRY:
             self._events.retried()
             self._registry.emit(EventKind.RETRIED, handle, status=response.status)
             return PollOutcome.RETRY
-        if not response.ok:
+        if outcome is Verdict.FATAL:
             self._registry.end(flight, response.error())
             return PollOutcome.FINISHED
         assert response.body is not None  # noqa: S101

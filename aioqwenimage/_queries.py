@@ -15,6 +15,7 @@ from typing import Any
 from aioqwenimage._errors import QwenImageError
 from aioqwenimage._events import Recorder
 from aioqwenimage._limits import QueryBudget
+from aioqwenimage._task_list import list_query
 from aioqwenimage._transport import Response, Transport
 
 __all__ = ["TaskQueries"]
@@ -49,7 +50,9 @@ class TaskQueries:
     async def model_of(self, task_id: str) -> str | None:
         """The model the service recorded for a task (attached without one), or ``None``."""
         try:
-            body = await self.list_page({"task_id": task_id, "page_no": "1", "page_size": "1"})
+            body = await self.list_page(
+                {**list_query(task_id=task_id, page_size=1), "page_no": "1"}
+            )
         except QwenImageError as exc:
             logger.info("the model of task %s could not be listed: %s", task_id, exc)
             return None

@@ -18,6 +18,7 @@ from typing import Final
 
 import attrs
 
+from aioqwenimage import _retry
 from aioqwenimage._catalog import DefaultLimits
 from aioqwenimage._errors import InvalidRequestError
 from aioqwenimage._timeouts import network_timeout
@@ -132,10 +133,13 @@ class RetryPolicy:
         _check_positive("RetryPolicy.max_retry_after", self.max_retry_after)
 
     def backoff(self, attempt: int, rng: random.Random, floor: float | None = None) -> float:
-        """The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``."""
-        delay = min(self.cap, self.base * 2.0 ** (attempt - 1))
-        delay = delay / 2 + rng.uniform(0, delay / 2)  # "equal jitter": spread, never near zero
-        return max(delay, floor + rng.uniform(0, 0.1 * floor + 0.05)) if floor else delay
+        """
+        The delay before retry number `attempt` (1-based); `floor` is a ``Retry-After``, waited
+        plus up to 10 % of it and 50 ms (``_retry.backoff``, the formula of every retry).
+        """
+        return _retry.backoff(
+            attempt, rng, base=self.base, cap=self.cap, floor=floor, floor_pad=0.05
+        )
 
     def scaled(self, factor: float) -> RetryPolicy:
         """The same policy with every delay times `factor` (tests compress time with it)."""
@@ -418,11 +422,14 @@ class PollPolicy:
         Half of it is random ("equal jitter": spread out, never near zero). A server's
         ``Retry-After`` (`floor`) is respected, plus up to `jitter` of it.
         """
-        delay = min(self.max_backoff, self.min_interval * 2.0 ** min(attempt - 1, 64))
-        delay = delay / 2 + rng.uniform(0, delay / 2)
-        if floor is not None and floor > 0:
-            delay = max(delay, floor * (1.0 + rng.uniform(0, self.jitter)))
-        return delay
+        return _retry.backoff(
+            attempt,
+            rng,
+            base=self.min_interval,
+            cap=self.max_backoff,
+            floor=floor,
+            floor_spread=self.jitter,
+        )
 
 
 PollPolicy.__module__ = "aioqwenimage"

@@ -1,9 +1,10 @@
 """
 One answer about a task, parsed: a task query (E1, E3 tasks) or a synchronous response (E2).
 
-Internal to the client: the engine reads statuses from it, `_outcomes` turns terminal ones into
-results and errors. Results come as ``output.results[]`` (one ``url`` or ``code``/``message`` per
-image) or ``output.choices[].message.content[]``; anything else in an answer is ignored.
+Internal to the client: the poller (``_polling``) reads statuses from it, `_outcomes` turns terminal
+ones into results and errors. Results come as ``output.results[]`` (one ``url`` or
+``code``/``message`` per image) or ``output.choices[].message.content[]``; anything else in an
+answer is ignored.
 """
 
 from __future__ import annotations

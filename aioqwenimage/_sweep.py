@@ -10,21 +10,23 @@ each finished task it finds; the scheduler then polls that task at once, which f
 
 Sweeps complement polls, they never replace them: a task is still polled on its own schedule, so
 nothing depends on the list endpoint's semantics. Only once a sweep has announced a completion
-before the task's own poll saw it (`trusted`) does the engine stretch the per-task schedule.
+before the task's own poll saw it (`trusted`) does the poller stretch the per-task schedule.
 A list endpoint that answers with a client error turns sweeping off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import anyio
 
+from aioqwenimage._answers import Verdict, status_verdict
 from aioqwenimage._errors import APIError, QwenImageError
-from aioqwenimage._parsing import list_time
+from aioqwenimage._task_list import ListPage, list_pages, list_query
 
 __all__ = ["LiveTask", "Sweeper"]
 
@@ -58,7 +60,7 @@ class Sweeper:
     def __init__(
         self,
         *,
-        list_page: Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]],
+        list_page: ListPage,
         live: Callable[[], Iterable[LiveTask]],
         announce: Callable[[str], bool],
         interval: float,
@@ -101,7 +103,12 @@ class Sweeper:
             try:
                 pages = sum([await self.sweep(live, status) for status in statuses])
             except APIError as exc:
-                if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:  # noqa: PLR2004
+                # A client error (not a throttle) will not mend by asking again.
+                if (
+                    exc.status is not None
+                    and exc.status >= 400  # noqa: PLR2004 - a redirect is a misconfigured root
+                    and status_verdict(exc.status) is Verdict.FATAL
+                ):
                     logger.warning("task list unusable for sweeps (%s); polling tasks only", exc)
                     self.enabled = False
             except QwenImageError as exc:  # network trouble: the next sweep tries again
@@ -113,22 +120,23 @@ class Sweeper:
     async def sweep(self, live: Mapping[str, float], status: str) -> int:
         """One sweep for `status` over the creation window of `live`; returns pages read."""
         start = min(live.values()) - WINDOW_MARGIN
-        params = {
-            "status": status,
-            "start_time": list_time(start),
-            "end_time": list_time(max(self._now(), start) + WINDOW_MARGIN),
-            "page_size": str(PAGE_SIZE),
-        }
-        page = 0
-        while True:
-            page += 1
+        query = list_query(
+            status=status,
+            start=start,
+            end=max(self._now(), start) + WINDOW_MARGIN,
+            page_size=PAGE_SIZE,
+        )
+
+        async def counted(params: Mapping[str, str]) -> Mapping[str, Any]:
             self.queries += 1
-            body = await self._list_page({**params, "page_no": str(page)})
-            rows = body.get("data")
-            for row in rows if isinstance(rows, list) else []:
-                task_id = row.get("task_id") if isinstance(row, Mapping) else None
-                if isinstance(task_id, str) and task_id in live and self._announce(task_id):
-                    self.announced += 1
-            total_pages = body.get("total_page")
-            if not rows or not isinstance(total_pages, int) or page >= total_pages:
-                return page
+            return await self._list_page(params)
+
+        pages = 0
+        async with contextlib.aclosing(list_pages(counted, query)) as listing:
+            async for rows in listing:
+                pages += 1
+                for row in rows:
+                    task_id = row.get("task_id")
+                    if isinstance(task_id, str) and task_id in live and self._announce(task_id):
+                        self.announced += 1
+        return pages

@@ -21,25 +21,27 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import anyio
 
 from aioqwenimage._answers import (
     AnswerTooLargeError,
     ConnectFailedError,
     DownloadAnswer,
     Response,
+    Verdict,
     decode,
     kept_headers,
     parse_retry_after,
     request_id,
     request_id_of,
     too_large,
+    verdict,
 )
-from aioqwenimage._errors import QwenImageError, TransportError
+from aioqwenimage._errors import TransportError
 from aioqwenimage._proxy import ProxyRoutes
+from aioqwenimage._retry import Retry, TryAgain, retrying
 from aioqwenimage._settings import PoolLimits, RetryPolicy, Timeouts
 
-# Re-exported: the engine and the downloader meet answers through the transport.
+# Re-exported: paid requests, polls and the downloader meet answers through the transport.
 __all__ = [
     "AnswerTooLargeError",
     "ConnectFailedError",
@@ -257,7 +259,8 @@ class Transport:
     ) -> Response:
         """
         An idempotent task query (list, cancel), retried on 429 (throttling), 5xx and network
-        errors.
+        errors (``_retry.retrying``; `_answers.verdict` says which answers are worth another
+        attempt).
 
         `acquire` is awaited before every attempt (the query budget: a retry is a query too);
         `on_retry` hears of each retry before its delay (the answer, or ``None`` for a network
@@ -267,39 +270,25 @@ class Transport:
             APIError: A non-retryable answer, or the last retryable one.
             TransportError: The network failed on every attempt.
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            failure: QwenImageError
-            answer: Response | None = None
+
+        async def once() -> Response:
             if acquire is not None:
                 await acquire()
-            try:
-                answer = await self.send(PoolKind.QUERY, method, path, params=params)
-            except TransportError as exc:
-                failure = exc
-            else:
-                if answer.ok and answer.body is not None:
-                    return answer
-                failure = answer.error()
-                if not answer.retryable:
-                    raise failure
-            if attempt >= self._retry.attempts:
-                raise failure
-            floor = answer.retry_after if answer is not None else None
-            delay = self._retry.backoff(attempt, self._rng, floor)
-            logger.info(
-                "%s %s: %s; retry %d of %d in %.2f s",
-                method,
-                path,
-                f"HTTP {answer.status}" if answer is not None else type(failure).__name__,
-                attempt,
-                self._retry.attempts - 1,
-                delay,
-            )
+            answer = await self.send(PoolKind.QUERY, method, path, params=params)
+            outcome = verdict(answer)
+            if outcome is Verdict.OK:
+                return answer
+            if outcome is Verdict.FATAL:
+                raise answer.error()
+            raise TryAgain.answered(answer, outcome)
+
+        async def tell(retry: Retry) -> None:
             if on_retry is not None:
-                await on_retry(answer, delay)
-            await anyio.sleep(delay)
+                await on_retry(retry.answer, retry.delay)
+
+        return await retrying(
+            once, policy=self._retry, rng=self._rng, what=f"{method} {path}", on_retry=tell
+        )
 
     async def download(
         self,

@@ -5,8 +5,8 @@ Each subcommand lives in its own module and exposes ``register(subparsers)``, wh
 and sets ``run`` (a callable taking the parsed namespace and returning the exit code):
 ``_generate`` (one prompt), ``_batch`` (a prompt file), ``_tasks`` (the account's tasks),
 ``_emulator`` (a local service). Shared by all: ``_options`` (connection flags, exit codes, the
-client), ``_messages`` (errors, counts and durations in words; verbosity), ``_times`` (how a
-moment is written).
+client), ``_messages`` (errors, counts and durations in words; verbosity). Moments are written
+by the package's one ISO formatter, ``_parsing.iso_time``.
 
 A batch meets its modules in this order. Imports go one way, from ``_batch`` and ``_runner``
 down to ``_ledger``, ``_journal`` and ``_database``: no module imports (or calls back) its caller.

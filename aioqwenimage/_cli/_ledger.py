@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aioqwenimage._cli._journal import Journal, Row, State
 from aioqwenimage._cli._progress import Phase, Tally
-from aioqwenimage._cli._times import iso_milliseconds
+from aioqwenimage._parsing import iso_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -51,9 +51,9 @@ class Ledger:
             actual_prompts=[image.actual_prompt for image in result.images],
             echoed_prompt=result.prompt,
             server_times={
-                "submitted": iso_milliseconds(result.submitted_at),
-                "scheduled": iso_milliseconds(result.scheduled_at),
-                "finished": iso_milliseconds(result.finished_at),
+                "submitted": iso_time(result.submitted_at),
+                "scheduled": iso_time(result.scheduled_at),
+                "finished": iso_time(result.finished_at),
             },
             error_code=result.failures[0].code if result.failures else None,
             error_message=(

@@ -8,12 +8,12 @@ runs. So it always has exactly one line per item, whatever happened to earlier r
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from typing import TYPE_CHECKING, Any, Final
 
 from aioqwenimage._cli._journal import Row, State
+from aioqwenimage._parsing import iso_time
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -42,12 +42,6 @@ def outcome(state: State) -> str:
     return _OUTCOMES[state]
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def entry(row: Row) -> dict[str, Any]:
     """The manifest line of one item."""
     actual = next((prompt for prompt in row.actual_prompts if prompt), None)
@@ -67,12 +61,12 @@ def entry(row: Row) -> dict[str, Any]:
         "actual_prompt": actual,
         "echoed_prompt": row.echoed_prompt,
         "timings": {
-            "sent": _iso(row.sending_at),
-            "created": _iso(row.created_at),
+            "sent": iso_time(row.sending_at),
+            "created": iso_time(row.created_at),
             "submitted": row.server_times.get("submitted"),
             "scheduled": row.server_times.get("scheduled"),
             "finished": row.server_times.get("finished"),
-            "downloaded": _iso(row.downloaded_at),
+            "downloaded": iso_time(row.downloaded_at),
             "seconds": seconds,
         },
         # A done item may carry one too: some of its images failed (partial success).

@@ -32,9 +32,9 @@ from aioqwenimage._cli._options import (
     resolve_connection,
     say,
 )
-from aioqwenimage._cli._times import iso_milliseconds
 from aioqwenimage._errors import QwenImageError, TaskCanceledError, TaskError, TaskFailedError
 from aioqwenimage._models import EventKind, TaskEvent, TaskInfo, TaskStatus
+from aioqwenimage._parsing import iso_time
 
 if TYPE_CHECKING:
     from aioqwenimage import Client, GenerationResult, TaskHandle
@@ -225,9 +225,9 @@ async def _report(client: Client, handle: TaskHandle, args: argparse.Namespace) 
             prompt=result.prompt,
             actual_prompts=[image.actual_prompt for image in result.images],
             urls=[image.url for image in result.images],
-            submitted_at=iso_milliseconds(result.submitted_at),
-            scheduled_at=iso_milliseconds(result.scheduled_at),
-            finished_at=iso_milliseconds(result.finished_at),
+            submitted_at=iso_time(result.submitted_at),
+            scheduled_at=iso_time(result.scheduled_at),
+            finished_at=iso_time(result.finished_at),
         )
         if args.out is not None:
             try:

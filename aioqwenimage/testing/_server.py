@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from aioqwenimage._catalog import Protocol
+from aioqwenimage._config import is_loopback
 from aioqwenimage.testing._api import Handlers
 from aioqwenimage.testing._config import EmulatorLimits, build_limits
 from aioqwenimage.testing._engine import Engine
@@ -49,15 +49,6 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @public
@@ -123,7 +114,7 @@ class FakeDashScope:
         if not time_scale > 0:
             msg = f"time_scale must be positive, got {time_scale!r}"
             raise ValueError(msg)
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             msg = f"refusing to bind {host!r}: the emulator serves loopback only"
             raise ValueError(msg)
         for model, (low, high) in (durations or {}).items():

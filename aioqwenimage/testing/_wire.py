@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
+from aioqwenimage._parsing import SERVER_TZ
+
 __all__ = [
     "JSON_POST",
     "JSON_TASKS",
@@ -31,8 +33,6 @@ __all__ = [
 # POST answers carry plain JSON, task endpoints the charset form (recorded headers, §5).
 JSON_POST: Final = "application/json"
 JSON_TASKS: Final = "application/json;charset=UTF-8"
-
-_UTC8: Final = dt.timezone(dt.timedelta(hours=8))
 
 MSG_INVALID_PARAMETER: Final = (
     "Required parameter(s) missing or invalid, please check the request parameters."
@@ -137,7 +137,7 @@ def new_request_id() -> str:
 
 def format_time(epoch: float) -> str:
     """A task timestamp: ``YYYY-MM-DD HH:mm:ss.SSS`` in UTC+8 (§5.2)."""
-    moment = dt.datetime.fromtimestamp(epoch, _UTC8)
+    moment = dt.datetime.fromtimestamp(epoch, SERVER_TZ)
     return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
 
 
@@ -156,7 +156,7 @@ def parse_list_time(text: str) -> float:
     if len(text) != 14 or not text.isdigit():  # noqa: PLR2004 - the width of YYYYMMDDhhmmss
         msg = f"expected YYYYMMDDhhmmss, got {text!r}"
         raise ValueError(msg)
-    moment = dt.datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=_UTC8)
+    moment = dt.datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=SERVER_TZ)
     return moment.timestamp()
 
 
