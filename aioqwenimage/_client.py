@@ -1,13 +1,17 @@
 """
-`Client`: lifecycle and wiring. One client runs thousands of generations in one event loop.
+`Client`: lifecycle, wiring and the generation methods. One client runs thousands of generations
+in one event loop.
 
-A generation flows: validate and route (``_requests``) -> the model's lane (submission rate and
-in-flight slot, ``_limits``) -> create over the control pool (``_transport``) -> the one poll
-scheduler (``_scheduler``) -> terminal snapshot -> the handle resolves, the slot is released.
-Synchronous-only models take the long-call pool instead and resolve from the response.
+A generation's path, one module per step (``docs/architecture.md`` draws it): validate and route
+(``_requests``) -> a slot and a submission token (``_admission``, ``_lane``, ``_limits``) -> the
+create, re-sent only when provably nothing was created (``_paid``) -> the live registry
+(``_registry``), polled by the one scheduler (``_scheduler``, ``_polling``) and swept
+(``_sweep``) -> the registry ends it: slot released, handle resolved. ``_wiring`` builds these
+parts; the task-list, recovery and file methods come from ``_account``.
 
-Background work (the scheduler, synchronous calls) runs in one anyio task group owned by a host
-task that `aclose` stops and awaits, so closing leaves nothing running.
+Background work (the scheduler, the sweeper, creates, synchronous calls) runs in one anyio task
+group owned by a host task (``_host``) that `aclose` stops and awaits, so closing leaves nothing
+running.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -33,11 +36,10 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import anyio
 
-from aioqwenimage import _config, _resolver, _wiring
+from aioqwenimage import _config, _wiring
+from aioqwenimage._account import AccountMethods
 from aioqwenimage._errors import (
     ClientClosedError,
-    InvalidRequestError,
-    SubmissionUncertainError,
     TaskTimeoutError,
 )
 from aioqwenimage._events import EventHook
@@ -45,17 +47,11 @@ from aioqwenimage._handle import TaskHandle
 from aioqwenimage._map import map_outcomes
 from aioqwenimage._models import (
     ClientStats,
-    GeneratedImage,
     GenerationResult,
     Outcome,
-    TaskInfo,
-    TaskStatus,
 )
 from aioqwenimage._requests import ImageInput, encode_images, prepare
-from aioqwenimage._resolver import UncertainResolution
-from aioqwenimage._safety import safe_name
 from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
-from aioqwenimage._task_list import list_pages, list_query
 from aioqwenimage._timeouts import wait_timeout
 from aioqwenimage._transport import Transport
 
@@ -73,7 +69,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Client:
+class Client(AccountMethods):
     """
     The asyncio client for DashScope image generation.
 
@@ -428,113 +424,6 @@ class Client:
         self._ensure_open()
         return await self._parts.cancelling.cancel_id(task_id)
 
-    async def list_tasks(
-        self,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        model: str | None = None,
-        status: TaskStatus | str | None = None,
-        page_size: int = 50,
-    ) -> AsyncIterator[TaskInfo]:
-        """
-        The account's tasks (of any key), page by page; the service keeps 24 hours.
-
-        Args:
-            start: The window's start (timezone-aware; naive means UTC).
-            end: The window's end; the window may span at most 24 hours.
-            model: Only tasks of this model.
-            status: Only tasks in this status: a `TaskStatus` or its value (``"SUCCEEDED"``).
-            page_size: Rows fetched per request.
-
-        Raises:
-            InvalidRequestError: `status` is neither a `TaskStatus` nor one's value.
-        """
-        query = list_query(start=start, end=end, model=model, status=status, page_size=page_size)
-        self._ensure_open()
-        async with contextlib.aclosing(list_pages(self._parts.queries.list_page, query)) as pages:
-            async for rows in pages:
-                for row in rows:
-                    yield TaskInfo.from_json(row)
-
-    async def resolve_uncertain(
-        self, error: SubmissionUncertainError, *, wait: float | None = None
-    ) -> UncertainResolution:
-        """
-        Find the task an uncertain create made, or show with evidence that it made none.
-
-        Lists the tasks of the error's model since the request was sent (the service keeps 24
-        hours), follows each one this client did not create to its end, and matches the prompt
-        and parameters the service echoes. Nothing is created or cancelled.
-
-        Args:
-            error: The `SubmissionUncertainError` raised by `generate`, `submit` or `map`.
-            wait: Seconds to wait at most for each listed task that has not ended (``None``:
-                until it ends). A task still running after it leaves the outcome unknown.
-
-        Returns:
-            `UncertainOutcome.CREATED` with a handle to the task, `NOT_CREATED` (sending the
-            request again orders its images once), or `UNKNOWN` (a synchronous call, an
-            unreadable list, a task that did not end in time); its ``evidence`` says why.
-
-        Raises:
-            InvalidRequestError: `error` is not a `SubmissionUncertainError`, or `wait` is not
-                ``None`` or a number >= 0.
-        """
-        given: object = error  # untyped callers may pass any exception
-        if not isinstance(given, SubmissionUncertainError):
-            msg = f"error must be a SubmissionUncertainError, got {type(given).__name__}"
-            raise InvalidRequestError(msg, parameter="error")
-        seconds = wait_timeout(wait, "wait")
-        self._ensure_open()
-        return await _resolver.resolve_uncertain(
-            self, error, known_task_ids=self._parts.registry.created_task_ids, wait=seconds
-        )
-
-    async def save_images(self, result: GenerationResult, directory: str | Path) -> list[Path]:
-        """
-        Save every image of `result` into `directory`, concurrently; returns the paths.
-
-        `directory` is always a directory (created as needed), whatever its name; each image
-        is saved under its `GeneratedImage.name`.
-
-        Raises:
-            QwenImageError: A download failed (see `GeneratedImage.save`).
-            OSError: The directory or a file cannot be written.
-        """
-        paths: list[Path] = [Path()] * len(result.images)
-        failures: list[Exception] = []
-
-        async def save(position: int, image: GeneratedImage) -> None:
-            try:
-                paths[position] = await image.save(directory, filename=image.name)
-            except Exception as exc:  # noqa: BLE001 - raised below, unwrapped from the group
-                failures.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for position, image in enumerate(result.images):
-                tg.start_soon(save, position, image)
-        if failures:
-            raise failures[0]
-        return paths
-
-    async def download_image(self, url: str, destination: str | Path | None = None) -> bytes | Path:
-        """
-        Fetch any result URL: its bytes, or the saved path when `destination` is given.
-
-        `destination` is read as by `GeneratedImage.save`; into a directory, the file is named
-        after the URL's last path segment, reduced to a safe name.
-
-        Raises:
-            UnsafeResultError: The URL, a redirect or the bytes were refused (see the errors
-                guide), or the image is larger than ``PoolLimits.max_download_bytes``.
-            ImageExpiredError: The URL has expired.
-        """
-        self._ensure_open()
-        if destination is None:
-            return await self._parts.downloader.read(url)
-        return await self._parts.downloader.save(url, destination, default_name=_name_from_url(url))
-
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the client's counters."""
@@ -543,8 +432,3 @@ class Client:
 
 def _nonempty_str(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
-
-
-def _name_from_url(url: str) -> str:
-    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return safe_name(name, fallback="image.png")
