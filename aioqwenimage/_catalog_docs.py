@@ -2,7 +2,7 @@
 ``docs/models.md`` from the catalog: the page is generated, so it cannot drift from the code.
 
 ``python -m aioqwenimage._catalog_docs docs/models.md`` rewrites the generated part of the page
-(between its ``catalog:begin`` and ``catalog:end`` markers); ``tests/test_docs.py`` fails when the
+(between its ``catalog:begin`` and ``catalog:end`` markers); ``tests/project/test_docs.py`` fails when the
 page and the catalog disagree.
 """
 

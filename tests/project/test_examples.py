@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from aioqwenimage.testing import Fault, FaultKind
 from tests.conftest import make_client
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def load(name: str) -> ModuleType:

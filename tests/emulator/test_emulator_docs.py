@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-PAGE = Path(__file__).parent.parent / "docs" / "testing.md"
+PAGE = Path(__file__).parents[2] / "docs" / "testing.md"
 
 
 def _blocks() -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 import aioqwenimage
 from aioqwenimage import _config, _logging
 
-PAGE = (Path(__file__).parent.parent / "docs" / "production.md").read_text(encoding="utf-8")
+PAGE = (Path(__file__).parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", PAGE, re.DOTALL)
 
 

@@ -25,7 +25,7 @@ async def test_two_thousand_concurrent_generations():
         # its budget token was taken, so at 10 ms windows the arrivals of two adjacent windows
         # may coincide: the emulator allows twice the budget, and a 429 would mean the client
         # overspent by more than that. The exact per-window bound is the budget's own property
-        # (tests/test_scheduler.py); uncompressed runs meet the documented 20/s with no 429.
+        # (tests/unit/test_scheduler.py); uncompressed runs meet the documented 20/s with no 429.
         task_queries_per_second=30,
         models={"qwen-image-plus": ModelQuota(in_flight=COUNT, submits=COUNT)},
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPES = Path(__file__).parent.parent / "examples" / "testing"
+RECIPES = Path(__file__).parents[2] / "examples" / "testing"
 PER_TEST = 3.0
 """Seconds one recipe test may take on a loaded machine; on an idle one they take 0.3-0.6 s."""
 

@@ -22,7 +22,7 @@ import pytest
 
 from aioqwenimage._cli._inputs import Item
 from aioqwenimage._cli._journal import JOURNAL_NAME, Journal
-from tests.test_cli_commands import (
+from tests.cli.test_cli_commands import (
     Emulator,
     batch,
     cli,
@@ -30,7 +30,7 @@ from tests.test_cli_commands import (
     prompts,
     server,  # noqa: F401 - the module's emulator process
 )
-from tests.test_cli_commands import emulator as emulator  # noqa: PLC0414 - the fixture
+from tests.cli.test_cli_commands import emulator as emulator  # noqa: PLC0414 - the fixture
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -26,7 +26,7 @@ import tomllib
 import aioqwenimage
 from tests.conftest import MACHINE_PROXY_ENV
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 pytestmark = pytest.mark.packaging

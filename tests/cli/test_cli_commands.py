@@ -291,7 +291,7 @@ def test_tasks_list_show_and_cancel(emulator: Emulator, tmp_path: Path):
 def test_emulator_mode_runs_the_readme_command_offline(tmp_path: Path):
     """batch examples/prompts.txt --emulator: real PNGs, exit 0, with no key and no network."""
     out = tmp_path / "out"
-    examples = str(Path(__file__).parent.parent / "examples" / "prompts.txt")
+    examples = str(Path(__file__).parents[2] / "examples" / "prompts.txt")
     result = cli("batch", examples, "--emulator", "--out", str(out))
     assert 0 == result.returncode, result.stdout + result.stderr
     entries = manifest(out)

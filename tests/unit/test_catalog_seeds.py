@@ -18,7 +18,7 @@ from aioqwenimage._requests import prepare
 from aioqwenimage.testing._bodies import parse_generation
 from aioqwenimage.testing._wire import ApiError
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
 GUIDE = "text-to-image-guide.txt"
 REFERENCE = "qwen-image-api-reference.txt"
 # The seeds ship with the project's shared documents, not with the package: without them the

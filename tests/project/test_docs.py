@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aioqwenimage import _catalog, _catalog_docs
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def test_models_page_is_generated_from_the_catalog():

@@ -25,14 +25,14 @@ from aioqwenimage._cli._generate import WaitStatus
 from aioqwenimage._cli._messages import configure_output
 from aioqwenimage._cli._progress import Phase, PlainDisplay, RichDisplay, Tally
 from aioqwenimage._models import EventKind, TaskEvent, TaskStatus
-from tests.test_cli_commands import (
+from tests.cli.test_cli_commands import (
     Emulator,
     batch,
     cli,
     prompts,
     server,  # noqa: F401 - the module's emulator process
 )
-from tests.test_cli_commands import emulator as emulator  # noqa: PLC0414 - the fixture
+from tests.cli.test_cli_commands import emulator as emulator  # noqa: PLC0414 - the fixture
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
