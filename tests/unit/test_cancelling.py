@@ -17,7 +17,7 @@ import aioqwenimage as q
 from aioqwenimage import _wiring
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._models import TaskStatus
-from aioqwenimage.testing import FakeDashScope
+from aioqwenimage.testing import FakeDashScope, Fault
 from tests.unit.client_parts import (
     MODEL,
     SYNC_MODEL,
@@ -134,10 +134,31 @@ async def test_cancel_id_of_another_clients_task_only_cancels_it_remotely():
 
 async def test_owned_tasks_are_the_ones_closing_cancels():
     """`own` marks a handle as the library's: closing returns its task, and only its, to cancel."""
-    async with one_running_one_pending() as (_fake, parts, _given, pending):
+    async with one_running_one_pending() as (_fake, parts, given, pending):
         parts.cancelling.own(pending)
         parts.registry.attach("t-attached", MODEL)
+        parts.registry.end(parts.registry.get(given), q.ServerError("ended"))  # type: ignore[arg-type]
+        parts.cancelling.own(given)  # no longer tracked: nothing to mark
         assert [pending.task_id] == parts.registry.close()
+
+
+async def test_a_cancel_answered_after_the_generation_ended_leaves_its_outcome():
+    """Refused after the task already ended by another way, the cancel decides nothing."""
+    async with one_running_one_pending() as (fake, parts, started, _pending):
+        fake.faults.add(Fault(kind="delay", endpoints="cancel", times=1, delay=20))
+        ended = q.ServerError("ended by its poll meanwhile")
+        async with anyio.create_task_group() as tg:
+            verdicts: list[bool] = []
+
+            async def ask() -> None:
+                verdicts.append(await cancel(parts, started))
+
+            tg.start_soon(ask)
+            await until(lambda: parts.events.requests.get("cancel", 0) == 1)
+            parts.registry.end(parts.registry.get(started), ended)  # type: ignore[arg-type]
+        assert [False] == verdicts
+        assert ended is await outcome(started)
+        assert "RUNNING" == remote_status(fake, started.task_id)
 
 
 async def test_abandon_waits_for_the_verdict_even_when_its_caller_is_cancelled():
@@ -205,3 +226,10 @@ async def test_repr_shows_the_registry():
     """The repr names the registry it decides for."""
     async with one_running_one_pending() as (_fake, parts, _first, _pending):
         assert "<Cancelling registry=<Registry live=2 tasks=2>>" == repr(parts.cancelling)
+
+
+async def test_work_that_outlives_its_caller_runs_in_the_clients_group():
+    """`task_group` is the host's group, where `map` hands its give-ups."""
+    async with one_running_one_pending() as (_fake, parts, _first, _pending):
+        with anyio.fail_after(5):
+            assert await parts.host.task_group() is await parts.cancelling.task_group()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from aiohttp import web
 
 import aioqwenimage as q
 from aioqwenimage import _wiring
@@ -262,11 +263,15 @@ async def test_a_caller_leaving_before_its_create_is_sent_sends_nothing(one_slot
     fake = one_slot
     parts = await blocked_parts(fake, in_flight=1)
     async with running(parts):
-        await start(parts)
+        blocker = await start(parts)
         with anyio.move_on_after(0.05):
             await parts.paid.start(request())
         assert (1, 1) == (parts.events.requests["create"], created(fake))
         assert {MODEL: 1} == parts.admission.in_flight()
+        parts.registry.end(parts.registry.get(blocker), q.ServerError("ended"))  # type: ignore[arg-type]
+        await anyio.sleep(0.05)  # the slot is free now: the left create must not take it
+        assert (1, 1) == (parts.events.requests["create"], created(fake))
+        assert {} == parts.admission.in_flight()
 
 
 async def test_closing_follows_creates_on_the_wire_and_cancels_their_tasks(one_slot):
@@ -302,3 +307,76 @@ async def test_closing_follows_creates_on_the_wire_and_cancels_their_tasks(one_s
         assert {late, None} == {e.task_id for e in errors}
         assert (2, 2) == (created(fake), parts.events.requests["create"])
         assert {} == parts.admission.in_flight()
+
+
+async def test_closing_stops_a_create_not_yet_on_the_wire(fake, parts):
+    """A create held before sending (a slow `on_sending`) is stopped by closing: nothing leaves."""
+    entered = anyio.Event()
+    errors: list[q.ClientClosedError] = []
+
+    async def stuck() -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    async def caller() -> None:
+        try:
+            await parts.paid.start(request(), stuck)
+        except q.ClientClosedError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await entered.wait()
+            await close(parts)
+    assert [None] == [e.task_id for e in errors]
+    assert (0, 0) == (parts.events.requests.get("create", 0), created(fake))
+    assert {} == parts.admission.in_flight()
+
+
+async def test_a_503_that_never_ends_is_raised_after_the_attempts(fake, parts):
+    """503 on every attempt: the service's error after `attempts` sends; nothing was created."""
+    fake.faults.add(Fault(kind="unavailable", endpoints="create"))
+    with pytest.raises(q.APIError) as caught:
+        await start(parts)
+    assert not isinstance(caught.value, q.SubmissionUncertainError)
+    assert 503 == caught.value.status
+    assert (3, 2, 0) == (fake.stats.count("create", 503), parts.events.retries, created(fake))
+    assert {} == parts.admission.in_flight()
+
+
+async def test_a_success_without_a_task_id_is_uncertain():
+    """A 2xx that names no task may still have made one: uncertain, not re-sent, slot freed."""
+    answered: list[str] = []
+
+    async def no_task_id(req: web.Request) -> web.StreamResponse:
+        answered.append(req.method)
+        return web.json_response({"request_id": "r-1", "output": {"task_status": "PENDING"}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", no_task_id)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        fake = emulator()  # never started: only its key is used
+        parts = build(fake, base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1")
+        async with running(parts):
+            with pytest.raises(q.SubmissionUncertainError, match="carried no task id"):
+                await start(parts)
+            assert (["POST"], 1) == (answered, parts.events.uncertain)
+            assert (0, {}) == (parts.registry.live, parts.admission.in_flight())
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_synchronous_call_cancelled_before_it_ran_sends_nothing(fake, parts):
+    """Cancelled right after `start` returned, a sync call never leaves."""
+    handle = await parts.paid.start(request(model=SYNC_MODEL))
+    assert not await parts.cancelling.cancel(handle)
+    with pytest.raises(q.TaskCanceledError):
+        await handle
+    await anyio.wait_all_tasks_blocked()
+    assert (0, 0) == (parts.events.requests.get("sync", 0), len(fake.stats.sync_calls))
+    assert (0, 0) == (parts.events.submitted, parts.registry.live)

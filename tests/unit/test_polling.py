@@ -247,3 +247,27 @@ async def test_an_announced_task_still_running_is_left_to_the_next_sweep():
         assert [handle.task_id] == [task_id for task_id, _ in parts.registry.sweepable()]
         assert not sweeper.trusted
         assert 1.0 == scheduler.stretch
+
+
+async def test_sweep_confirmations_without_a_sweeper_or_twice_change_nothing_more():
+    """No sweeper bound: nothing is stretched; a second confirmation leaves the stretch as set."""
+    async with polling(duration=0) as (fake, parts, scheduler, _):
+        handles = [await submit(parts) for _ in range(3)]
+        for handle in handles:
+            assert handle.task_id is not None
+            await wait_until(lambda h=handle: remote_status(fake, h.task_id) == "SUCCEEDED")
+            assert parts.registry.announce(handle.task_id)
+        assert PollOutcome.FINISHED == await poll(parts, handles[0])
+        assert 1.0 == scheduler.stretch  # no sweeper: nothing to trust
+        sweeper = Sweeper(
+            list_page=parts.queries.list_page,
+            live=parts.registry.sweepable,
+            announce=parts.registry.announce,
+            interval=1.0,
+            min_live=1,
+            share=1.0,
+        )
+        parts.poller.bind(scheduler, sweeper)
+        for handle in handles[1:]:
+            assert PollOutcome.FINISHED == await poll(parts, handle)
+            assert parts.poll_policy.stretch == scheduler.stretch
