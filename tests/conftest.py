@@ -14,9 +14,8 @@ from hypothesis import settings
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
 
-# Two shared cores under coverage tracing make example times vary tenfold: no per-example
-# deadline
-# (a slow example is not a failure; the properties themselves are what the tests check).
+# Two shared cores under coverage tracing make example times vary tenfold: no per-example deadline
+# (a slow example is not a failure; the properties are what the tests check).
 settings.register_profile("shared-machine", deadline=None)
 settings.load_profile("shared-machine")
 
