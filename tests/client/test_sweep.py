@@ -13,6 +13,7 @@ from aioqwenimage._errors import InvalidRequestError, TransportError
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
 from tests.conftest import SCALE, make_client
+from tests.virtual_time import run_virtual
 
 
 def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], **kwargs: Any):
@@ -42,6 +43,12 @@ def sweeper(pages: list[Mapping[str, Any]] | Exception, live: dict[str, float], 
     return s, queries, announced
 
 
+async def sweep_for(s: Sweeper, seconds: float) -> None:
+    """Let `s` sweep for `seconds` of (virtual) time."""
+    with anyio.move_on_after(seconds):
+        await s.run()
+
+
 async def test_one_sweep_pages_through_and_announces_only_live_tasks():
     """A sweep reads every page of the window and announces the live tasks it finds finished."""
     pages = [
@@ -68,46 +75,42 @@ async def test_one_sweep_pages_through_and_announces_only_live_tasks():
     assert "2" == queries[1]["page_no"]
 
 
-async def test_few_live_tasks_are_not_swept_until_trusted():
+def test_few_live_tasks_are_not_swept_until_trusted():
     """Below min_live no list query is sent; once trusted, any live task is swept."""
     s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1_700_000_000.0}, min_live=2)
-    with anyio.move_on_after(0.02):
-        await s.run()
+    run_virtual(lambda: sweep_for(s, 0.02))
     assert [] == queries
-    s.trusted = True
-    with anyio.move_on_after(0.02):
-        await s.run()
+    s.trust()
+    run_virtual(lambda: sweep_for(s, 0.02))
     assert queries
 
 
-async def test_failed_tasks_are_looked_for_every_fourth_sweep():
+def test_failed_tasks_are_looked_for_every_fourth_sweep():
     """Every fourth sweep also lists FAILED tasks."""
     s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1.7e9, "b": 1.7e9})
-    with anyio.move_on_after(0.05):
-        await s.run()
+    run_virtual(lambda: sweep_for(s, 0.05))
     statuses = [query["status"] for query in queries]
     assert "FAILED" in statuses
     assert statuses.count("SUCCEEDED") >= 3 * statuses.count("FAILED")
 
 
-async def test_an_unexpected_error_in_a_sweep_is_logged_not_raised(caplog):
+def test_an_unexpected_error_in_a_sweep_is_logged_not_raised(caplog):
     """A bug in a sweep is logged and sweeping goes on; it never ends the client's work."""
     s, queries, _ = sweeper(ValueError("bug"), {"a": 1.7e9, "b": 1.7e9})
-    with anyio.move_on_after(0.01):
-        await s.run()
+    run_virtual(lambda: sweep_for(s, 0.01))
     assert s.enabled
     assert len(queries) > 1
     assert "sweep failed unexpectedly" in caplog.text
 
 
-async def test_a_client_error_turns_sweeping_off_and_network_errors_do_not():
+def test_a_client_error_turns_sweeping_off_and_network_errors_do_not():
     """A list endpoint that rejects the query disables sweeps; a network error is retried."""
-    s, _, _ = sweeper(TransportError("down"), {"a": 1.7e9, "b": 1.7e9})
-    with anyio.move_on_after(0.01):
-        await s.run()
+    s, queries, _ = sweeper(TransportError("down"), {"a": 1.7e9, "b": 1.7e9})
+    run_virtual(lambda: sweep_for(s, 0.01))
     assert s.enabled
+    assert len(queries) > 1
     s, _, _ = sweeper(InvalidRequestError("bad", status=400), {"a": 1.7e9, "b": 1.7e9})
-    await s.run()  # returns by itself
+    run_virtual(s.run)  # returns by itself
     assert not s.enabled
 
 
