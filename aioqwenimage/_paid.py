@@ -187,7 +187,8 @@ class PaidRequests:
             flight.job = None
             self._jobs.pop(flight, None)
             finished.set()
-        if flight.abandoned and self._registry.get(flight.handle) and not self._registry.closed:
+        gone = self._registry.get(flight.handle) is None
+        if flight.abandoned and not gone and not self._registry.closed:
             await self._cancel(flight.handle)
 
     def _caller_left(self, flight: Flight, finished: anyio.Event) -> None:
