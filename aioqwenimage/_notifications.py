@@ -162,7 +162,7 @@ class Notifications:
         if not self._seen.add(event.event_id):
             self.counts["duplicate"] += 1
             return 200
-        news = None if self._polling is None else self._polling.hint(event.task_id)
+        news = False if self._polling is None else self._polling.hint(event.task_id)
         self.counts["forwarded" if news is None else "news" if news else "ignored"] += 1
         return 200
 

@@ -82,22 +82,10 @@ class NotifiedPolling:
         loop = self._loop
         if loop is None or loop.is_closed():
             return False
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if here is not loop:
-            loop.call_soon_threadsafe(self._hint, task_id)
+        if asyncio.get_running_loop() is not loop:  # called by `Notifications.feed`: in a loop
+            loop.call_soon_threadsafe(self._registry.notify, task_id)
             return None
-        return self._hint(task_id)
-
-    def _hint(self, task_id: str) -> bool:
-        if not self._registry.notify(task_id):
-            return False
-        flight = self._registry.by_id(task_id)
-        if flight is not None:
-            self._registry.emit(EventKind.NOTIFIED, flight.handle)
-        return True
+        return self._registry.notify(task_id)
 
     def ended(self, flight: Flight, status: TaskStatus) -> None:
         """A query found `flight`'s task terminal: did a notification tell it first?"""
@@ -115,8 +103,8 @@ class NotifiedPolling:
 
     def _switch(self, *, trusting: bool, flight: Flight) -> None:
         self.trusting = trusting
-        if self._scheduler is not None:
-            self._scheduler.set_stretch(self._stretch if trusting else 1.0)
+        assert self._scheduler is not None  # noqa: S101 - polls run once the client is open
+        self._scheduler.set_stretch(self._stretch if trusting else 1.0)
         if trusting:
             logger.info("completion notifications arrive again; polling is the fallback again")
             self._registry.emit(EventKind.NOTIFICATIONS_RESUMED, flight.handle)

@@ -215,6 +215,7 @@ class Registry:
             return False  # another process's task, an ended one, or one being confirmed
         flight.notified = True
         self._scheduler.poll_now(flight.handle)  # False: a poll is in the air already
+        self.emit(EventKind.NOTIFIED, flight.handle)
         return True
 
     # --- the end of a generation -------------------------------------------------------------

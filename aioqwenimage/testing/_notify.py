@@ -167,7 +167,6 @@ class Publisher:
         self._queue: list[tuple[float, int, Task | _Delivery]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.counts = counts
@@ -219,8 +218,8 @@ class Publisher:
             sending.add_done_callback(self._sending.discard)
             return
         status = item.status_at(now)
-        if item.ended is None or item.ended > now or status not in _PUBLISHED:
-            return  # cancelled (or rescheduled by a cancel): no event
+        if status not in _PUBLISHED:
+            return  # cancelled since: no event
         self.counts["published"] += 1
         if self._rng.random() < target.loss_rate:
             self.counts["lost"] += 1

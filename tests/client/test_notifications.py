@@ -15,18 +15,19 @@ from aiohttp import web
 from fastapi import FastAPI
 
 import aioqwenimage as q
+from aioqwenimage._notifications import TOKEN_HEADER
 from aioqwenimage.testing import FakeDashScope, NotificationTarget
 from tests.conftest import make_client, roomy_limits
 
 TOKEN = "s3cret-token-value"
-SCALE = 0.002  # a simulated second lasts 2 ms
+SCALE = 0.01  # a simulated second lasts 10 ms: room for loopback HTTP under load
 DURATIONS = {"*": (5.0, 10.0)}
 
 
 @contextlib.asynccontextmanager
-async def emulator(**target: Any) -> AsyncIterator[FakeDashScope]:
+async def emulator(durations: Any = DURATIONS) -> AsyncIterator[FakeDashScope]:
     async with FakeDashScope(
-        time_scale=SCALE, seed=11, limits=roomy_limits(), durations=DURATIONS
+        time_scale=SCALE, seed=11, limits=roomy_limits(), durations=durations
     ) as fake:
         yield fake
 
@@ -145,6 +146,7 @@ async def test_lost_events_are_found_by_the_fallback_poll_then_polling_returns_t
             for _ in range(3):
                 await generate(client, 1)
             assert not notifications.trusted
+            assert "missing" in repr(client._parts.notified)
             kinds = [event.kind for event in events]
             assert 1 == kinds.count(q.EventKind.NOTIFICATIONS_MISSING)
             assert 3 == fake.stats.notifications["lost"]
@@ -157,7 +159,8 @@ async def test_lost_events_are_found_by_the_fallback_poll_then_polling_returns_t
 
 async def test_forged_events_are_refused_or_cost_one_query_and_change_nothing():
     """Wrong or missing token: refused, no query; unknown task: nothing; unfinished: one query."""
-    async with emulator() as fake, notified_client(fake) as client:
+    # Tasks long enough (0.3 s) that none ends while the forged events arrive.
+    async with emulator({"*": (30.0, 30.0)}) as fake, notified_client(fake) as client:
         notifications = client.notifications
         assert notifications is not None
         handle = await client.submit("a lighthouse", model="qwen-image-plus")
@@ -223,10 +226,12 @@ async def test_the_receiver_in_an_aiohttp_app():
         assert 5 == client.notifications.counts["news"]
 
 
-def test_a_receiver_belongs_to_one_client(fake):
-    """Giving one Notifications to two clients is refused; its repr never shows the token."""
+async def test_a_receiver_belongs_to_one_client(fake):
+    """Giving one Notifications to two clients is refused; before its client opens, it ignores."""
     notifications = q.Notifications(token=TOKEN)
     make_client(fake, notifications=notifications)
+    assert 200 == await notifications.feed(finish_event("t"), {TOKEN_HEADER: TOKEN})
+    assert 1 == notifications.counts["ignored"]
     with pytest.raises(ValueError, match="another Client"):
         make_client(fake, notifications=notifications)
     assert TOKEN not in repr(notifications)
