@@ -137,7 +137,7 @@ class Poller:
         if flight.announced:
             self._sweep_confirmed()
         if self._notified is not None:
-            self._notified.ended(flight, snapshot.status)
+            self._notified.ended(flight, snapshot)
         self._registry.finished(flight, snapshot)
         return PollOutcome.FINISHED
 

@@ -403,7 +403,7 @@ async def connect(
             if connection.emulator:  # the emulator publishes its tasks' ends there
                 from aioqwenimage.testing import NotificationTarget
 
-                fake.notify(NotificationTarget(url=url, token=notify.token, latency=(0.2, 2.0)))
+                fake.notify(NotificationTarget(url=url, token=notify.token, latency=(0.0, 0.5)))
         yield opened
 
 
