@@ -2,8 +2,8 @@
 ``docs/models.md`` from the catalog: the page is generated, so it cannot drift from the code.
 
 ``python -m aioqwenimage._catalog_docs docs/models.md`` rewrites the generated part of the page
-(between its ``catalog:begin`` and ``catalog:end`` markers); ``tests/project/test_docs.py`` fails when the
-page and the catalog disagree.
+(between its ``catalog:begin`` and ``catalog:end`` markers); ``tests/project/test_docs.py`` fails
+when the page and the catalog disagree.
 """
 
 from __future__ import annotations

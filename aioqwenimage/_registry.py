@@ -262,9 +262,11 @@ class Registry:
         if flight.sync_scope is not None:
             flight.sync_scope.cancel()
         final = TaskStatus.SUCCEEDED if result is not None else status
-        if handle.done() and final is not None and not isinstance(error, ClientClosedError):
-            # Told earlier that nobody waits (a local cancel of a RUNNING task, or a caller
-            # that left): the handle still reports the last state known of the remote task.
+        # Nobody waits for it: its waiters were told earlier (a local cancel of a RUNNING task),
+        # or its caller left and the task ended before the cancel that followed was decided.
+        unwatched = handle.done() or (flight.abandoned and final is not TaskStatus.CANCELED)
+        if unwatched and final is not None and not isinstance(error, ClientClosedError):
+            # The handle still reports the last state known of the remote task.
             handle._observe(final)  # noqa: SLF001
             self.emit(EventKind.UNOBSERVED, handle)
         self.settle(handle, error, result=result, status=status)

@@ -101,23 +101,14 @@ PollOutcome.RETRY = PollOutcome(OutcomeKind.RETRY)
 @attrs.frozen(kw_only=True)
 class PollStats:
     """
-    A snapshot of a scheduler's counters.
+    What a scheduler holds now. (What polls answered is counted once, by the client's
+    ``_events.Recorder``; the scheduler keeps no second count of it.)
 
     Attributes:
-        polls: Polls started.
-        finished: Polls that found their task terminal.
-        throttled: Polls answered 429.
-        retried: Polls that failed otherwise (5xx, network, a callback error).
-        errors: Of those, callback exceptions (a bug in the callback; logged).
         live: Tasks being polled.
         in_air: Polls awaiting their answer.
     """
 
-    polls: int
-    finished: int
-    throttled: int
-    retried: int
-    errors: int
     live: int
     in_air: int
 
@@ -179,7 +170,6 @@ class PollScheduler(Generic[K]):
         self._running = False
         self._in_air = 0
         self._throttles = 0  # in a row, budget-wide
-        self._polls = self._finished = self._throttled = self._retried = self._errors = 0
         self._stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
 
     @property
@@ -194,16 +184,8 @@ class PollScheduler(Generic[K]):
 
     @property
     def stats(self) -> PollStats:
-        """A snapshot of the counters."""
-        return PollStats(
-            polls=self._polls,
-            finished=self._finished,
-            throttled=self._throttled,
-            retried=self._retried,
-            errors=self._errors,
-            live=len(self._tracks),
-            in_air=self._in_air,
-        )
+        """What the scheduler holds now."""
+        return PollStats(live=len(self._tracks), in_air=self._in_air)
 
     def __contains__(self, key: object) -> bool:
         return key in self._tracks
@@ -302,7 +284,6 @@ class PollScheduler(Generic[K]):
         room = self._max_in_air - self._in_air
         for key in self._queue.pop_ready(now, self._budget, room):
             self._in_air += 1
-            self._polls += 1
             tg.start_soon(self._poll_one, key)
         due = self._queue.next_due()
         if due is None or self._in_air >= self._max_in_air:
@@ -336,7 +317,6 @@ class PollScheduler(Generic[K]):
             outcome = await self._poll(key)
         except Exception:
             logger.exception("the poll callback failed; polling again later")
-            self._errors += 1
             outcome = PollOutcome.RETRY
         finally:
             self._in_air -= 1
@@ -344,21 +324,14 @@ class PollScheduler(Generic[K]):
                 self.wake()  # there is room again
         now = self._clock()
         kind = outcome.kind
-        if kind is OutcomeKind.FINISHED:
-            self._finished += 1
+        if kind is OutcomeKind.FINISHED or kind is OutcomeKind.PENDING:
             self._throttles = 0
-        elif kind is OutcomeKind.PENDING:
-            self._throttles = 0
-        elif kind is OutcomeKind.THROTTLED:
-            self._throttled += 1
-            # Polls in the air when the first 429 came in are answered 429 too: they belong to
-            # the same episode and must not escalate the backoff.
-            if now >= self._budget.paused_until:
-                self._throttles += 1
-                pause = self._policy.backoff(self._throttles, self._rng, outcome.delay)
-                self._budget.pause_until(now + pause)
-        else:
-            self._retried += 1
+        # Polls in the air when the first 429 came in are answered 429 too: they belong to the
+        # same episode and must not escalate the backoff.
+        elif kind is OutcomeKind.THROTTLED and now >= self._budget.paused_until:
+            self._throttles += 1
+            pause = self._policy.backoff(self._throttles, self._rng, outcome.delay)
+            self._budget.pause_until(now + pause)
         if track is None or self._tracks.get(key) is not track:
             return  # removed (or added anew) while in the air
         if kind is OutcomeKind.FINISHED:
@@ -379,5 +352,5 @@ class PollScheduler(Generic[K]):
     def __repr__(self) -> str:
         return (
             f"<PollScheduler live={len(self._tracks)} in_air={self._in_air} "
-            f"polls={self._polls} running={self._running}>"
+            f"running={self._running}>"
         )

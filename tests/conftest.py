@@ -9,9 +9,15 @@ import aiohttp
 import aioresponses.core
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
+from hypothesis import settings
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+
+# Two shared cores under coverage tracing make example times vary tenfold: no per-example deadline
+# (a slow example is not a failure; the properties are what the tests check).
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 # The package's own pytest plugin (the `fake_dashscope` fixture), loaded here rather than through
 # its entry point (disabled in pyproject.toml) so that coverage is running when it is imported.
