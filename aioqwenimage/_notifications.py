@@ -233,9 +233,7 @@ class Notifications:
         try:
             site = web.TCPSite(runner, host, port)
             await site.start()
-            server = site._server  # noqa: SLF001 - the bound port when `port` is 0
-            sockets = getattr(server, "sockets", None) or ()
-            bound = sockets[0].getsockname()[1] if sockets else port
+            bound = runner.addresses[0][1] if runner.addresses else port  # `port` 0: the one bound
             where = f"[{host}]" if ":" in host else host
             yield f"http://{where}:{bound}/"
         finally:
