@@ -45,6 +45,7 @@ from ._models import Outcome as Outcome
 from ._models import TaskEvent as TaskEvent
 from ._models import TaskInfo as TaskInfo
 from ._models import TaskStatus as TaskStatus
+from ._notifications import Notifications as Notifications
 from ._requests import ImageInput as ImageInput
 from ._resolver import UncertainOutcome as UncertainOutcome
 from ._resolver import UncertainResolution as UncertainResolution
@@ -76,6 +77,7 @@ __all__ = [
     "InvalidRequestError",
     "Limits",
     "ModelLimits",
+    "Notifications",
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",

@@ -50,6 +50,7 @@ from aioqwenimage._models import (
     GenerationResult,
     Outcome,
 )
+from aioqwenimage._notifications import Notifications
 from aioqwenimage._requests import ImageInput, encode_images, prepare
 from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
 from aioqwenimage._timeouts import wait_timeout
@@ -101,6 +102,8 @@ class Client(AccountMethods):
             schedule, rate windows, backoffs) to match an emulator's compressed time. Leave it
             at 1 against the real service. Network timeouts are not scaled. Default
             ``$AIOQWENIMAGE_TIME_SCALE`` when `base_url` is a loopback address, else 1.
+        notifications: Learn task completions from EventBridge's events (`Notifications`),
+            polling only as the fallback; expose `notifications` at the event target's URL.
     """
 
     __module__ = "aioqwenimage"
@@ -123,6 +126,7 @@ class Client(AccountMethods):
         time_scale: float | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
+        notifications: Notifications | None = None,
     ) -> None:
         self._region = _config.resolve_region(region)
         self._base_url = _config.resolve_base_url(base_url, self._region)
@@ -151,7 +155,10 @@ class Client(AccountMethods):
             hooks=tuple(event_hooks),
             # An emulator on this machine serves its files over plain HTTP on loopback.
             strict_results=not _config.is_loopback_url(self._base_url),
+            notifications=notifications,
         )
+        self.notifications = notifications
+        """The receiver of completion notifications given to this client, if any."""
         self._state = _State.UNOPENED
 
     # --- lifecycle ---------------------------------------------------------------------------

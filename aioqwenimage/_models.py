@@ -248,6 +248,13 @@ class EventKind(enum.Enum):
     while ``RUNNING``) reached its terminal status; the client tracked it to release its slot."""
     DOWNLOADED = "downloaded"
     """One of the task's images was saved to disk."""
+    NOTIFIED = "notified"
+    """A completion notification named the task; one query confirms it."""
+    NOTIFICATIONS_MISSING = "notifications_missing"
+    """Polls found several tasks in a row finished without a notification (this one the last):
+    polling is back to normal until notifications arrive again."""
+    NOTIFICATIONS_RESUMED = "notifications_resumed"
+    """A notification was confirmed again (for this task): polling is the fallback again."""
 
 
 @attrs.frozen(kw_only=True)

@@ -17,6 +17,7 @@ from aioqwenimage._errors import QwenImageError, ServerError, TransportError
 from aioqwenimage._events import Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._models import EventKind, TaskStatus
+from aioqwenimage._notified_polling import NotifiedPolling
 from aioqwenimage._queries import TaskQueries
 from aioqwenimage._registry import Flight, Registry
 from aioqwenimage._scheduler import PollOutcome, PollScheduler
@@ -54,14 +55,24 @@ class Poller:
         self._time_scale = time_scale
         self._scheduler: PollScheduler[TaskHandle] | None = None
         self._sweeper: Sweeper | None = None
+        self._notified: NotifiedPolling | None = None
 
     def __repr__(self) -> str:
         return f"<Poller sweeps={self._sweeper is not None}>"
 
-    def bind(self, scheduler: PollScheduler[TaskHandle], sweeper: Sweeper | None) -> None:
-        """The scheduler that calls `poll`, and the sweeper whose findings polls confirm."""
+    def bind(
+        self,
+        scheduler: PollScheduler[TaskHandle],
+        sweeper: Sweeper | None,
+        notified: NotifiedPolling | None = None,
+    ) -> None:
+        """
+        The scheduler that calls `poll`, the sweeper whose findings polls confirm, and what
+        decides polling from notifications (told of every end a poll finds).
+        """
         self._scheduler = scheduler
         self._sweeper = sweeper
+        self._notified = notified
 
     async def poll(self, handle: TaskHandle) -> PollOutcome:
         """One query of one task, for the scheduler; never raises."""
@@ -70,6 +81,7 @@ class Poller:
         if flight is None or task_id is None:
             return PollOutcome.FINISHED
         self._events.sent("poll")
+        notified_before = flight.notified
         try:
             response = await self._transport.send(PoolKind.QUERY, "GET", f"/tasks/{task_id}")
         except TransportError as exc:
@@ -116,9 +128,16 @@ class Poller:
                 handle._observe(TaskStatus.RUNNING)  # noqa: SLF001
                 self._registry.emit(EventKind.RUNNING, handle)
             flight.announced = False  # the list was ahead of the task itself: sweep it again
+            if flight.notified and not notified_before:
+                # The notification came while this poll was in the air: its answer may predate
+                # the end, so ask again soon rather than at the stretched fallback time.
+                return PollOutcome.retry()
+            flight.notified = False  # early or forged: the fallback schedule goes on
             return PollOutcome.PENDING
         if flight.announced:
             self._sweep_confirmed()
+        if self._notified is not None:
+            self._notified.ended(flight, snapshot)
         self._registry.finished(flight, snapshot)
         return PollOutcome.FINISHED
 

@@ -3,11 +3,12 @@ The live generations of one client, and the one place each of them ends.
 
 A generation is live from its admission until its handle resolves, and a task nobody waits for
 any more stays live until the service says it ended, so that its in-flight slot is held exactly
-as long as the service counts the task. Every way of learning that a task finished (its own poll
-today; a notification, confirmed by one query, tomorrow) enters through `Registry.finished`;
+as long as the service counts the task. Every way of learning that a task finished (its own poll;
+a notification or a sweep, each confirmed by one poll) enters through `Registry.finished`;
 every way a generation ends (result, failure, cancel, close) goes through `Registry.end`, which
 releases the slot, stops the polls and resolves the handle, once. Sweeps read the live tasks
-here and announce what the task list says finished; the announced task is then polled at once.
+here and announce what the task list says finished, and a notification names a task (`notify`);
+either way the task is then polled at once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Flight:
     on_sending: Callable[[], Awaitable[object]] | None = None
     created_at: float | None = None  # epoch seconds, for the sweeps' list window
     announced: bool = False  # a sweep found it finished; its poll is on the way
+    notified: bool = False  # a notification said it finished; its poll is on the way
     owned: bool = False  # nobody but the library holds the handle (generate, map)
     delivered: bool = False  # the create's caller has the handle (until then, nobody has)
     abandoned: bool = False  # nobody waits for it any more; tracked only to free its slot
@@ -204,6 +206,16 @@ class Registry:
         flight.announced = True
         assert self._scheduler is not None  # noqa: S101
         self._scheduler.poll_now(flight.handle)  # False: a poll is in the air already
+        return True
+
+    def notify(self, task_id: str) -> bool:
+        """A completion notification names `task_id`: poll it now. Whether it was news."""
+        flight = self._by_id.get(task_id)
+        if flight is None or flight.notified or self._scheduler is None:
+            return False  # another process's task, an ended one, or one being confirmed
+        flight.notified = True
+        self._scheduler.poll_now(flight.handle)  # False: a poll is in the air already
+        self.emit(EventKind.NOTIFIED, flight.handle)
         return True
 
     # --- the end of a generation -------------------------------------------------------------

@@ -35,6 +35,7 @@ from aioqwenimage._models import (
     TaskInfo,
     TaskStatus,
 )
+from aioqwenimage._notifications import Notifications
 from aioqwenimage._requests import ImageInput
 from aioqwenimage._resolver import UncertainResolution
 from aioqwenimage._settings import Limits, PollPolicy, PoolLimits, RetryPolicy, Timeouts
@@ -115,7 +116,8 @@ class SyncClient:
     Use it as ``with aioqwenimage.SyncClient() as client:``, or call `close` when done. It runs
     one `Client` on an event loop in a background thread; it is safe to share between threads.
     Options are those of `Client` (except `session`: an aiohttp session belongs to the loop that
-    made it). Event hooks run on the background thread. `submit` has no ``on_sending`` hook: it
+    made it). Event hooks run on the background thread; a `Notifications` receiver may be
+    served from any thread. `submit` has no ``on_sending`` hook: it
     is awaited on the client's loop, so it is an async client's feature.
 
     Raises:
@@ -141,6 +143,7 @@ class SyncClient:
         event_hooks: Iterable[EventHook] = (),
         seed: int | None = None,
         time_scale: float | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         make = functools.partial(
             Client,
@@ -158,7 +161,11 @@ class SyncClient:
             event_hooks=tuple(event_hooks),
             seed=seed,
             time_scale=time_scale,
+            notifications=notifications,
         )
+        self.notifications = notifications
+        """The receiver of completion notifications, if any: serve it from any thread or loop
+        (what it learns is handed to the client's own loop)."""
         self._loop = LoopThread()
         try:
             # Built on the loop's thread: everything the client creates belongs to that loop.

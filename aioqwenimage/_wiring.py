@@ -22,6 +22,8 @@ from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._host import Host, Runner
 from aioqwenimage._limits import QueryBudget
+from aioqwenimage._notifications import Notifications
+from aioqwenimage._notified_polling import NotifiedPolling
 from aioqwenimage._paid import PaidRequests
 from aioqwenimage._polling import Poller
 from aioqwenimage._queries import TaskQueries
@@ -53,6 +55,7 @@ class Parts:
     poll_policy: PollPolicy
     time_scale: float
     rng: random.Random
+    notified: NotifiedPolling | None = None  # with completion notifications only
 
 
 def build(
@@ -65,6 +68,7 @@ def build(
     rng: random.Random,
     hooks: tuple[EventHook, ...],
     strict_results: bool,
+    notifications: Notifications | None = None,
 ) -> Parts:
     """All parts of a client around its `transport`; nothing runs until `start`."""
     events = Recorder(hooks)
@@ -98,6 +102,12 @@ def build(
         rng=rng,
     )
     poller = Poller(transport, registry, queries, events, policy=poll_policy, time_scale=time_scale)
+    notified = None
+    if notifications is not None:
+        notified = NotifiedPolling(
+            registry, stretch=notifications.stretch, missing_after=notifications.missing_after
+        )
+        notifications._bind(notified)  # noqa: SLF001 - the receiver feeds this client
     return Parts(
         transport=transport,
         events=events,
@@ -113,6 +123,7 @@ def build(
         poll_policy=poll_policy,
         time_scale=time_scale,
         rng=rng,
+        notified=notified,
     )
 
 
@@ -133,7 +144,8 @@ def start(parts: Parts) -> None:
     if policy.sweep:
         sweeper = Sweeper(
             list_page=parts.queries.list_page,
-            live=parts.registry.sweepable,
+            # With notifications, sweeps pause while they are trusted.
+            live=parts.notified.sweepable if parts.notified else parts.registry.sweepable,
             announce=parts.registry.announce,
             interval=policy.sweep_interval,
             min_live=policy.sweep_min_live,
@@ -141,5 +153,7 @@ def start(parts: Parts) -> None:
         )
         runners.append(sweeper.run)
     parts.registry.bind(scheduler)
-    parts.poller.bind(scheduler, sweeper)
+    parts.poller.bind(scheduler, sweeper, parts.notified)
+    if parts.notified is not None:
+        parts.notified.bind(scheduler)
     parts.host.start(runners)

@@ -6,7 +6,8 @@ Run as ``python -m benchmarks._emulator_proc CONFIG_JSON``. It prints one JSON l
 
 The control server listens on its own port, so the runner's own requests never count as the client's
 connections or requests: ``GET /stats`` answers the emulator's stats (per-task report included) and
-``POST /reset`` forgets every task and zeroes the counters between client variants. When the
+``POST /reset`` forgets every task and zeroes the counters between client variants;
+``POST /notify`` sets (or, with ``null``, removes) the target of task-completion events. When the
 emulator's stats carry no ``timeline`` yet, a sampler here builds one of the same shape
 (``[bucket_start, endpoint, status, count]`` rows, 0.1 s buckets) from the live request counters.
 """
@@ -24,7 +25,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota, Stats
+from aioqwenimage.testing import (
+    EmulatorLimits,
+    FakeDashScope,
+    ModelQuota,
+    NotificationTarget,
+    Stats,
+)
 
 BUCKET: Final = 0.1
 
@@ -113,9 +120,25 @@ async def serve(config: dict[str, Any]) -> None:
             sampler.reset()
             return web.json_response({"reset": True})
 
+        async def notify(request: web.Request) -> web.Response:
+            target = await request.json()
+            fake.notify(
+                None
+                if target is None
+                else NotificationTarget(
+                    url=target["url"],
+                    token=target["token"],
+                    latency=tuple(target["latency"]),
+                    duplicate_rate=target["duplicate_rate"],
+                    loss_rate=target["loss_rate"],
+                )
+            )
+            return web.json_response({"notify": target is not None})
+
         app = web.Application()
         app.router.add_get("/stats", stats)
         app.router.add_post("/reset", reset)
+        app.router.add_post("/notify", notify)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

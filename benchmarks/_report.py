@@ -43,7 +43,7 @@ _COLORS: Final = {
 }
 NOTES_START: Final = "<!-- notes:start -->"
 NOTES_END: Final = "<!-- notes:end -->"
-WORKLOAD_ORDER: Final = ("B1", "B2", "B3", "B4")
+WORKLOAD_ORDER: Final = ("B1", "B2", "B3", "B4", "B6")
 
 INTRO: Final = """
 # Benchmarks
@@ -294,7 +294,31 @@ def evaluate_targets(docs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     else:
         add("B4: converges on the hidden cap of 20", None, "not measured")
         add("B4: makespan <= 1.15 x ideal for a cap of 20", None, "not measured")
+    _notification_targets(aqi["B6"], add)
     return targets
+
+
+# B6's events come 0.2-2 s after each task's end, uniformly: their median delay.
+_B6_DELIVERY_P50: Final = 1.1
+
+
+def _notification_targets(b6: Mapping[str, Any] | None, add: Any) -> None:
+    """Issue 12's targets: one query per task, nothing lost, detection = delivery + 0.1 s."""
+    names = (
+        "B6: task queries per task <= 1.05",
+        "B6: no generation lost",
+        f"B6: median detection delay <= delivery ({_B6_DELIVERY_P50:g} s) + 0.1 s",
+    )
+    if b6 is None:
+        for name in names:
+            add(name, None, "not measured")
+        return
+    queries = (b6["polls"] + b6.get("list_calls", 0)) / b6["tasks_created"]
+    add(names[0], queries <= 1.05, f"{queries:.3f} (list queries: {b6.get('list_calls', 0)})")
+    lost = b6["errors"] + b6.get("unfinished", 0)
+    add(names[1], lost == 0, f"{b6['succeeded']} succeeded, {lost} failed or unfinished")
+    p50 = b6["detection_p50"]
+    add(names[2], p50 is not None and p50 <= _B6_DELIVERY_P50 + 0.1, f"{_fmt(p50)} s")
 
 
 # --- Markdown --------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,14 +75,20 @@ class Emulator:
             if process.stdout is not None:
                 process.stdout.close()
 
-    def _call(self, path: str, method: str = "GET") -> dict[str, Any]:
-        request = urllib.request.Request(self.control_url + path, method=method)  # noqa: S310
+    def _call(self, path: str, method: str = "GET", data: bytes | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310
+            self.control_url + path, method=method, data=data
+        )
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback
             return json.loads(response.read())
 
     def reset(self) -> None:
         """Forget every task; zero every counter."""
         self._call("/reset", "POST")
+
+    def notify(self, target: dict[str, Any] | None) -> None:
+        """Publish task-completion events to `target` (url, token, latency, rates), or stop."""
+        self._call("/notify", "POST", json.dumps(target).encode())
 
     def stats(self) -> dict[str, Any]:
         """The emulator's stats, per-task report and timeline included."""
@@ -148,6 +156,17 @@ def run_variant(
         }
         if poll and variant == "aioqwenimage":
             spec["poll"] = poll
+        notifying = workload.notifications is not None and variant == "aioqwenimage"
+        if notifying:
+            # The client's receiver listens on a port chosen here, so the emulator can be told.
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            token = secrets.token_urlsafe(16)
+            spec["notify"] = {"port": port, "token": token}
+            emulator.notify(
+                {"url": f"http://127.0.0.1:{port}/", "token": token, **workload.notifications}
+            )
         command = [sys.executable, "-m", "benchmarks._variants"]
         if profile == "pyinstrument" and profile_dir is not None:
             spec["profile"] = "pyinstrument"
@@ -181,6 +200,8 @@ def run_variant(
                 os.killpg(process.pid, signal.SIGKILL)
             _, stderr = process.communicate()
         wall = time.monotonic() - started
+        if notifying:
+            emulator.notify(None)
         entry: dict[str, Any] = {
             "run_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "revision": _git_revision(),

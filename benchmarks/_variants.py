@@ -202,13 +202,21 @@ async def run_aioqwenimage(spec: dict[str, Any], workload: Workload, rec: Record
     )
     # Overrides of the poll policy, to re-measure a tuning without editing the client.
     poll = aioqwenimage.PollPolicy(**spec["poll"]) if spec.get("poll") else None
-    async with aioqwenimage.Client(
-        api_key=spec["api_key"],
-        base_url=spec["base_url"],
-        limits=limits,
-        poll=poll,
-        time_scale=workload.time_scale,
-    ) as client:
+    notify = spec.get("notify")
+    notifications = aioqwenimage.Notifications(token=notify["token"]) if notify else None
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            aioqwenimage.Client(
+                api_key=spec["api_key"],
+                base_url=spec["base_url"],
+                limits=limits,
+                poll=poll,
+                time_scale=workload.time_scale,
+                notifications=notifications,
+            )
+        )
+        if notifications is not None:
+            await stack.enter_async_context(notifications.listen("127.0.0.1", notify["port"]))
 
         async def run_async(group: Group) -> None:
             async for outcome in client.map(workload.prompts(group), model=group.model):
@@ -243,6 +251,8 @@ async def run_aioqwenimage(spec: dict[str, Any], workload: Workload, rec: Record
                 "finished": dict(stats.finished),
                 "uncertain": stats.uncertain,
             }
+            if notifications is not None:
+                rec.extra["client_stats"]["notifications"] = dict(notifications.counts)
 
 
 def _describe(error: BaseException) -> str:

@@ -83,6 +83,9 @@ class Workload:
         timeout: Per client variant, wall seconds before it is stopped and marked timed out.
         timeouts: Per-variant overrides of `timeout`.
         sample_step: Seconds between samples of the in-flight series.
+        notifications: When set, the emulator publishes task-completion events to aioqwenimage's
+            receiver: ``latency`` (low, high) simulated seconds, ``duplicate_rate``,
+            ``loss_rate`` (see `aioqwenimage.testing.NotificationTarget`).
     """
 
     name: str
@@ -97,6 +100,7 @@ class Workload:
     timeout: float = 300.0
     timeouts: dict[str, float] = field(default_factory=dict)
     sample_step: float = 0.5
+    notifications: dict[str, Any] | None = None
 
     @property
     def async_group(self) -> Group:
@@ -250,6 +254,21 @@ WORKLOADS: Final[dict[str, Workload]] = {
         task_queries_per_second=20,
         client_queries_per_second=15,
         timeout=240.0,
+    ),
+    "B6": Workload(
+        name="B6",
+        title="notifications",
+        description=(
+            "B1 with completion notifications: the emulator publishes each task's end as "
+            "EventBridge would, 0.2-2 s after it, losing 2% of the events and delivering 5% "
+            "twice; aioqwenimage receives them (`Notifications`) and polls only as the fallback."
+        ),
+        groups=(_B1_GROUP,),
+        models={_PLUS: _B1_LIMITS},
+        task_queries_per_second=20,
+        client_queries_per_second=15,
+        timeout=240.0,
+        notifications={"latency": (0.2, 2.0), "duplicate_rate": 0.05, "loss_rate": 0.02},
     ),
     "B4": Workload(
         name="B4",

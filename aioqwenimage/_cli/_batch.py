@@ -23,6 +23,7 @@ from aioqwenimage._cli._journal import (
     JournalWriteError,
 )
 from aioqwenimage._cli._messages import add_output_options, model_problem
+from aioqwenimage._cli._notify import add_notify_options
 from aioqwenimage._cli._options import (
     EXIT_INTERRUPTED,
     EXIT_STORAGE,
@@ -108,6 +109,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--client-seed", type=int, help=argparse.SUPPRESS)
     add_generation_options(parser, batch=True)
     add_connection_options(parser)
+    add_notify_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
 

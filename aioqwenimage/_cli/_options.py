@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from aioqwenimage._cli._notify import NotifyListen, resolve_notify
 from aioqwenimage._config import resolve_key
 from aioqwenimage._errors import QwenImageError
 
@@ -256,6 +257,7 @@ class Connection:
     in_flight: int | None
     submits_per_second: float | None
     queries_per_second: float | None
+    notify: NotifyListen | None = None  # --notify-listen: completions from EventBridge
 
     @property
     def target(self) -> str:
@@ -285,6 +287,9 @@ def resolve_connection(args: argparse.Namespace) -> Connection | str:
     except (ValueError, QwenImageError) as exc:
         return str(exc)
     scale = args.time_scale or (EMULATOR_TIME_SCALE if emulator else 1.0)
+    notify = resolve_notify(args)
+    if isinstance(notify, str):
+        return notify
     return Connection(
         emulator=emulator,
         api_key=args.api_key,
@@ -295,6 +300,7 @@ def resolve_connection(args: argparse.Namespace) -> Connection | str:
         in_flight=args.in_flight,
         submits_per_second=args.submits_per_second,
         queries_per_second=args.queries_per_second,
+        notify=notify,
     )
 
 
@@ -352,10 +358,12 @@ async def connect(
         event_hooks: Passed to the client.
         seed: Seeds the client's jitter (and the emulator), for reproducible runs.
     """
-    from aioqwenimage import Client
+    from aioqwenimage import Client, Notifications
 
     models = tuple(dict.fromkeys(models))
     limits = client_limits(connection, models)
+    notify = connection.notify
+    notifications = None if notify is None else Notifications(token=notify.token)
     async with contextlib.AsyncExitStack() as stack:
         if connection.emulator:
             from aioqwenimage.testing import FakeDashScope
@@ -374,6 +382,7 @@ async def connect(
                 time_scale=connection.time_scale,
                 event_hooks=event_hooks,
                 seed=seed,
+                notifications=notifications,
             )
         else:
             client = Client(
@@ -385,8 +394,17 @@ async def connect(
                 time_scale=connection.time_scale,
                 event_hooks=event_hooks,
                 seed=seed,
+                notifications=notifications,
             )
-        yield await stack.enter_async_context(client)
+        opened = await stack.enter_async_context(client)
+        if notify is not None and notifications is not None:
+            url = await stack.enter_async_context(notifications.listen(notify.host, notify.port))
+            note(f"receiving completion notifications at {url}")
+            if connection.emulator:  # the emulator publishes its tasks' ends there
+                from aioqwenimage.testing import NotificationTarget
+
+                fake.notify(NotificationTarget(url=url, token=notify.token, latency=(0.0, 0.5)))
+        yield opened
 
 
 def check_output_dir(directory: Path) -> str | None:

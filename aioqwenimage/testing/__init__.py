@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from aioqwenimage.testing._faults import Fault as Fault
     from aioqwenimage.testing._faults import FaultKind as FaultKind
     from aioqwenimage.testing._faults import Faults as Faults
+    from aioqwenimage.testing._notify import NotificationTarget as NotificationTarget
     from aioqwenimage.testing._server import DEFAULT_API_KEY as DEFAULT_API_KEY
     from aioqwenimage.testing._server import FakeDashScope as FakeDashScope
     from aioqwenimage.testing._stats import Stats as Stats
@@ -43,6 +44,7 @@ __all__ = [
     "FaultKind",
     "Faults",
     "ModelQuota",
+    "NotificationTarget",
     "Stats",
     "SyncCallReport",
     "TaskReport",
@@ -58,6 +60,7 @@ _HOMES = {
     "FaultKind": "_faults",
     "Faults": "_faults",
     "ModelQuota": "_config",
+    "NotificationTarget": "_notify",
     "Stats": "_stats",
     "SyncCallReport": "_stats",
     "TaskReport": "_stats",

@@ -21,6 +21,7 @@ from aioqwenimage.testing import _render, _wire
 from aioqwenimage.testing._config import REGIONS, EmulatorLimits, resolve_quota
 from aioqwenimage.testing._faults import FaultKind, Faults, Fired
 from aioqwenimage.testing._files import UrlSigner
+from aioqwenimage.testing._notify import Publisher
 from aioqwenimage.testing._ratelimit import SlidingWindow
 from aioqwenimage.testing._stats import Stats
 from aioqwenimage.testing._tasks import CapExceeded, Task, TaskStatus, TaskStore
@@ -98,6 +99,14 @@ class Engine:
         self._submit_windows: dict[str, SlidingWindow | None] = {}
         self._task_window = self._make_task_window()
         self.stats = Stats(tasks_source=self._task_statuses, in_flight_source=self._in_flight)
+        self.publisher = Publisher(
+            time_scale=time_scale,
+            region=self.region,
+            seed=seed,
+            clock=clock,
+            counts=self.stats.notifications,
+        )
+        self.store.on_start = self.publisher.started
 
     def _make_task_window(self) -> SlidingWindow | None:
         per_second = self.limits.task_queries_per_second if self.limits is not None else None
@@ -119,6 +128,7 @@ class Engine:
         """Forget tasks, counters and windows; keep the configuration and armed faults."""
         self.store.clear()
         self.stats.clear()
+        self.publisher.clear()
         self._submit_windows.clear()
         self._task_window = self._make_task_window()
 

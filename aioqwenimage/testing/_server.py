@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from aioqwenimage import Client, SyncClient
     from aioqwenimage.testing._bodies import UnknownModels
     from aioqwenimage.testing._faults import Fault, Faults
+    from aioqwenimage.testing._notify import NotificationTarget
     from aioqwenimage.testing._stats import Stats
 
 __all__ = ["DEFAULT_API_KEY", "FakeDashScope", "fake_from_options"]
@@ -84,6 +85,8 @@ class FakeDashScope:
         clock: The wall clock in epoch seconds (default `time.time`); tests may pass a fake one
             to step over retention and URL expiry.
         allow_remote: Permit a non-loopback `host`.
+        notifications: Publish task-completion events there, as EventBridge would (see
+            `notify` to set it while running).
 
     Raises:
         ValueError: An option is out of range, or `host` is not loopback.
@@ -108,6 +111,7 @@ class FakeDashScope:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         clock: Callable[[], float] = time.time,
         allow_remote: bool = False,
+        notifications: NotificationTarget | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
@@ -142,6 +146,8 @@ class FakeDashScope:
             clock=clock,
         )
         self._engine.faults.add(*faults)
+        self._engine.publisher.target = notifications
+        self._publishing: asyncio.Task[None] | None = None
         self._handlers = Handlers(self._engine, api_key=api_key, max_body_bytes=max_body_bytes)
         self._max_body = max_body_bytes
         self._state = _State.NEW
@@ -240,6 +246,10 @@ class FakeDashScope:
         }
         return options | dict(overrides)
 
+    def notify(self, target: NotificationTarget | None) -> None:
+        """Publish the ends of tasks started from now on to `target` (``None``: stop)."""
+        self._engine.publisher.target = target
+
     def reset(self) -> None:
         """Forget every task and zero the stats; the configuration and armed faults stay."""
         if self._thread is not None:
@@ -327,6 +337,7 @@ class FakeDashScope:
             await self.close()
             raise
         self._engine.files_base_url = self._files_site.name
+        self._publishing = asyncio.get_running_loop().create_task(self._engine.publisher.run())
 
     async def close(self) -> None:
         """Stop serving and release every socket; held synchronous calls are cut. Idempotent."""
@@ -335,6 +346,10 @@ class FakeDashScope:
             await asyncio.to_thread(self._thread.stop)
             return
         self._state = _State.CLOSED
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()

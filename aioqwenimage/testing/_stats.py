@@ -93,6 +93,9 @@ class Stats:
             a client must never send its API key to the result host.
         peak_sync_in_flight: The most synchronous calls held open at once.
         sync_calls: A report per synchronous call.
+        notifications: Task-completion events: ``published``, ``lost``, ``duplicated``,
+            ``delivered`` (answered 2xx), ``refused`` (answered otherwise), ``failed`` (no
+            answer), ``dead`` (every try failed); see `NotificationTarget`.
     """
 
     _tasks_source: Callable[[], Iterable[tuple[Task, TaskStatus]]] = attrs.field(
@@ -111,6 +114,7 @@ class Stats:
     sync_in_flight: int = 0
     peak_sync_in_flight: int = 0
     sync_calls: list[SyncCallReport] = attrs.field(factory=list)
+    notifications: Counter[str] = attrs.field(factory=Counter)
 
     def clear(self) -> None:
         """Zero every counter (the emulator's reset)."""
@@ -120,6 +124,7 @@ class Stats:
         self.file_requests = self.file_requests_with_authorization = 0
         self.sync_in_flight = self.peak_sync_in_flight = 0
         self.sync_calls.clear()
+        self.notifications.clear()
 
     def count_connection(self) -> None:
         """One more TCP connection accepted by the API host."""
@@ -168,6 +173,7 @@ class Stats:
             "peak_sync_in_flight": self.peak_sync_in_flight,
             "file_requests": self.file_requests,
             "file_requests_with_authorization": self.file_requests_with_authorization,
+            "notifications": dict(sorted(self.notifications.items())),
         }
         if tasks:
             data["tasks"] = [attrs.asdict(report) for report in self.tasks.values()]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from aioqwenimage._catalog import Protocol
 
@@ -126,6 +126,8 @@ class TaskStore:
 
     def __init__(self, *, retention: float) -> None:
         self.retention = retention
+        # Told each task whose end time is fixed (the publisher of completion events).
+        self.on_start: Callable[[Task], None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -183,6 +185,8 @@ class TaskStore:
         task.scheduled = at + task.delay
         task.ended = at + max(task.duration, task.delay)
         heapq.heappush(self._ends, (task.ended, next(self._seq), task))
+        if self.on_start is not None:
+            self.on_start(task)
 
     # --- operations --------------------------------------------------------------------------
 
