@@ -431,6 +431,30 @@ def table(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def polling_beside_notifications(docs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """B1 (polls and sweeps) beside B6 (the same workload with notifications), for aioqwenimage."""
+    b1, b6 = _entry(docs, "B1", "aioqwenimage"), _entry(docs, "B6", "aioqwenimage")
+    if b1 is None or b6 is None:
+        return []
+    rows = [
+        ("task queries per task (incl. list calls)", "polls_per_task", ".2f"),
+        ("detection delay p50 (s)", "detection_p50", ".2f"),
+        ("detection delay p95 (s)", "detection_p95", ".2f"),
+        ("makespan (s)", "elapsed", ".1f"),
+    ]
+    lines = [
+        "The same workload polled (B1, with sweeps) and notified (B6), aioqwenimage:",
+        "",
+        "| metric | B1: polling | B6: notifications |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {label} | {_fmt(b1.get(key), spec)} | {_fmt(b6.get(key), spec)} |"
+        for label, key, spec in rows
+    ]
+    return [*lines, ""]
+
+
 def render_markdown(
     docs: Mapping[str, Mapping[str, Any]],
     plots: Mapping[str, str],
@@ -485,6 +509,8 @@ def render_markdown(
             reference_line(name),
             "",
         ]
+        if name == "B6":
+            parts += polling_beside_notifications(docs)
         revisions = sorted({e.get("revision", "?") for e in doc.get("clients", {}).values()})
         runs = sorted({e.get("run_at", "?") for e in doc.get("clients", {}).values()})
         parts.append(
