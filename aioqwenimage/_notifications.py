@@ -103,8 +103,8 @@ class Notifications:
             msg += f"{missing_after!r}"
             raise ValueError(msg)
         self._token = token.encode()
-        self.stretch = float(stretch)
-        self.missing_after = missing_after
+        self.stretch: float = float(stretch)
+        self.missing_after: int = missing_after
         self._seen = SeenEvents(remember)
         self._polling: NotifiedPolling | None = None
         self.counts: Counter[str] = Counter()
