@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import attrs
 
-from aioqwenimage._coordination import Lease
+from aioqwenimage._coordination import Coordinator, Lease
 from aioqwenimage._lane import SubmitLane
 from aioqwenimage._limits import make_overall_cap
 from aioqwenimage._settings import Limits
@@ -48,9 +48,16 @@ class Admission:
     """The lanes of one client, by model, and its overall in-flight cap."""
 
     def __init__(
-        self, limits: Limits, *, region: str, time_scale: float, rng: random.Random
+        self,
+        limits: Limits,
+        *,
+        region: str,
+        time_scale: float,
+        rng: random.Random,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._limits = limits
+        self._coordinator = coordinator
         self._region = region
         self._time_scale = time_scale
         self._rng = rng
@@ -71,6 +78,9 @@ class Admission:
                 self._limits.for_model(request.model, documented),
                 scale=self._time_scale,
                 rng=self._rng,
+                # The same name in every process: a shared coordinator shares the lane by it.
+                name=f"submit:{request.model}",
+                coordinator=self._coordinator,
             )
             self._lanes[request.model] = lane
         return lane

@@ -38,6 +38,7 @@ import anyio
 
 from aioqwenimage import _config, _wiring
 from aioqwenimage._account import AccountMethods
+from aioqwenimage._coordination import Coordinator
 from aioqwenimage._errors import (
     ClientClosedError,
     TaskTimeoutError,
@@ -104,6 +105,9 @@ class Client(AccountMethods):
             ``$AIOQWENIMAGE_TIME_SCALE`` when `base_url` is a loopback address, else 1.
         notifications: Learn task completions from EventBridge's events (`Notifications`),
             polling only as the fallback; expose `notifications` at the event target's URL.
+        coordinator: Where the account's limits are kept: by default in this process; a
+            `aioqwenimage.redis.RedisCoordinator` shares them (and the sweeps) with every
+            process on the same key. One coordinator per client.
     """
 
     __module__ = "aioqwenimage"
@@ -127,6 +131,7 @@ class Client(AccountMethods):
         proxy: str | None = None,
         trust_env: bool = True,
         notifications: Notifications | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self._region = _config.resolve_region(region)
         self._base_url = _config.resolve_base_url(base_url, self._region)
@@ -156,6 +161,8 @@ class Client(AccountMethods):
             # An emulator on this machine serves its files over plain HTTP on loopback.
             strict_results=not _config.is_loopback_url(self._base_url),
             notifications=notifications,
+            coordinator=coordinator,
+            account=_config.account_name(self._key),
         )
         self.notifications = notifications
         """The receiver of completion notifications given to this client, if any."""

@@ -9,6 +9,7 @@ honoured only for a loopback API root, so a stray variable can never compress pr
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
@@ -190,6 +191,13 @@ def resolve_key(api_key: str | None) -> Secret | None:
     """The API key from the argument or ``$DASHSCOPE_API_KEY``; ``None`` when there is none."""
     key = api_key if api_key is not None else os.environ.get("DASHSCOPE_API_KEY")
     return Secret(key.strip()) if key and key.strip() else None
+
+
+def account_name(key: Secret | None) -> str:
+    """Names the key's account where it is shared (in Redis): a hash, never the key."""
+    if key is None:
+        return "no-key"
+    return hashlib.sha256(key.reveal().encode()).hexdigest()[:16]
 
 
 def missing_key_error() -> AuthenticationError:

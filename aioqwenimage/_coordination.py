@@ -37,13 +37,26 @@ once); times are the injected clock's (``anyio.current_time`` in the client).
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
 
+if TYPE_CHECKING:
+    from aioqwenimage._models import EventKind
+
 from aioqwenimage._settings import _check_rate, rate_window
 
-__all__ = ["QUERIES", "RATE_MARGIN", "Coordinator", "Lease", "RateWindow", "SlotPool", "WindowSpec"]
+__all__ = [
+    "QUERIES",
+    "RATE_MARGIN",
+    "Coordinator",
+    "Lease",
+    "RateWindow",
+    "SharedCoordinator",
+    "SlotPool",
+    "WindowSpec",
+]
 
 # The service counts a window by arrival, we by sending: network jitter can squeeze `limit`
 # sends spaced exactly one window apart into less than a window on arrival. Holding our windows
@@ -181,4 +194,52 @@ class Coordinator(Protocol):
 
     def slots(self, name: str, limit: int | None) -> SlotPool:
         """The in-flight pool called `name`, with the local limit `limit` (``None``: none)."""
+        ...  # pragma: no cover
+
+
+@runtime_checkable
+class SharedCoordinator(Coordinator, Protocol):
+    """
+    A `Coordinator` shared between processes (``aioqwenimage.redis.RedisCoordinator``).
+
+    The client binds it when built, runs it in its host while open, and shares sweeps through it:
+    one process (the leader) sweeps the task list for the live tasks of all and `route` sends
+    each finished one to the process that owns it.
+    """
+
+    @property
+    def leading(self) -> bool:
+        """This process sweeps for the account now."""
+        ...  # pragma: no cover
+
+    def bind(
+        self,
+        *,
+        account: str,
+        report: Callable[[EventKind, Mapping[str, Any]], None],
+        clock: Callable[[], float],
+    ) -> None:
+        """Belong to one client: its account (a hash of the key), its events and its clock."""
+        ...  # pragma: no cover
+
+    def bind_sweeps(
+        self,
+        *,
+        live: Callable[[], Iterable[tuple[str, float]]],
+        announce: Callable[[str], bool],
+        interval: float,
+    ) -> None:
+        """Share this process's live tasks; `announce` is told of each found finished."""
+        ...  # pragma: no cover
+
+    def account_live(self) -> list[tuple[str, float]]:
+        """The live tasks of every process (the leader's sweeps look for these)."""
+        ...  # pragma: no cover
+
+    def route(self, task_id: str) -> bool:
+        """A sweep found `task_id` finished: tell its owner; whether it was a live task."""
+        ...  # pragma: no cover
+
+    async def run(self) -> None:
+        """Background work (heartbeats, releases, reconnection) until cancelled."""
         ...  # pragma: no cover

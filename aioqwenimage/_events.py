@@ -25,7 +25,14 @@ EventHook = Callable[[TaskEvent], object]
 is ignored, and an exception it raises is logged, never propagated."""
 
 # Retries and throttling are what an operator tunes limits by: INFO; the rest is DEBUG.
-_INFO_KINDS = frozenset({EventKind.THROTTLED, EventKind.RETRIED})
+_INFO_KINDS = frozenset(
+    {
+        EventKind.THROTTLED,
+        EventKind.RETRIED,
+        EventKind.COORDINATION_LOST,
+        EventKind.COORDINATION_RESTORED,
+    }
+)
 
 
 class Recorder:

@@ -255,6 +255,11 @@ class EventKind(enum.Enum):
     polling is back to normal until notifications arrive again."""
     NOTIFICATIONS_RESUMED = "notifications_resumed"
     """A notification was confirmed again (for this task): polling is the fallback again."""
+    COORDINATION_LOST = "coordination_lost"
+    """The shared coordinator (Redis) stopped answering: the client runs on local limits (its
+    share of the account's) or, failing closed, waits for it. Not about one task."""
+    COORDINATION_RESTORED = "coordination_restored"
+    """The shared coordinator answers again: limits are shared again. Not about one task."""
 
 
 @attrs.frozen(kw_only=True)

@@ -55,6 +55,8 @@ class Sweeper:
         min_live: Below this many live tasks, per-task polls are cheaper: no sweep.
         share: The part of the query budget sweeps may take, as queries per second.
         wall_clock: The current epoch time (the list's window is in wall-clock time).
+        leading: Whether this process sweeps now: processes sharing an account through a
+            coordinator take turns, one leader sweeping for all.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Sweeper:
         min_live: int,
         share: float,
         wall_clock: Callable[[], float] = time.time,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._list_page = list_page
         self._live = live
@@ -75,6 +78,7 @@ class Sweeper:
         self._min_live = min_live
         self._share = share
         self._now = wall_clock
+        self._leading = leading
         self.enabled = True
         # Once a sweep's finding was confirmed (`trust`), per-task polls are stretched, so
         # sweeps must go on while any task is live, however few.
@@ -93,6 +97,9 @@ class Sweeper:
         while self.enabled:
             # Keep sweeps within their share of the budget however many pages they take.
             await anyio.sleep(max(self._interval, pages / self._share))
+            if not self._leading():
+                pages = 1
+                continue
             live = dict(self._live())
             if not live or (len(live) < self._min_live and not self.trusted):
                 pages = 1

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import random
 
+import anyio
 import attrs
 
 from aioqwenimage._admission import Admission
 from aioqwenimage._cancelling import Cancelling
+from aioqwenimage._coordination import Coordinator, SharedCoordinator
 from aioqwenimage._download import Downloader
 from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
@@ -56,6 +58,7 @@ class Parts:
     time_scale: float
     rng: random.Random
     notified: NotifiedPolling | None = None  # with completion notifications only
+    coordinator: SharedCoordinator | None = None  # shared between processes only
 
 
 def build(
@@ -69,9 +72,21 @@ def build(
     hooks: tuple[EventHook, ...],
     strict_results: bool,
     notifications: Notifications | None = None,
+    coordinator: Coordinator | None = None,
+    account: str = "",
 ) -> Parts:
-    """All parts of a client around its `transport`; nothing runs until `start`."""
+    """
+    All parts of a client around its `transport`; nothing runs until `start`.
+
+    `account` names the account to a shared `coordinator` (a hash of the key, never the key).
+    """
     events = Recorder(hooks)
+    if isinstance(coordinator, SharedCoordinator):
+        coordinator.bind(
+            account=account,
+            report=lambda kind, detail: events.report(kind, None, None, None, detail),
+            clock=anyio.current_time,
+        )
     downloader = Downloader(
         transport,
         events=events,
@@ -80,9 +95,11 @@ def build(
         rng=rng,
         policy=ResultPolicy(strict=strict_results),
     )
-    admission = Admission(limits, region=region, time_scale=time_scale, rng=rng)
+    admission = Admission(
+        limits, region=region, time_scale=time_scale, rng=rng, coordinator=coordinator
+    )
     host = Host()
-    budget = QueryBudget(limits.queries_per_second, scale=time_scale)
+    budget = QueryBudget(limits.queries_per_second, scale=time_scale, coordinator=coordinator)
     queries = TaskQueries(transport, budget, events)
 
     async def cancel_handle(handle: TaskHandle) -> bool:  # a handle's `cancel`
@@ -124,6 +141,7 @@ def build(
         time_scale=time_scale,
         rng=rng,
         notified=notified,
+        coordinator=coordinator if isinstance(coordinator, SharedCoordinator) else None,
     )
 
 
@@ -141,17 +159,27 @@ def start(parts: Parts) -> None:
     )
     runners: list[Runner] = [scheduler.run]
     sweeper = None
+    shared = parts.coordinator
+    # With notifications, sweeps pause while they are trusted.
+    live = parts.notified.sweepable if parts.notified else parts.registry.sweepable
     if policy.sweep:
         sweeper = Sweeper(
             list_page=parts.queries.list_page,
-            # With notifications, sweeps pause while they are trusted.
-            live=parts.notified.sweepable if parts.notified else parts.registry.sweepable,
-            announce=parts.registry.announce,
+            live=live if shared is None else shared.account_live,
+            announce=parts.registry.announce if shared is None else shared.route,
             interval=policy.sweep_interval,
             min_live=policy.sweep_min_live,
             share=parts.limits.queries_per_second * policy.sweep_share / parts.time_scale,
+            # Shared: one process sweeps for all, and sends each its finished tasks.
+            leading=(lambda: True) if shared is None else (lambda: shared.leading),
         )
         runners.append(sweeper.run)
+    if shared is not None:
+        if policy.sweep:
+            shared.bind_sweeps(
+                live=live, announce=parts.registry.announce, interval=policy.sweep_interval
+            )
+        runners.append(shared.run)
     parts.registry.bind(scheduler)
     parts.poller.bind(scheduler, sweeper, parts.notified)
     if parts.notified is not None:
