@@ -1,8 +1,9 @@
-"""Shared test setup: the package's pytest plugin, an aioresponses shim, emulator fixtures."""
+"""Shared test setup: the pytest plugin, an aioresponses shim, the emulator and Redis fixtures."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ from hypothesis import settings
 
 import aioqwenimage as q
 from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from tests.redis_server import RedisServer, find_redis_server, require_redis_server
 
 # Two shared cores under coverage tracing make example times vary tenfold: no per-example deadline
 # (a slow example is not a failure; the properties are what the tests check).
@@ -132,3 +134,33 @@ def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+# --- a real redis-server (tests/redis_server.py) ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """
+    One ``redis-server`` for the session, on a private unix socket; a test may `stop` it and
+    `start` it again (the `redis_url` fixture restarts a stopped one). Skipped when none can be
+    found, unless ``AIOQWENIMAGE_REQUIRE_REDIS=1`` (CI), then failed.
+    """
+    with RedisServer(require_redis_server(find_redis_server())) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty, running Redis (``unix:///...``), for ``redis.asyncio.from_url``."""
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the Redis fixtures carry the ``redis`` marker (``-m "not redis"``)."""
+    for item in items:
+        if {"redis_server", "redis_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)

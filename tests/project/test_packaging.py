@@ -44,7 +44,7 @@ async def main():
         ) as client:
             result = await client.generate("a red fox in snow", model="qwen-image-plus")
             data = await result.images[0].read()
-    heavy = sorted({"rich", "pytest", "aioresponses", "hypothesis"} & set(sys.modules))
+    heavy = sorted({"rich", "pytest", "aioresponses", "hypothesis", "redis"} & set(sys.modules))
     print(json.dumps({"png": data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", "task": result.task_id,
                       "version": aioqwenimage.__version__, "heavy": heavy}))
 
