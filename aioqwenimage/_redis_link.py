@@ -74,6 +74,7 @@ class Link:
         self.fail_closed = fail_closed
         self._on_lost = on_lost
         self.offset = 0.0  # server time minus local time
+        self._synced = False  # the offset is known
         self.processes = 1  # live processes last counted
         self.degraded = False
         self._restored = anyio.Event()
@@ -110,8 +111,13 @@ class Link:
         """
         if self.degraded:
             raise Unavailable
-        sent = self.clock()
         try:
+            if not self._synced:  # calls convert times with the offset: learn it first
+                sent = self.clock()
+                server_now = await self.scripts.now()
+                self.offset = server_now - (sent + self.clock()) / 2
+                self._synced = True
+            sent = self.clock()
             result = await call()
         except Exception as exc:
             self.lost(exc)
