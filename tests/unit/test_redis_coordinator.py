@@ -134,7 +134,7 @@ def test_leases_from_several_clients_never_exceed_the_limit(redis_url, limit, as
 
 
 async def test_a_lease_expires_unless_renewed_and_renewal_never_brings_one_back(redis_url):
-    """Leases live for their ttl; a heartbeat keeps one; an expired one is reported, not re-added."""
+    """Leases live for their ttl; a heartbeat keeps one; one expired is reported, not re-added."""
     async with redis.asyncio.from_url(redis_url) as client:
         scripts = Scripts(client, Keys(_namespace()))
         _, kept = await scripts.lease("p", limit=2, ttl=0.3, count=1, prefix="a", first=0)
