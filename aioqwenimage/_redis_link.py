@@ -102,9 +102,14 @@ class Link:
         """A local time on the server's clock (0: none)."""
         return max(0.0, local_time + self.offset) if math.isfinite(local_time) else 0.0
 
-    async def call(self, call: Callable[[], Awaitable[_T]], *, now_of: Callable[[_T], float]) -> _T:
+    async def call(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        *,
+        now_of: Callable[[_T], float] | None = None,
+    ) -> _T:
         """
-        Run one script call; learn the clock offset from the server time it returns.
+        Run one call; learn the clock offset from the server time it returns (`now_of`).
 
         Raises:
             Unavailable: Redis is away (the link is degraded now), or it failed the call.
@@ -122,8 +127,8 @@ class Link:
         except Exception as exc:
             self.lost(exc)
             raise Unavailable from exc
-        # Redis answered at about the middle of the round trip.
-        self.offset = now_of(result) - (sent + self.clock()) / 2
+        if now_of is not None:  # Redis answered at about the middle of the round trip
+            self.offset = now_of(result) - (sent + self.clock()) / 2
         return result
 
     def lost(self, exc: BaseException) -> None:
