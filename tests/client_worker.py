@@ -88,9 +88,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         outcomes = await asyncio.gather(*(generate(client, args, i) for i in range(args.count)))
         elapsed = time.monotonic() - started
         stats = client.stats
-    closing = getattr(coordinator, "aclose", None)
-    if closing is not None:
-        await closing()
     return {
         "worker": args.worker,
         "task_ids": created,

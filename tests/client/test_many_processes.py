@@ -9,7 +9,6 @@ across processes. Either way every generation completes and nothing is created t
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -57,10 +56,6 @@ def test_uncoordinated_processes_exceed_the_accounts_limits_together():
     assert not any(report.coordinated for report in reports)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("aioqwenimage.redis") is None,
-    reason="aioqwenimage.redis.RedisCoordinator is not written yet (issue 11)",
-)
 def test_coordinated_processes_keep_the_accounts_limits_together(redis_url):
     """Through one Redis, the same four clients are never throttled and never exceed a cap."""
     with running_emulator(time_scale=SCALE) as emulator:
