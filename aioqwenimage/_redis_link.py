@@ -74,7 +74,12 @@ class Link:
         self.fail_closed = fail_closed
         self._on_lost = on_lost
         self.offset = 0.0  # server time minus local time
-        self._synced = False  # the offset is known
+        # Bounds on the offset, from every answer: the server read its clock after we sent and
+        # before we received. Their intersection narrows and stays put, where a per-call
+        # estimate would jump with each round trip (a busy loop reads answers late) and so
+        # squeeze events converted with different offsets closer than the window allows.
+        self._low = -math.inf
+        self._high = math.inf
         self.processes = 1  # live processes last counted
         self.degraded = False
         self._restored = anyio.Event()
@@ -117,19 +122,25 @@ class Link:
         if self.degraded:
             raise Unavailable
         try:
-            if not self._synced:  # calls convert times with the offset: learn it first
+            if self._high == math.inf:  # calls convert times with the offset: learn it first
                 sent = self.clock()
-                server_now = await self.scripts.now()
-                self.offset = server_now - (sent + self.clock()) / 2
-                self._synced = True
+                self._learn(await self.scripts.now(), sent)
             sent = self.clock()
             result = await call()
         except Exception as exc:
             self.lost(exc)
             raise Unavailable from exc
-        if now_of is not None:  # Redis answered at about the middle of the round trip
-            self.offset = now_of(result) - (sent + self.clock()) / 2
+        if now_of is not None:
+            self._learn(now_of(result), sent)
         return result
+
+    def _learn(self, server_now: float, sent: float) -> None:
+        low, high = server_now - self.clock(), server_now - sent
+        if low > self._high or high < self._low:  # a clock jumped: start again
+            self._low, self._high = low, high
+        else:
+            self._low, self._high = max(self._low, low), min(self._high, high)
+        self.offset = (self._low + self._high) / 2
 
     def lost(self, exc: BaseException) -> None:
         """Redis failed: fall back to local limits until `restored`."""

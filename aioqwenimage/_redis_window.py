@@ -29,8 +29,11 @@ __all__ = ["SharedWindow"]
 
 # While a window's bank is empty, the forecast of the next event: about one Redis round trip.
 BANK_ETA: Final = 0.005
-# A banked event unused this long after its time is given back (it would only hold the window).
-BANK_GRACE: Final = 0.02
+# A banked event may be spent this long after its time (this part of the window's length, at
+# most `MAX_GRACE` seconds); later, it is given back unused. Spending it late moves the event
+# later than the log says, so the log keeps its events this much further apart.
+GRACE_SHARE: Final = 0.05
+MAX_GRACE: Final = 0.02
 
 
 class SharedWindow:
@@ -44,6 +47,7 @@ class SharedWindow:
         self._spec = spec
         self._sleep = sleep
         self._bank: deque[tuple[float, str]] = deque()  # (local time, event), in time order
+        self._grace = min(MAX_GRACE, GRACE_SHARE * spec.length)
         self._claim = 1  # events reserved per refill
         self._paused = -math.inf  # local time
         self._used = 0
@@ -136,7 +140,7 @@ class SharedWindow:
     def _drop_stale(self, now: float) -> None:
         bank = self._bank
         stale: list[str] = []
-        while bank and bank[0][0] < now - BANK_GRACE:
+        while bank and bank[0][0] < now - self._grace:
             stale.append(bank.popleft()[1])
         if stale:
             self._claim = max(1, self._claim // 2)
@@ -166,7 +170,7 @@ class SharedWindow:
             lambda: link.scripts.reserve(
                 self._name,
                 limit=self._spec.limit,
-                length=self._spec.length,
+                length=self._spec.length + self._grace,
                 count=count,
                 not_before=link.to_server(self._paused),
                 prefix=link.process,

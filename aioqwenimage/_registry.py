@@ -98,6 +98,7 @@ class Registry:
         self._flights: dict[TaskHandle, Flight] = {}
         self._by_id: dict[str, Flight] = {}  # the same flights, once they have a task id
         self._scheduler: PollScheduler[TaskHandle] | None = None
+        self._sweeps_trusted: Callable[[], bool] = lambda: False
         # Tasks this client created: never the unknown outcome of one of its uncertain creates.
         self._created: deque[str] = deque(maxlen=100_000)
         self.closed = False  # set when the client closes: nothing is sent any more
@@ -105,9 +106,14 @@ class Registry:
     def __repr__(self) -> str:
         return f"<Registry live={self.live} tasks={len(self._by_id)}>"
 
-    def bind(self, scheduler: PollScheduler[TaskHandle]) -> None:
-        """The scheduler that polls the live tasks."""
+    def bind(
+        self,
+        scheduler: PollScheduler[TaskHandle],
+        sweeps_trusted: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """The scheduler that polls the live tasks; whether sweeps have proved right here."""
         self._scheduler = scheduler
+        self._sweeps_trusted = sweeps_trusted
 
     @property
     def live(self) -> int:
@@ -205,6 +211,11 @@ class Registry:
             return False
         flight.announced = True
         assert self._scheduler is not None  # noqa: S101
+        if self._sweeps_trusted():
+            # The list says the task ended: the service counts it no longer, so neither do
+            # the lanes. Its result still needs its own query, which may wait for the budget:
+            # the slot must not wait with it (with queries scarce, slots would idle).
+            self._admission.release(flight)
         self._scheduler.poll_now(flight.handle)  # False: a poll is in the air already
         return True
 
