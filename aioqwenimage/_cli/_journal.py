@@ -94,19 +94,20 @@ class Journal:
         *,
         fingerprint: Mapping[str, Any],
         items: Sequence[Item],
+        name: str = JOURNAL_NAME,
         clock: Any = time.time,
     ) -> Journal:
         """
         Open (or create) the journal in `directory` for this input and these options.
 
         A new journal records `fingerprint` and every item as ``pending``. An existing one must
-        carry the same fingerprint.
+        carry the same fingerprint. `name` is the file's (a ``--shard`` has its own).
 
         Raises:
             JournalMismatchError: The journal belongs to another input file or other options.
             JournalError: The file is not a journal of a version this program reads.
         """
-        path = directory / JOURNAL_NAME
+        path = directory / name
         db = connect(path)
         try:
             with mapped(path, writing=False):
