@@ -74,6 +74,7 @@ class Link:
         self.fail_closed = fail_closed
         self._on_lost = on_lost
         self.offset = 0.0  # server time minus local time
+        self._synced = False  # the offset is known
         self.processes = 1  # live processes last counted
         self.degraded = False
         self._restored = anyio.Event()
@@ -101,23 +102,33 @@ class Link:
         """A local time on the server's clock (0: none)."""
         return max(0.0, local_time + self.offset) if math.isfinite(local_time) else 0.0
 
-    async def call(self, call: Callable[[], Awaitable[_T]], *, now_of: Callable[[_T], float]) -> _T:
+    async def call(
+        self,
+        call: Callable[[], Awaitable[_T]],
+        *,
+        now_of: Callable[[_T], float] | None = None,
+    ) -> _T:
         """
-        Run one script call; learn the clock offset from the server time it returns.
+        Run one call; learn the clock offset from the server time it returns (`now_of`).
 
         Raises:
             Unavailable: Redis is away (the link is degraded now), or it failed the call.
         """
         if self.degraded:
             raise Unavailable
-        sent = self.clock()
         try:
+            if not self._synced:  # calls convert times with the offset: learn it first
+                sent = self.clock()
+                server_now = await self.scripts.now()
+                self.offset = server_now - (sent + self.clock()) / 2
+                self._synced = True
+            sent = self.clock()
             result = await call()
         except Exception as exc:
             self.lost(exc)
             raise Unavailable from exc
-        # Redis answered at about the middle of the round trip.
-        self.offset = now_of(result) - (sent + self.clock()) / 2
+        if now_of is not None:  # Redis answered at about the middle of the round trip
+            self.offset = now_of(result) - (sent + self.clock()) / 2
         return result
 
     def lost(self, exc: BaseException) -> None:

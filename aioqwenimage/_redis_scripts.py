@@ -88,11 +88,11 @@ return {fmt(now), fmt(tonumber(redis.call('GET', KEYS[2]) or '0'))}
 _PAUSE = (
     _NOW
     + """
-local until = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
-if until > now then
-  redis.call('SET', KEYS[1], fmt(until), 'PX', math.ceil((until - now) * 1000) + 1000)
+local pause = math.max(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+if pause > now then
+  redis.call('SET', KEYS[1], fmt(pause), 'PX', math.ceil((pause - now) * 1000) + 1000)
 end
-return {fmt(now), fmt(until)}
+return {fmt(now), fmt(pause)}
 """
 )
 
@@ -266,6 +266,11 @@ class Scripts:
         self._release = register(_RELEASE)
         self._heartbeat = register(_HEARTBEAT)
         self._leave = register(_LEAVE)
+
+    async def now(self) -> float:
+        """The server's clock."""
+        seconds, microseconds = await self._redis.time()
+        return float(seconds) + float(microseconds) / 1e6
 
     async def reserve(
         self,

@@ -123,7 +123,6 @@ class SharedSlots:
             link.later(
                 lambda: link.call(
                     lambda: link.scripts.set_limit(self._name, limit, SHARED_LIMIT_TTL),
-                    now_of=lambda _: link.to_server(link.clock()),
                 )
             )
         self._link.want(self)
@@ -221,7 +220,6 @@ class SharedSlots:
             link.later(
                 lambda: link.call(
                     lambda: link.scripts.release(self._name, [lease.id]),
-                    now_of=lambda _: link.to_server(link.clock()),
                 )
             )
         if self._waiters:

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aioqwenimage._client import DEFAULT_MODEL, Client
+from aioqwenimage._coordination import Coordinator
 from aioqwenimage._errors import SubmissionUncertainError
 from aioqwenimage._events import EventHook
 from aioqwenimage._handle import TaskHandle
@@ -144,6 +145,7 @@ class SyncClient:
         seed: int | None = None,
         time_scale: float | None = None,
         notifications: Notifications | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         make = functools.partial(
             Client,
@@ -162,6 +164,7 @@ class SyncClient:
             seed=seed,
             time_scale=time_scale,
             notifications=notifications,
+            coordinator=coordinator,
         )
         self.notifications = notifications
         """The receiver of completion notifications, if any: serve it from any thread or loop

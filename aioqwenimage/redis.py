@@ -209,7 +209,7 @@ class RedisCoordinator:
         channel = link.scripts.keys.finished(owner)
         redis_client = self._redis
         assert redis_client is not None  # noqa: S101 - set with the link
-        link.later(lambda: redis_client.publish(channel, task_id))
+        link.later(lambda: link.call(lambda: redis_client.publish(channel, task_id)))
         # Routed once: the owner's next list of its live tasks says whether it is still live.
         self._account_live.pop(task_id, None)
         self.routed += 1

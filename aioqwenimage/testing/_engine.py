@@ -98,7 +98,11 @@ class Engine:
         self._rng = random.Random(seed)
         self._submit_windows: dict[str, SlidingWindow | None] = {}
         self._task_window = self._make_task_window()
-        self.stats = Stats(tasks_source=self._task_statuses, in_flight_source=self._in_flight)
+        self.stats = Stats(
+            tasks_source=self._task_statuses,
+            in_flight_source=self._in_flight,
+            by_model_source=self._in_flight_by_model,
+        )
         self.publisher = Publisher(
             time_scale=time_scale,
             region=self.region,
@@ -123,6 +127,10 @@ class Engine:
     def _in_flight(self) -> tuple[int, int]:
         self.store.advance(self.clock())
         return self.store.in_flight, self.store.peak_in_flight
+
+    def _in_flight_by_model(self) -> dict[str, tuple[int, int]]:
+        self.store.advance(self.clock())
+        return self.store.in_flight_by_model()
 
     def reset(self) -> None:
         """Forget tasks, counters and windows; keep the configuration and armed faults."""
@@ -156,11 +164,12 @@ class Engine:
 
     def check_task_call(self, now: float) -> None:
         """
-        Count one query, list or cancel against the shared task-API limit.
+        Count one query, list or cancel against the shared task-API limit (and in the stats).
 
         Raises:
             ApiError: 429 ``Throttling.RateQuota`` when the window is full.
         """
+        self.stats.count_task_call(now, self.time_scale)
         if self._task_window is not None:
             wait = self._task_window.acquire(now)
             if wait:

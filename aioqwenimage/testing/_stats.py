@@ -7,7 +7,7 @@ after that the client first saw it terminal.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -15,7 +15,7 @@ import attrs
 from aioqwenimage.testing._wire import Endpoint, public
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from aioqwenimage.testing._tasks import Task, TaskStatus
 
@@ -92,6 +92,9 @@ class Stats:
         file_requests_with_authorization: File requests that carried an ``Authorization`` header:
             a client must never send its API key to the result host.
         peak_sync_in_flight: The most synchronous calls held open at once.
+        peak_task_calls_per_second: The most task API calls (query, list and cancel, admitted or
+            throttled) that arrived within any one simulated second (a sliding window, as the
+            service's 20-per-second limit counts them); see `count_task_call`.
         sync_calls: A report per synchronous call.
         notifications: Task-completion events: ``published``, ``lost``, ``duplicated``,
             ``delivered`` (answered 2xx), ``refused`` (answered otherwise), ``failed`` (no
@@ -104,6 +107,9 @@ class Stats:
     _in_flight_source: Callable[[], tuple[int, int]] = attrs.field(
         alias="in_flight_source", repr=False
     )
+    _by_model_source: Callable[[], Mapping[str, tuple[int, int]]] = attrs.field(
+        alias="by_model_source", repr=False, default=dict
+    )
     requests: defaultdict[str, Counter[int]] = attrs.field(factory=lambda: defaultdict(Counter))
     tasks_created: Counter[str] = attrs.field(factory=Counter)
     connections: int = 0
@@ -115,6 +121,8 @@ class Stats:
     peak_sync_in_flight: int = 0
     sync_calls: list[SyncCallReport] = attrs.field(factory=list)
     notifications: Counter[str] = attrs.field(factory=Counter)
+    peak_task_calls_per_second: int = 0
+    _task_calls: deque[float] = attrs.field(factory=deque, init=False, repr=False)
 
     def clear(self) -> None:
         """Zero every counter (the emulator's reset)."""
@@ -125,6 +133,8 @@ class Stats:
         self.sync_in_flight = self.peak_sync_in_flight = 0
         self.sync_calls.clear()
         self.notifications.clear()
+        self.peak_task_calls_per_second = 0
+        self._task_calls.clear()
 
     def count_connection(self) -> None:
         """One more TCP connection accepted by the API host."""
@@ -133,6 +143,21 @@ class Stats:
     def count_file_connection(self) -> None:
         """One more TCP connection accepted by the file host."""
         self.file_connections += 1
+
+    def count_task_call(self, now: float, second: float) -> None:
+        """
+        One task API call arrived at `now` (real epoch seconds); `second` is how many real
+        seconds one simulated second lasts. Updates `peak_task_calls_per_second`: the most calls
+        in any half-open window ``(t - second, t]``. A clock that steps back counts as standing.
+        """
+        calls = self._task_calls
+        if calls:
+            now = max(now, calls[-1])
+        calls.append(now)
+        horizon = now - second
+        while calls[0] <= horizon:
+            calls.popleft()
+        self.peak_task_calls_per_second = max(self.peak_task_calls_per_second, len(calls))
 
     def count(self, endpoint: Endpoint | str, status: int | None = None) -> int:
         """Answers sent for `endpoint` (an `Endpoint` or its name), optionally of one status."""
@@ -151,6 +176,16 @@ class Stats:
         return self._in_flight_source()[1]
 
     @property
+    def in_flight_by_model(self) -> dict[str, int]:
+        """Per model: async tasks PENDING or RUNNING now (waiting for a slot or holding one)."""
+        return {model: now for model, (now, _) in self._by_model_source().items()}
+
+    @property
+    def peak_in_flight_by_model(self) -> dict[str, int]:
+        """Per model: the most async tasks PENDING or RUNNING at once (its in-flight cap's use)."""
+        return {model: peak for model, (_, peak) in self._by_model_source().items()}
+
+    @property
     def tasks(self) -> dict[str, TaskReport]:
         """A report per async task ever created, by task id, in creation order."""
         return {task.task_id: TaskReport.of(task, status) for task, status in self._tasks_source()}
@@ -158,6 +193,7 @@ class Stats:
     def to_dict(self, *, tasks: bool = True) -> dict[str, Any]:
         """A JSON-ready snapshot; `tasks` includes the per-task report."""
         in_flight, peak = self._in_flight_source()
+        by_model = self._by_model_source()
         data: dict[str, Any] = {
             "requests": {
                 endpoint: {str(status): n for status, n in sorted(counts.items())}
@@ -169,6 +205,9 @@ class Stats:
             "throttled": self.throttled,
             "in_flight": in_flight,
             "peak_in_flight": peak,
+            "in_flight_by_model": {model: now for model, (now, _) in by_model.items()},
+            "peak_in_flight_by_model": {model: top for model, (_, top) in by_model.items()},
+            "peak_task_calls_per_second": self.peak_task_calls_per_second,
             "sync_in_flight": self.sync_in_flight,
             "peak_sync_in_flight": self.peak_sync_in_flight,
             "file_requests": self.file_requests,

@@ -112,6 +112,9 @@ class CapExceeded(Exception):  # noqa: N818 - a signal to the caller, not an err
 class _Lane:
     cap: int | None
     occupied: int = 0
+    # Tasks PENDING or RUNNING (waiting for a slot or not), now and at most.
+    live: int = 0
+    peak_live: int = 0
     running: set[Task] = attrs.field(factory=set)
     waiting: deque[Task] = attrs.field(factory=deque)
 
@@ -163,12 +166,17 @@ class TaskStore:
             end, _, task = heapq.heappop(ends)
             if task.ended != end:
                 continue  # rescheduled by a cancel; its slot was released then
-            self.in_flight -= 1
+            self._leave(task)
             self._release(task, end)
         cutoff = now - self.retention
         by_age = self._by_age
         while by_age and by_age[0].submitted <= cutoff:
             self._tasks.pop(by_age.popleft().task_id, None)
+
+    def _leave(self, task: Task) -> None:
+        """`task` is no longer in flight (it ended or was cancelled)."""
+        self.in_flight -= 1
+        self._lanes[task.model].live -= 1
 
     def _release(self, task: Task, at: float) -> None:
         lane = self._lanes[task.model]
@@ -214,6 +222,8 @@ class TaskStore:
         self._by_age.append(task)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        lane.live += 1
+        lane.peak_live = max(lane.peak_live, lane.live)
 
     def get(self, task_id: str, now: float) -> Task | None:
         """The task, or ``None`` when unknown or expired (UNKNOWN)."""
@@ -229,10 +239,17 @@ class TaskStore:
         task.rendered = None
         holds_slot = task.scheduled is not None
         task.ended = now  # also marks its heap entry stale
-        self.in_flight -= 1
+        self._leave(task)
         if holds_slot:
             self._release(task, now)
         return True
+
+    def in_flight_by_model(self) -> dict[str, tuple[int, int]]:
+        """
+        Per model that ever had a task: its tasks PENDING or RUNNING (holding a slot or waiting
+        for one) now, and the most at once, as of the last `advance`.
+        """
+        return {model: (lane.live, lane.peak_live) for model, lane in sorted(self._lanes.items())}
 
     def tasks(self, now: float) -> list[Task]:
         """The queryable tasks at `now`, oldest first."""

@@ -289,7 +289,7 @@ async def test_cancelling_a_synchronous_generate_frees_its_slot():
 async def test_map_gives_every_item_an_outcome_when_the_client_closes():
     """Closing the client under map(): each item yields an outcome; none vanish."""
     items = [f"p{i}" for i in range(40)]
-    async with FakeDashScope(time_scale=SCALE, durations={MODEL: (400, 400)}) as fake:
+    async with FakeDashScope(time_scale=SCALE, durations={MODEL: (4000, 4000)}) as fake:
         client = make_client(fake, limits=q.Limits(models={MODEL: q.ModelLimits(in_flight=4)}))
         seen: list[q.Outcome] = []
 

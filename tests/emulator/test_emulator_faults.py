@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from aioqwenimage.testing import FakeDashScope, Fault, FaultKind
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, Fault, FaultKind
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -465,6 +465,36 @@ async def test_admin_stats_and_reset(
         dict(fake.stats.tasks_created),
     )
     assert "UNKNOWN" == (await query(session, fake, task_id))["output"]["task_status"]
+
+
+async def test_stats_report_in_flight_per_model_and_the_busiest_second_of_task_calls(
+    session: aiohttp.ClientSession, clock: Clock
+):
+    """Per model, tasks in flight now and at most; the most task calls in one simulated second."""
+    scale = 1e-3
+    limits = EmulatorLimits(task_queries_per_second=2)
+    async with FakeDashScope(time_scale=scale, limits=limits, clock=clock, seed=11) as fake:
+        first = await create(session, fake, model="qwen-image-plus")
+        clock.advance(0.6 * scale)  # qwen-image-plus admits 2 creates per simulated second
+        await create(session, fake, model="qwen-image-plus")
+        await create(session, fake, model="wan2.2-t2i-flash")
+        for _ in range(3):  # the third is throttled, and still arrived
+            await query(session, fake, first)
+        clock.advance(1.5 * scale)  # the next simulated second
+        assert 200 == (await call(session, fake, "GET", "/tasks"))[0]
+        stats = fake.stats.to_dict(tasks=False)
+
+        assert 1 == fake.stats.count("query", 429)
+        assert 3 == stats["peak_task_calls_per_second"]
+        assert {"qwen-image-plus": 2, "wan2.2-t2i-flash": 1} == stats["in_flight_by_model"]
+        assert stats["in_flight_by_model"] == stats["peak_in_flight_by_model"]
+
+        clock.advance(1000 * scale)  # every task has ended
+        assert {"qwen-image-plus": 0, "wan2.2-t2i-flash": 0} == fake.stats.in_flight_by_model
+        assert {"qwen-image-plus": 2, "wan2.2-t2i-flash": 1} == fake.stats.peak_in_flight_by_model
+        fake.reset()
+        stats = fake.stats.to_dict(tasks=False)
+        assert ({}, 0) == (stats["peak_in_flight_by_model"], stats["peak_task_calls_per_second"])
 
 
 async def test_stats_count_connections_and_expired_reports(

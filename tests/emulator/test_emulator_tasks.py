@@ -191,3 +191,71 @@ def test_in_flight_never_exceeds_the_cap(cap: int, plan: list[tuple[float, float
         assert (True, moment) == (running <= cap, moment)
     assert 0 == store.in_flight
     assert all(t.status_at(now + 10_000).terminal for t in tasks)
+
+
+def test_in_flight_by_model_counts_queued_tasks_until_they_end_or_are_cancelled():
+    """Per model: tasks PENDING or RUNNING, those waiting for a slot too; and the most at once."""
+    store = TaskStore(retention=86_400)
+    plus = [make_task(duration=10.0, delay=0.0) for _ in range(3)]
+    wan = make_task(model="wan2.6-t2i", duration=5.0, delay=0.0)
+    for task in (*plus, wan):
+        store.create(task, T0, cap=2, reject=False)
+    assert {"qwen-image-plus": (3, 3), "wan2.6-t2i": (1, 1)} == store.in_flight_by_model()
+
+    assert store.cancel(plus[2].task_id, T0 + 1)  # queued behind the cap: cancelled in PENDING
+    store.advance(T0 + 10.0)  # both running plus tasks and the wan task end
+    assert {"qwen-image-plus": (0, 3), "wan2.6-t2i": (0, 1)} == store.in_flight_by_model()
+
+    store.create(make_task(duration=1.0), T0 + 11, cap=2, reject=False)
+    assert (1, 3) == store.in_flight_by_model()["qwen-image-plus"]
+    store.clear()
+    assert {} == store.in_flight_by_model()
+
+
+def test_a_rejected_create_is_not_in_flight():
+    """A create refused by the cap (reject mode) never counts as in flight."""
+    store = TaskStore(retention=86_400)
+    store.create(make_task(duration=8.0), T0, cap=1, reject=True)
+    with pytest.raises(CapExceeded):
+        store.create(make_task(), T0 + 1, cap=1, reject=True)
+    assert {"qwen-image-plus": (1, 1)} == store.in_flight_by_model()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cap=st.integers(1, 3),
+    plan=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.floats(0, 20), st.floats(0, 30), st.booleans()),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_peak_in_flight_by_model_is_the_most_live_tasks_at_any_moment(
+    cap: int, plan: list[tuple[str, float, float, bool]]
+):
+    """The per-model peak equals the most tasks of that model between creation and end."""
+    store = TaskStore(retention=86_400)
+    now = T0
+    tasks = []
+    for model, gap, duration, cancel in plan:
+        now += gap
+        task = make_task(model=model, submitted=now, duration=duration, delay=0.02)
+        store.create(task, now, cap=cap, reject=False)
+        tasks.append(task)
+        if cancel:
+            store.cancel(task.task_id, now)
+    store.advance(now + 10_000)
+
+    def live_after_creating(i: int) -> int:
+        # The peak is reached at a creation: then its model's earlier tasks not yet ended are in
+        # flight (an end at that very moment frees first; a cancel came right after its create).
+        new = tasks[i]
+        return 1 + sum(
+            t.model == new.model and (t.ended is None or t.ended > new.submitted) for t in tasks[:i]
+        )
+
+    expected = {
+        model: (0, max(live_after_creating(i) for i, t in enumerate(tasks) if t.model == model))
+        for model in sorted({t.model for t in tasks})
+    }
+    assert expected == store.in_flight_by_model()

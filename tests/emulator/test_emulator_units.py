@@ -26,6 +26,7 @@ from aioqwenimage.testing._config import LaneQuota, build_limits, resolve_quota
 from aioqwenimage.testing._files import FileRequest, OssError, UrlSigner, oss_error
 from aioqwenimage.testing._png import encode_png
 from aioqwenimage.testing._ratelimit import SlidingWindow
+from aioqwenimage.testing._stats import Stats
 
 
 def decode_png(data: bytes) -> tuple[int, int, bytes]:
@@ -87,6 +88,51 @@ def test_window_never_admits_more_than_limit_per_period(limit: int, gaps: list[f
     for i, start in enumerate(admitted):
         inside = [t for t in admitted[i:] if t < start + 1.0]
         assert (True, start) == (len(inside) <= limit, start)
+
+
+# --- stats: the busiest simulated second of the task API ---------------------------------------
+
+
+def make_stats() -> Stats:
+    return Stats(tasks_source=list, in_flight_source=lambda: (0, 0))
+
+
+def test_task_calls_per_second_counts_a_half_open_sliding_second():
+    """Calls at t and t + 1 s are in different seconds; three within any second are three."""
+    stats = make_stats()
+    for now in (10.0, 10.5, 11.0):  # (10, 11] holds 10.5 and 11.0; 10.0 has left
+        stats.count_task_call(now, 1.0)
+    assert 2 == stats.peak_task_calls_per_second
+    for now in (11.2, 11.9):  # (10.9, 11.9] holds 11.0, 11.2, 11.9
+        stats.count_task_call(now, 1.0)
+    assert 3 == stats.peak_task_calls_per_second
+    assert 3 == stats.to_dict(tasks=False)["peak_task_calls_per_second"]
+    stats.clear()
+    stats.count_task_call(50.0, 1.0)
+    assert 1 == stats.peak_task_calls_per_second
+
+
+def test_task_calls_per_second_counts_in_compressed_time_and_survives_a_clock_step_back():
+    """`second` is the real length of a simulated second; a clock stepping back stands still."""
+    stats = make_stats()
+    for now in (100.0, 100.004, 99.0, 100.009, 100.0101):  # 99.0 counts as 100.004
+        stats.count_task_call(now, 0.01)
+    assert 4 == stats.peak_task_calls_per_second
+
+
+@given(
+    second=st.sampled_from([1.0, 0.01]),
+    gaps=st.lists(st.floats(0, 0.7, allow_nan=False), min_size=1, max_size=40),
+)
+def test_task_calls_per_second_is_the_most_calls_in_any_second(second: float, gaps: list[float]):
+    """The peak is, over every call, how many calls arrived in the second that ends with it."""
+    stats, now, calls = make_stats(), 0.0, []
+    for gap in gaps:
+        now += gap * second
+        calls.append(now)
+        stats.count_task_call(now, second)
+    expected = max(sum(end - second < t <= end for t in calls) for end in calls)
+    assert expected == stats.peak_task_calls_per_second
 
 
 # --- PNG -------------------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""
+One client process of a multi-process run (tests/processes.py starts several).
+
+``python -m tests.client_worker --base-url URL --time-scale S --model M --count N --worker I
+[--coordinator REDIS_URL [--namespace NS]]``, with the key in ``$DASHSCOPE_API_KEY`` (never on
+the command line). It opens an `aioqwenimage.Client`, prints ``{"ready": I}``, waits for
+``go <epoch seconds>`` on stdin and then for that moment (so that every worker starts at once),
+runs `count` generations of `model` at the same time (prompts ``"<prompt> w<I> #<n>"``), and
+prints one JSON line: the task ids it created (from its ``SUBMITTED`` events), an outcome per
+generation, and its counters (`Client.stats`).
+
+With ``--coordinator``, the client shares its limits through
+``aioqwenimage.redis.RedisCoordinator(url, namespace=...)``, imported only then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aioqwenimage as q
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.client_worker")
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--time-scale", type=float, required=True)
+    parser.add_argument("--model", default="qwen-image-plus")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--prompt", default="a fox")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--coordinator", default=None, help="a Redis URL")
+    parser.add_argument("--namespace", default=None)
+    parser.add_argument("--timeout", type=float, default=None, help="per generation, simulated s")
+    return parser.parse_args(argv)
+
+
+def build_coordinator(url: str | None, namespace: str | None) -> Any:
+    """The shared coordinator for `url`, or ``None`` (each client keeps its limits alone)."""
+    if url is None:
+        return None
+    from aioqwenimage.redis import RedisCoordinator  # type: ignore[import-not-found,unused-ignore]
+
+    return RedisCoordinator(url, namespace=namespace)
+
+
+async def generate(client: q.Client, args: argparse.Namespace, index: int) -> dict[str, Any]:
+    prompt = f"{args.prompt} w{args.worker} #{index}"
+    try:
+        result = await client.generate(prompt, model=args.model, timeout=args.timeout)
+    except q.QwenImageError as error:
+        task_id = getattr(error, "task_id", None)
+        return {"prompt": prompt, "task_id": task_id, "status": type(error).__name__}
+    return {"prompt": prompt, "task_id": result.task_id, "status": "SUCCEEDED"}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    created: list[str] = []
+
+    def on_event(event: q.TaskEvent) -> None:
+        if event.kind is q.EventKind.SUBMITTED and event.task_id is not None:
+            created.append(event.task_id)
+
+    coordinator = build_coordinator(args.coordinator, args.namespace)
+    options: dict[str, Any] = {} if coordinator is None else {"coordinator": coordinator}
+    client = q.Client(
+        base_url=args.base_url,
+        time_scale=args.time_scale,
+        seed=args.seed,
+        event_hooks=[on_event],
+        **options,
+    )
+    async with client:
+        print(json.dumps({"ready": args.worker}), flush=True)
+        signal = await asyncio.to_thread(sys.stdin.readline)
+        if not signal.startswith("go "):
+            msg = f"no start signal on stdin ({signal!r})"
+            raise SystemExit(msg)
+        # Every worker starts at the same wall-clock moment (a few tenths of a second ahead), not
+        # when its signal arrives: the signals reach the workers one after another.
+        await asyncio.sleep(max(float(signal.split()[1]) - time.time(), 0))
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(generate(client, args, i) for i in range(args.count)))
+        elapsed = time.monotonic() - started
+        stats = client.stats
+    return {
+        "worker": args.worker,
+        "task_ids": created,
+        "outcomes": outcomes,
+        "throttled": stats.throttled,
+        "stats": {
+            "requests": dict(stats.requests),
+            "polls": stats.polls,
+            "throttled": stats.throttled,
+            "retries": stats.retries,
+            "submitted": stats.submitted,
+            "finished": dict(stats.finished),
+            "uncertain": stats.uncertain,
+        },
+        "elapsed": elapsed,
+        "coordinated": coordinator is not None,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    report = asyncio.run(run(parse(argv)))
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""RedisCoordinator and its scripts, against a real redis-server (tests/redis_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import secrets
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aioqwenimage import EventKind
+from aioqwenimage._coordination import WindowSpec
+from aioqwenimage._redis_scripts import Keys, Scripts
+from aioqwenimage.redis import RedisCoordinator
+
+pytestmark = pytest.mark.redis
+
+FAST = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def _namespace() -> str:
+    return "t" + secrets.token_hex(6)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    url: str, namespace: str, **options: float | bool
+) -> AsyncIterator[tuple[RedisCoordinator, list[EventKind]]]:
+    """A coordinator bound and running as a client would run it."""
+    coordinator = RedisCoordinator(url, namespace=namespace, **options)  # type: ignore[arg-type]
+    events: list[EventKind] = []
+    coordinator.bind(
+        account="unused", report=lambda kind, _detail: events.append(kind), clock=anyio.current_time
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(coordinator.run)
+        yield coordinator, events
+        tg.cancel_scope.cancel()
+
+
+# --- the scripts, under concurrent schedules ------------------------------------------------------
+
+
+@FAST
+@given(
+    limit=st.integers(1, 5),
+    batches=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4)), min_size=1, max_size=12),
+    give_back=st.sets(st.integers(0, 40), max_size=6),
+)
+def test_reservations_from_several_clients_never_put_more_than_limit_in_a_window(
+    redis_url, limit, batches, give_back
+):
+    """Hypothesis: concurrent reservations (some given back) keep every window within its limit."""
+    length = 0.05
+
+    async def scenario() -> list[float]:
+        keys = Keys(_namespace())
+        async with redis.asyncio.from_url(redis_url) as client:
+            scripts = Scripts(client, keys)
+            numbers = itertools.count()
+
+            async def batch(who: int, count: int) -> list[tuple[str, float]]:
+                answer = await scripts.reserve(
+                    "w",
+                    limit=limit,
+                    length=length,
+                    count=count,
+                    not_before=0.0,
+                    prefix=f"c{who}",
+                    first=next(numbers) * 10,
+                )
+                return list(answer.events)
+
+            answers = await asyncio.gather(*(batch(who, n) for who, n in batches))
+            events = [event for answer in answers for event in answer]
+            returned = [m for i, (m, _) in enumerate(events) if i in give_back]
+            await scripts.give_back("w", returned)
+            kept = [at for m, at in events if m not in returned]
+            assert len({m for m, _ in events}) == len(events)  # every event named once
+            return sorted(kept)
+
+    times = asyncio.run(scenario())
+    for earlier, later in zip(times, times[limit:], strict=False):
+        assert later - earlier >= length - 2e-6  # times are sent in microseconds
+
+
+@FAST
+@given(
+    limit=st.integers(1, 4),
+    asks=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3)), min_size=1, max_size=15),
+)
+def test_leases_from_several_clients_never_exceed_the_limit(redis_url, limit, asks):
+    """Hypothesis: concurrent lease requests and releases never hold more than the limit."""
+
+    async def scenario() -> int:
+        async with redis.asyncio.from_url(redis_url) as client:
+            scripts = Scripts(client, Keys(_namespace()))
+            held: set[str] = set()
+            peak = 0
+            numbers = itertools.count()
+
+            async def ask(who: int, count: int) -> None:
+                nonlocal peak
+                _, granted = await scripts.lease(
+                    "p",
+                    limit=limit,
+                    ttl=30.0,
+                    count=count,
+                    prefix=f"c{who}",
+                    first=next(numbers) * 10,
+                )
+                held.update(granted)
+                peak = max(peak, len(held))
+                if granted and who % 2:  # odd clients give one back at once
+                    held.discard(granted[0])
+                    await scripts.release("p", [granted[0]])
+
+            await asyncio.gather(*(ask(who, n) for who, n in asks))
+            assert len(held) == await client.zcard(scripts.keys.pool("p"))
+            return peak
+
+    assert asyncio.run(scenario()) <= limit
+
+
+async def test_a_lease_expires_unless_renewed_and_renewal_never_brings_one_back(redis_url):
+    """Leases live for their ttl; a heartbeat keeps one; one expired is reported, not re-added."""
+    async with redis.asyncio.from_url(redis_url) as client:
+        scripts = Scripts(client, Keys(_namespace()))
+        _, kept = await scripts.lease("p", limit=2, ttl=0.3, count=1, prefix="a", first=0)
+        _, lapsed = await scripts.lease("p", limit=2, ttl=0.05, count=1, prefix="b", first=0)
+        _, full = await scripts.lease("p", limit=2, ttl=0.3, count=1, prefix="c", first=0)
+        await anyio.sleep(0.1)
+        _, lost = await scripts.renew("p", [*kept, *lapsed], 0.3)
+        _, after = await scripts.lease("p", limit=2, ttl=0.3, count=2, prefix="c", first=1)
+
+        assert [] == full
+        assert lapsed == lost
+        assert 1 == len(after)  # the lapsed slot came back, the renewed one is still held
+        assert 2 == await client.zcard(scripts.keys.pool("p"))
+
+
+async def test_a_pause_never_shortens(redis_url):
+    async with redis.asyncio.from_url(redis_url) as client:
+        scripts = Scripts(client, Keys(_namespace()))
+        now, _ = await scripts.pause("w", 0.0)
+        _, first = await scripts.pause("w", now + 5)
+        _, second = await scripts.pause("w", now + 1)
+
+        assert first == pytest.approx(now + 5) == second
+
+
+# --- the coordinator -----------------------------------------------------------------------------
+
+
+async def test_a_pause_in_one_process_holds_the_window_in_another(redis_url):
+    """A 429's pause applies account-wide: the other process's next event waits for it."""
+    namespace = _namespace()
+    spec = WindowSpec(limit=10, length=0.1)
+    async with running(redis_url, namespace) as (one, _), running(redis_url, namespace) as (two, _):
+        paused = one.window("submit:m", spec)
+        other = two.window("submit:m", spec)
+        until = anyio.current_time() + 0.3
+        paused.pause_until(until)
+        await anyio.sleep(0.05)  # the pause is shared in the background
+        await other.acquire()
+
+        assert anyio.current_time() >= until - 0.01
+
+
+async def test_slots_are_shared_and_a_release_in_one_process_serves_a_waiter_in_another(
+    redis_url,
+):
+    namespace = _namespace()
+    async with running(redis_url, namespace) as (one, _), running(redis_url, namespace) as (two, _):
+        mine = one.slots("submit:m", 2)
+        theirs = two.slots("submit:m", 2)
+        leases = [await mine.acquire(), await mine.acquire()]
+        waiting = asyncio.ensure_future(theirs.acquire())
+        await anyio.sleep(0.05)
+        assert not waiting.done()  # the account's two slots are held elsewhere
+
+        leases[0].release()
+        with anyio.fail_after(2):
+            lease = await waiting
+
+        assert 1 == theirs.in_flight == mine.in_flight
+        lease.release()
+        leases[1].release()
+
+
+async def test_the_query_budget_is_shared_by_banked_tokens_within_the_account_rate(redis_url):
+    """Two processes polling as fast as they can share one window: together within its limit."""
+    namespace = _namespace()
+    spec = WindowSpec(limit=5, length=0.1)
+    taken: list[float] = []
+    async with running(redis_url, namespace) as (one, _), running(redis_url, namespace) as (two, _):
+        windows = [one.window("queries", spec), two.window("queries", spec)]
+
+        async def poll(window: object) -> None:
+            deadline = anyio.current_time() + 0.5
+            while (now := anyio.current_time()) < deadline:
+                if window.try_acquire(now):  # type: ignore[attr-defined]
+                    taken.append(now)
+                else:
+                    await anyio.sleep(max(0.001, window.next_free(now) - now))  # type: ignore[attr-defined]
+
+        await asyncio.gather(*(poll(window) for window in windows))
+
+    taken.sort()
+    assert len(taken) >= 15  # about 5 per 0.1 s over 0.5 s, less the first refills
+    for earlier, later in zip(taken, taken[5:], strict=False):
+        assert later - earlier >= 0.1 - 0.02  # each process's clock reads the same loop clock
+
+
+async def test_a_process_that_vanishes_gives_its_slots_back_within_the_lease(redis_url):
+    """A process that stops renewing (killed) loses its slots when the lease expires."""
+    namespace = _namespace()
+    async with running(redis_url, namespace, lease_ttl=0.3) as (survivor, _):
+        async with running(redis_url, namespace, lease_ttl=0.3) as (doomed, _):
+            await doomed.slots("submit:m", 1).acquire()
+        # `running` cancelled it: like a kill, nothing released the lease.
+        started = anyio.current_time()
+        with anyio.fail_after(2):
+            lease = await survivor.slots("submit:m", 1).acquire()
+
+        assert anyio.current_time() - started <= 0.3 + 0.3  # the lease, plus one retry tick
+        lease.release()
+
+
+async def test_without_redis_it_runs_on_its_share_and_resynchronises_when_back(
+    redis_server, redis_url
+):
+    """Redis stops: local limits (1/N), an event; Redis returns: the local slots are counted."""
+    namespace = _namespace()
+    options = {"socket_timeout": 0.2, "lease_ttl": 0.3}  # a heartbeat every 0.1 s
+    async with (
+        running(redis_url, namespace, **options) as (one, events),
+        running(redis_url, namespace, **options) as (two, _),
+    ):
+        await anyio.sleep(0.15)  # each has counted both
+        assert 2 == one.processes == two.processes
+        one_slots = one.slots("submit:m", 4)
+        await one_slots.acquire()
+        redis_server.stop()
+        with anyio.fail_after(2):
+            local = await one_slots.acquire()  # the share: 4 // 2 processes = 2
+
+        assert one.degraded
+        assert EventKind.COORDINATION_LOST in events
+        assert one_slots.try_lease() is None  # its share is used up
+        redis_server.start()
+        with anyio.fail_after(5):
+            while one.degraded:
+                await anyio.sleep(0.02)
+
+        assert EventKind.COORDINATION_RESTORED == events[-1]
+        async with redis.asyncio.from_url(redis_url) as client:
+            keys = Keys(namespace)
+            assert local.id.encode() in await client.zrange(keys.pool("submit:m"), 0, -1)  # type: ignore[attr-defined]
+
+
+async def test_failing_closed_admission_waits_for_redis(redis_server, redis_url):
+    namespace = _namespace()
+    async with running(redis_url, namespace, socket_timeout=0.2, fail_closed=True) as (one, _):
+        slots = one.slots("submit:m", 2)
+        await slots.acquire()
+        redis_server.stop()
+        waiting = asyncio.ensure_future(slots.acquire())
+        await anyio.sleep(0.3)
+
+        assert not waiting.done()
+        redis_server.start()
+        with anyio.fail_after(5):
+            lease = await waiting
+        assert lease.expires < math.inf  # granted in Redis, not locally
+
+
+def test_its_repr_shows_neither_url_nor_namespace():
+    coordinator = RedisCoordinator("redis://:hunter2@redis.internal:6379/0", namespace="acct")
+
+    assert "hunter2" not in repr(coordinator)
+    assert "redis.internal" not in repr(coordinator)
+
+
+async def test_one_coordinator_belongs_to_one_client(redis_url):
+    coordinator = RedisCoordinator(redis_url)
+    coordinator.bind(account="a", report=lambda kind, detail: None, clock=anyio.current_time)
+
+    with pytest.raises(RuntimeError, match="one per client"):
+        coordinator.bind(account="a", report=lambda kind, detail: None, clock=anyio.current_time)
