@@ -11,8 +11,10 @@ by the package's one ISO formatter, ``_parsing.iso_time``.
 A batch meets its modules in this order. Imports go one way, from ``_batch`` and ``_runner``
 down to ``_ledger``, ``_journal`` and ``_database``: no module imports (or calls back) its caller.
 
-1. ``_batch``: the flags, then every input line (``_inputs``), the output directory, then the
-   journal: refused when untrusted, or rebuilt with ``--recover`` (``_recovery``).
+1. ``_batch``: the flags, then every input line (``_inputs``), this worker's share of them
+   (``_shard``, ``--shard i/N``: which items, which journal and manifest), the output directory,
+   then the journal: refused when untrusted, or rebuilt with ``--recover`` (``_recovery``).
+   ``--coordinator`` (``_coordinator``) reaches the client through ``_options``.
 2. ``_journal``: the truth about every item, its transitions committed one by one;
    ``_records`` is its schema and row, ``_database`` the SQLite file (durability, errors).
 3. ``_runner``: sequences the run; everything below returns to it what comes next.

@@ -13,7 +13,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from aioqwenimage._catalog import resolve
+from aioqwenimage._cli._coordinator import COORDINATOR_VARIABLE
 from aioqwenimage._cli._inputs import InputError, Loaded, load_items
 from aioqwenimage._cli._journal import (
     Journal,
@@ -26,6 +29,7 @@ from aioqwenimage._cli._messages import add_output_options, model_problem
 from aioqwenimage._cli._notify import add_notify_options
 from aioqwenimage._cli._options import (
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_STORAGE,
     EXIT_USAGE,
     Connection,
@@ -39,6 +43,7 @@ from aioqwenimage._cli._options import (
 )
 from aioqwenimage._cli._recovery import earlier_work, recover, untrusted_journal, untrusted_message
 from aioqwenimage._cli._runner import BatchOptions, BatchRunner
+from aioqwenimage._cli._shard import WHOLE, Shard, parse_shard
 
 __all__ = ["fingerprint", "register", "run"]
 
@@ -109,9 +114,33 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--client-seed", type=int, help=argparse.SUPPRESS)
     add_generation_options(parser, batch=True)
     add_connection_options(parser)
+    _add_sharing_options(parser)
     add_notify_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
+
+
+def _add_sharing_options(parser: argparse.ArgumentParser) -> None:
+    """``--shard`` and ``--coordinator``: one input, several workers, one account."""
+    group = parser.add_argument_group("several workers (one input, one account)")
+    group.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="i/N",
+        default=WHOLE,
+        help="run only the i-th of N shares of FILE: the records whose position (from 0) "
+        "leaves i-1 when divided by N. N workers given 1/N ... N/N split FILE without overlap; "
+        "each keeps its own journal and manifest (journal.shard-i-of-N.sqlite), so they may "
+        "share DIR, and running the same command again resumes that shard only",
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="URL",
+        help="share the account's limits (submissions, tasks in flight, task queries) with "
+        "every other process on the same key through this Redis (redis://HOST:PORT/DB, "
+        "rediss://..., unix:///PATH); needs the redis extra: pip install 'aioqwenimage[redis]'; "
+        f"default: ${COORDINATOR_VARIABLE}",
+    )
 
 
 def fingerprint(
@@ -119,17 +148,18 @@ def fingerprint(
 ) -> dict[str, Any]:
     """What makes a journal belong to one batch: the input's bytes, the options shaping items."""
     defaults = generation_defaults(args)
-    return {
-        "input": {"path": str(path.resolve()), "sha256": loaded.sha256},
-        "options": {
-            "model": args.model,
-            **{
-                key: defaults.get(key)
-                for key in ("size", "n", "seed", "negative_prompt", "prompt_extend", "watermark")
-            },
-            "target": target,
+    options: dict[str, Any] = {
+        "model": args.model,
+        **{
+            key: defaults.get(key)
+            for key in ("size", "n", "seed", "negative_prompt", "prompt_extend", "watermark")
         },
+        "target": target,
     }
+    shard: Shard = getattr(args, "shard", WHOLE)
+    if not shard.whole:  # absent otherwise: a journal written before --shard existed still fits
+        options["shard"] = shard.label
+    return {"input": {"path": str(path.resolve()), "sha256": loaded.sha256}, "options": options}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,6 +194,14 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.items:
         error(f"no valid items in {args.file}")
         return EXIT_USAGE
+    shard: Shard = args.shard
+    if not shard.whole:
+        # Every line is checked above, whichever shard it falls to, so that a bad line stops
+        # every worker alike; from here on only this shard's items exist for this run.
+        loaded = attrs.evolve(loaded, items=shard.select(loaded.items))
+        if not loaded.items:
+            note(f"aioqwenimage: shard {shard.label} of {args.file} holds no item: nothing to do")
+            return EXIT_OK
     unwritable = check_output_dir(args.out)
     if unwritable is not None:
         error(unwritable)
@@ -177,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(journal, int):
         return journal
     options = BatchOptions(
-        input_name=str(args.file),
+        input_name=str(args.file) if shard.whole else f"{args.file} (shard {shard.label})",
         out_dir=args.out,
         concurrency=args.concurrency or default_concurrency(connection, loaded),
         resend_uncertain=args.resend_uncertain,
@@ -185,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         plain=args.plain,
         quiet=args.quiet,
         seed=args.client_seed,
+        manifest_name=shard.manifest_name,
     )
     try:
         return asyncio.run(BatchRunner(journal, connection, options).run())
@@ -199,17 +238,28 @@ def _open_journal(
 ) -> Journal | int:
     """The batch's journal, rebuilt with ``--recover`` when untrusted; else the exit code."""
     out: Path = args.out
-    untrusted = untrusted_journal(out, loaded.items)
+    shard: Shard = args.shard
+    journal_name, manifest_name = shard.journal_name, shard.manifest_name
+    untrusted = untrusted_journal(
+        out, loaded.items, journal_name=journal_name, manifest_name=manifest_name
+    )
     try:
         if untrusted is None:
             try:
-                return Journal.open(out, fingerprint=print_, items=loaded.items)
+                return Journal.open(out, fingerprint=print_, items=loaded.items, name=journal_name)
             except JournalDamagedError as exc:
-                untrusted = untrusted_message(str(exc), out, earlier_work(out, loaded.items))
+                work = earlier_work(out, loaded.items, manifest_name=manifest_name)
+                untrusted = untrusted_message(str(exc), out, work)
         if not args.recover:
             error(untrusted)
             return EXIT_STORAGE
-        journal, restored = recover(out, fingerprint=print_, items=loaded.items)
+        journal, restored = recover(
+            out,
+            fingerprint=print_,
+            items=loaded.items,
+            journal_name=journal_name,
+            manifest_name=manifest_name,
+        )
     except JournalMismatchError as exc:
         error(str(exc))
         return EXIT_USAGE

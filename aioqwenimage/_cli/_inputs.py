@@ -84,6 +84,8 @@ class Item:
 
     Attributes:
         seq: Position among the file's items, from 0.
+        record: Position among the file's records, from 0, counting invalid ones too (what
+            ``--shard`` splits by); by default `seq`.
         item_id: The line's ``id``, else its number among items (``"0001"``).
         line: The line in the input file (1-based; the header of a CSV is line 1).
         prompt: What to draw.
@@ -103,6 +105,7 @@ class Item:
     stem: str
     size: tuple[int, int]
     images: int
+    record: int = attrs.field(default=attrs.Factory(lambda self: self.seq, takes_self=True))
 
     def file_names(self) -> list[str]:
         """The names of the item's image files, in image order."""
@@ -381,6 +384,7 @@ def _validate(
                 stem=stem,
                 size=size,
                 images=int(params.get("n") or spec.n_default),
+                record=position - 1,
             )
         )
     return items

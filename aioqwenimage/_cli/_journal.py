@@ -26,6 +26,7 @@ between two callbacks always leaves the journal consistent.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,7 +52,6 @@ from aioqwenimage._cli._records import (
 
 if TYPE_CHECKING:
     import contextlib
-    import sqlite3
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 JOURNAL_NAME: Final = "journal.sqlite"
+_TASK_IDS: Final = (
+    "SELECT task_id FROM items WHERE task_id IS NOT NULL "
+    "UNION SELECT task_id FROM transitions WHERE task_id IS NOT NULL"
+)
 
 
 class Journal:
@@ -94,19 +98,20 @@ class Journal:
         *,
         fingerprint: Mapping[str, Any],
         items: Sequence[Item],
+        name: str = JOURNAL_NAME,
         clock: Any = time.time,
     ) -> Journal:
         """
         Open (or create) the journal in `directory` for this input and these options.
 
         A new journal records `fingerprint` and every item as ``pending``. An existing one must
-        carry the same fingerprint.
+        carry the same fingerprint. `name` is the file's (a ``--shard`` has its own).
 
         Raises:
             JournalMismatchError: The journal belongs to another input file or other options.
             JournalError: The file is not a journal of a version this program reads.
         """
-        path = directory / JOURNAL_NAME
+        path = directory / name
         db = connect(path)
         try:
             with mapped(path, writing=False):
@@ -166,11 +171,30 @@ class Journal:
     def known_task_ids(self) -> set[str]:
         """Every task id the journal holds."""
         with mapped(self.path, writing=False):
-            rows = self._db.execute(
-                "SELECT task_id FROM items WHERE task_id IS NOT NULL "
-                "UNION SELECT task_id FROM transitions WHERE task_id IS NOT NULL"
-            ).fetchall()
+            rows = self._db.execute(_TASK_IDS).fetchall()
         return {task_id for (task_id,) in rows}
+
+    def neighbours_task_ids(self) -> set[str]:
+        """
+        Every task id the other journals in this directory hold (other shards of the batch).
+
+        Read-only, and best effort: a neighbour that cannot be read adds nothing. Reconciliation
+        counts these as known, so that an item whose create was cut short never adopts a task
+        another shard made for the same prompt.
+        """
+        found: set[str] = set()
+        for path in sorted(self.path.parent.glob("journal*.sqlite")):
+            if path.name == self.path.name:
+                continue
+            try:
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+                try:
+                    found.update(task_id for (task_id,) in db.execute(_TASK_IDS))
+                finally:
+                    db.close()
+            except sqlite3.Error:
+                continue
+        return found
 
     def transitions(self, seq: int | None = None) -> list[tuple[int, str, str, str | None]]:
         """The history: ``(seq, old, new, note)`` in order, for one item or all."""

@@ -83,10 +83,10 @@ def entry(row: Row) -> dict[str, Any]:
     return data
 
 
-def write_manifest(directory: Path, rows: Iterable[Row]) -> Path:
-    """Write ``manifest.jsonl`` in `directory` atomically; returns its path."""
-    path = directory / MANIFEST_NAME
-    temporary = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+def write_manifest(directory: Path, rows: Iterable[Row], name: str = MANIFEST_NAME) -> Path:
+    """Write ``manifest.jsonl`` (or `name`) in `directory` atomically; returns its path."""
+    path = directory / name
+    temporary = directory / f".{name}.{os.getpid()}.tmp"
     with temporary.open("w", encoding="utf-8") as file:
         for row in rows:
             file.write(json.dumps(entry(row), ensure_ascii=False) + "\n")

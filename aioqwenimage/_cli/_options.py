@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from aioqwenimage._cli._coordinator import make_coordinator, resolve_coordinator
 from aioqwenimage._cli._notify import NotifyListen, resolve_notify
 from aioqwenimage._config import resolve_key
 from aioqwenimage._errors import QwenImageError
@@ -258,6 +259,9 @@ class Connection:
     submits_per_second: float | None
     queries_per_second: float | None
     notify: NotifyListen | None = None  # --notify-listen: completions from EventBridge
+    # --coordinator: the Redis URL the account's limits are shared through (it may hold a
+    # password, so it is never shown)
+    coordinator: str | None = attrs.field(default=None, repr=False)
 
     @property
     def target(self) -> str:
@@ -290,6 +294,9 @@ def resolve_connection(args: argparse.Namespace) -> Connection | str:
     notify = resolve_notify(args)
     if isinstance(notify, str):
         return notify
+    coordinator, problem = resolve_coordinator(args)
+    if problem is not None:
+        return problem
     return Connection(
         emulator=emulator,
         api_key=args.api_key,
@@ -301,6 +308,7 @@ def resolve_connection(args: argparse.Namespace) -> Connection | str:
         submits_per_second=args.submits_per_second,
         queries_per_second=args.queries_per_second,
         notify=notify,
+        coordinator=coordinator,
     )
 
 
@@ -364,6 +372,10 @@ async def connect(
     limits = client_limits(connection, models)
     notify = connection.notify
     notifications = None if notify is None else Notifications(token=notify.token)
+    # Passed only when asked for, so that a client without it keeps its limits in this process.
+    shared: dict[str, Any] = {}
+    if connection.coordinator is not None:
+        shared["coordinator"] = make_coordinator(connection.coordinator)
     async with contextlib.AsyncExitStack() as stack:
         if connection.emulator:
             from aioqwenimage.testing import FakeDashScope
@@ -383,6 +395,7 @@ async def connect(
                 event_hooks=event_hooks,
                 seed=seed,
                 notifications=notifications,
+                **shared,
             )
         else:
             client = Client(
@@ -395,8 +408,11 @@ async def connect(
                 event_hooks=event_hooks,
                 seed=seed,
                 notifications=notifications,
+                **shared,
             )
         opened = await stack.enter_async_context(client)
+        if shared:
+            note("sharing the account's limits with other processes through Redis")
         if notify is not None and notifications is not None:
             url = await stack.enter_async_context(notifications.listen(notify.host, notify.port))
             note(f"receiving completion notifications at {url}")

@@ -87,8 +87,14 @@ class Next:
 async def list_uncertain(
     client: Client, uncertain: Sequence[Uncertain], ledger: Ledger, now: float
 ) -> Listing:
-    """The tasks unknown to the journal since the earliest uncertain send (logged)."""
-    listing = await list_orphans(client, uncertain, ledger.journal.known_task_ids(), now)
+    """
+    The tasks unknown to the journal since the earliest uncertain send (logged).
+
+    The tasks of the other journals in the output directory (other shards of the batch) are no
+    orphans of this one: they are counted as known.
+    """
+    known = ledger.journal.known_task_ids() | ledger.journal.neighbours_task_ids()
+    listing = await list_orphans(client, uncertain, known, now)
     if listing.error is not None:
         ledger.log(f"could not list the tasks to reconcile: {listing.error}")
     ledger.log(

@@ -47,28 +47,36 @@ RECOVER_HINT: Final = (
 )
 
 
-def earlier_work(directory: Path, items: Sequence[Item]) -> str | None:
+def earlier_work(
+    directory: Path, items: Sequence[Item], *, manifest_name: str = MANIFEST_NAME
+) -> str | None:
     """What in `directory` shows that this batch ran before, in words; ``None`` if nothing."""
     found: list[str] = []
-    if non_empty(directory / MANIFEST_NAME):
-        found.append(MANIFEST_NAME)
+    if non_empty(directory / manifest_name):
+        found.append(manifest_name)
     images = sum(1 for item in items if _item_files(directory, item))
     if images:
         found.append(f"images of {images} item{'s' if images > 1 else ''}")
     return " and ".join(found) or None
 
 
-def untrusted_journal(directory: Path, items: Sequence[Item]) -> str | None:
+def untrusted_journal(
+    directory: Path,
+    items: Sequence[Item],
+    *,
+    journal_name: str = JOURNAL_NAME,
+    manifest_name: str = MANIFEST_NAME,
+) -> str | None:
     """
     Why the journal cannot be used although this batch ran here before; ``None`` when it can.
 
     A missing or 0-byte journal in a directory without earlier work is a new batch. A journal
-    with content is opened (and checked) by `Journal.open`.
+    with content is opened (and checked) by `Journal.open`. The names are a ``--shard``'s files.
     """
-    path = directory / JOURNAL_NAME
+    path = directory / journal_name
     if non_empty(path):
         return None
-    work = earlier_work(directory, items)
+    work = earlier_work(directory, items, manifest_name=manifest_name)
     if work is None:
         return None
     state = "empty (0 bytes)" if path.exists() else "missing"
@@ -90,6 +98,8 @@ def recover(
     fingerprint: Mapping[str, Any],
     items: Sequence[Item],
     now: float | None = None,
+    journal_name: str = JOURNAL_NAME,
+    manifest_name: str = MANIFEST_NAME,
 ) -> tuple[Journal, str]:
     """
     Move the untrusted journal aside and rebuild it from the manifest and the files.
@@ -101,29 +111,37 @@ def recover(
         JournalError: The new journal cannot be written either.
     """
     now = time.time() if now is None else now
-    aside = _move_aside(directory, now)
-    journal = Journal.open(directory, fingerprint=fingerprint, items=items)
+    aside = _move_aside(directory, now, journal_name)
+    journal = Journal.open(directory, fingerprint=fingerprint, items=items, name=journal_name)
     try:
-        entries = _manifest_entries(directory)
+        entries = _manifest_entries(directory / manifest_name)
         since = _earliest_send(entries.values(), now)
         counts = {"done": 0, "re-attached": 0, "failed": 0, "to reconcile": 0}
         for item in items:
             entry = entries.get(item.item_id)
             if entry is not None and entry.get("prompt") != item.prompt:
                 entry = None  # another batch's line under the same id: no evidence for this one
-            counts[_restore(journal, directory, item, entry, since)] += 1
+            counts[
+                _restore(journal, directory, item, entry, since, manifest_name=manifest_name)
+            ] += 1
     except BaseException:
         journal.close()
         raise
     moved = f"; the old journal is kept as {aside.name}" if aside is not None else ""
     summary = ", ".join(f"{count} {what}" for what, count in counts.items() if count)
-    return journal, f"journal rebuilt from the files and {MANIFEST_NAME}: {summary}{moved}"
+    return journal, f"journal rebuilt from the files and {manifest_name}: {summary}{moved}"
 
 
 def _restore(
-    journal: Journal, directory: Path, item: Item, entry: Mapping[str, Any] | None, since: float
+    journal: Journal,
+    directory: Path,
+    item: Item,
+    entry: Mapping[str, Any] | None,
+    since: float,
+    *,
+    manifest_name: str,
 ) -> str:
-    note = f"restored by --recover from {MANIFEST_NAME} and the files"
+    note = f"restored by --recover from {manifest_name} and the files"
     task_id = entry.get("task_id") if entry is not None else None
     task_id = task_id if isinstance(task_id, str) and task_id else None
     files = _item_files(directory, item, entry)
@@ -165,9 +183,8 @@ def _item_files(
     return names if all_saved(directory, names) else None
 
 
-def _manifest_entries(directory: Path) -> dict[str, dict[str, Any]]:
+def _manifest_entries(path: Path) -> dict[str, dict[str, Any]]:
     """The manifest's lines by item id; lines that do not parse are no evidence."""
-    path = directory / MANIFEST_NAME
     entries: dict[str, dict[str, Any]] = {}
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -203,18 +220,18 @@ def _earliest_send(entries: Any, now: float) -> float:
     return max(oldest, min(sent, default=oldest))
 
 
-def _move_aside(directory: Path, now: float) -> Path | None:
+def _move_aside(directory: Path, now: float, name: str) -> Path | None:
     """Rename the journal and its side files out of the way; the new name, if there was one."""
     stamp = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / JOURNAL_NAME
-    aside = directory / f"{JOURNAL_NAME}.untrusted-{stamp}"
+    path = directory / name
+    aside = directory / f"{name}.untrusted-{stamp}"
     moved = None
     try:
         if path.exists():
             path.replace(aside)
             moved = aside
         for suffix in _SIDE_FILES:
-            side = directory / f"{JOURNAL_NAME}{suffix}"
+            side = directory / f"{name}{suffix}"
             if side.exists():
                 side.replace(directory / f"{aside.name}{suffix}")
     except OSError as exc:

@@ -83,6 +83,7 @@ class BatchOptions:
     plain: bool = False
     quiet: bool = False
     seed: int | None = None
+    manifest_name: str = MANIFEST_NAME  # a --shard writes its own
 
 
 @attrs.frozen
@@ -166,7 +167,7 @@ class BatchRunner:
                 loop.remove_signal_handler(signal.SIGINT)
             self.display.close()
         try:
-            write_manifest(self.out, self.journal.rows())
+            write_manifest(self.out, self.journal.rows(), self.options.manifest_name)
         except STORAGE as exc:
             self._storage_failed(exc)
         self._print_summary()
@@ -244,7 +245,7 @@ class BatchRunner:
             if time.monotonic() - last_manifest >= _MANIFEST_EVERY and self.stop.storage is None:
                 last_manifest = time.monotonic()
                 try:
-                    write_manifest(self.out, self.journal.rows())
+                    write_manifest(self.out, self.journal.rows(), self.options.manifest_name)
                 except STORAGE as exc:
                     self._storage_failed(exc)
 
@@ -337,7 +338,7 @@ class BatchRunner:
         if self.display is not None:
             self.display.close()
         with contextlib.suppress(OSError):
-            write_manifest(self.out, self.journal.rows())
+            write_manifest(self.out, self.journal.rows(), self.options.manifest_name)
         self.journal.close()
         sys.stdout.flush()
         note(
@@ -358,7 +359,7 @@ class BatchRunner:
             self.rows,
             self.ledger.why,
             out_dir=str(self.out),
-            manifest=str(self.out / MANIFEST_NAME),
+            manifest=str(self.out / self.options.manifest_name),
             interrupted=bool(self.stop.interrupts),
         )
         if self.console is not None:
