@@ -2,15 +2,19 @@
 One client process of a multi-process run (tests/processes.py starts several).
 
 ``python -m tests.client_worker --base-url URL --time-scale S --model M --count N --worker I
-[--coordinator REDIS_URL [--namespace NS]]``, with the key in ``$DASHSCOPE_API_KEY`` (never on
-the command line). It opens an `aioqwenimage.Client`, prints ``{"ready": I}``, waits for
-``go <epoch seconds>`` on stdin and then for that moment (so that every worker starts at once),
-runs `count` generations of `model` at the same time (prompts ``"<prompt> w<I> #<n>"``), and
-prints one JSON line: the task ids it created (from its ``SUBMITTED`` events), an outcome per
-generation, and its counters (`Client.stats`).
+[--coordinator REDIS_URL [--namespace NS] [--lease-ttl SECONDS]] [--echo KIND]...``, with the key
+in ``$DASHSCOPE_API_KEY`` (never on the command line). It opens an `aioqwenimage.Client`, prints
+``{"ready": I}``, waits for ``go <epoch seconds>`` on stdin and then for that moment (so that
+every worker starts at once), runs `count` generations of `model` at the same time (prompts
+``"<prompt> w<I> #<n>"``), and prints one JSON line: the task ids it created (from its
+``SUBMITTED`` events), an outcome per generation, its events counted by kind, and its counters
+(`Client.stats`).
 
 With ``--coordinator``, the client shares its limits through
-``aioqwenimage.redis.RedisCoordinator(url, namespace=...)``, imported only then.
+``aioqwenimage.redis.RedisCoordinator(url, namespace=..., lease_ttl=...)``, imported only then.
+Each ``--echo KIND`` (an `aioqwenimage.EventKind` value, e.g. ``submitted``) prints a JSON line
+``{"event": KIND, "at": <epoch seconds>, "task_id": ...}`` the moment such an event happens, so
+that the harness can act mid-run (kill this worker once it holds a slot, stop Redis...).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import aioqwenimage as q
@@ -36,17 +41,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--coordinator", default=None, help="a Redis URL")
     parser.add_argument("--namespace", default=None)
+    parser.add_argument("--lease-ttl", type=float, default=None, help="real seconds")
+    parser.add_argument(
+        "--echo",
+        action="append",
+        default=[],
+        choices=[kind.value for kind in q.EventKind],
+        help="print a line per event of this kind, as it happens",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="per generation, simulated s")
     return parser.parse_args(argv)
 
 
-def build_coordinator(url: str | None, namespace: str | None) -> Any:
+def build_coordinator(url: str | None, namespace: str | None, lease_ttl: float | None) -> Any:
     """The shared coordinator for `url`, or ``None`` (each client keeps its limits alone)."""
     if url is None:
         return None
     from aioqwenimage.redis import RedisCoordinator  # type: ignore[import-not-found,unused-ignore]
 
-    return RedisCoordinator(url, namespace=namespace)
+    if lease_ttl is None:
+        return RedisCoordinator(url, namespace=namespace)
+    return RedisCoordinator(url, namespace=namespace, lease_ttl=lease_ttl)
 
 
 async def generate(client: q.Client, args: argparse.Namespace, index: int) -> dict[str, Any]:
@@ -61,12 +76,18 @@ async def generate(client: q.Client, args: argparse.Namespace, index: int) -> di
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     created: list[str] = []
+    events: Counter[str] = Counter()
+    echo = set(args.echo)
 
     def on_event(event: q.TaskEvent) -> None:
+        events[event.kind.value] += 1
         if event.kind is q.EventKind.SUBMITTED and event.task_id is not None:
             created.append(event.task_id)
+        if event.kind.value in echo:
+            line = {"event": event.kind.value, "at": event.at, "task_id": event.task_id}
+            print(json.dumps(line), flush=True)
 
-    coordinator = build_coordinator(args.coordinator, args.namespace)
+    coordinator = build_coordinator(args.coordinator, args.namespace, args.lease_ttl)
     options: dict[str, Any] = {} if coordinator is None else {"coordinator": coordinator}
     client = q.Client(
         base_url=args.base_url,
@@ -93,6 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "task_ids": created,
         "outcomes": outcomes,
         "throttled": stats.throttled,
+        "events": dict(sorted(events.items())),
         "stats": {
             "requests": dict(stats.requests),
             "polls": stats.polls,
