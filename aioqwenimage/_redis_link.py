@@ -84,6 +84,8 @@ class Link:
         self.degraded = False
         self._restored = anyio.Event()
         self._restored.set()
+        # Set when Redis goes away: the heartbeat starts reconnecting at once, not at its next beat.
+        self.went_away = anyio.Event()
         # Work the synchronous methods leave for the coordinator's worker, in order.
         self.pending: deque[Callable[[], Awaitable[object]]] = deque()
         self.wanting: dict[SharedWindow | SharedSlots, None] = {}
@@ -148,11 +150,13 @@ class Link:
             return
         self.degraded = True
         self._restored = anyio.Event()
+        self.went_away.set()
         self._on_lost(exc)
 
     def restored(self) -> None:
         """Redis answers again (and was resynchronised)."""
         self.degraded = False
+        self.went_away = anyio.Event()
         self._restored.set()
         self.wake()
 

@@ -136,8 +136,9 @@ return result
 """
 )
 
-# KEYS: pool. ARGV: ttl, then lease ids taken while Redis was away. Adds them whatever the
-# limit (they are held: the count must say so), so new grants wait until it is respected again.
+# KEYS: pool. ARGV: ttl, then the lease ids a process holds after Redis was away (taken on local
+# limits, or lost if Redis restarted empty). Adds them whatever the limit (they are held: the
+# count must say so), so new grants wait until it is respected again.
 _ADOPT = (
     _NOW
     + """
@@ -324,7 +325,7 @@ class Scripts:
         return float(_text(raw[0])), [_text(v) for v in raw[1:]]
 
     async def adopt(self, name: str, ids: Sequence[str], ttl: float) -> float:
-        """Count the leases `ids` as held (taken while Redis was away); returns the server's now."""
+        """Count the leases `ids` as held (after Redis was away); returns the server's now."""
         raw = await self._adopt(keys=[self.keys.pool(name)], args=[repr(ttl), *ids])
         return float(_text(raw[0]))
 

@@ -262,14 +262,19 @@ class SharedSlots:
             )
 
     async def resynchronise(self) -> None:
-        """Redis is back: count the slots taken on local limits, then serve the waiters."""
-        local = [lease for lease in self._held if not lease.shared]
-        if local:
+        """
+        Redis is back: count every slot held here (taken on local limits, or held from before
+        and lost if Redis restarted empty), then serve the waiters.
+        """
+        held = list(self._held)
+        if held:
             link = self._link
             await link.call(
-                lambda: link.scripts.adopt(self._name, [lease.id for lease in local], self._ttl),
+                lambda: link.scripts.adopt(self._name, [lease.id for lease in held], self._ttl),
                 now_of=lambda r: r,
             )
-            for lease in local:
+            expires = link.to_local(link.to_server(link.clock()) + self._ttl)
+            for lease in held:
                 lease.shared = True
+                lease.expires = expires
         self._link.want(self)

@@ -29,11 +29,13 @@ __all__ = ["SharedWindow"]
 
 # While a window's bank is empty, the forecast of the next event: about one Redis round trip.
 BANK_ETA: Final = 0.005
-# A banked event may be spent this long after its time (this part of the window's length, at
-# most `MAX_GRACE` seconds); later, it is given back unused. Spending it late moves the event
-# later than the log says, so the log keeps its events this much further apart.
+# A banked event may be spent this long after its time (this part of the window's length, and
+# at least `MIN_GRACE` seconds: a busy loop wakes the poll scheduler late, and a grace shorter
+# than that would give back every event before it is spent); later, it is given back unused.
+# Spending it late moves the event later than the log says, so the log keeps its events this
+# much further apart.
 GRACE_SHARE: Final = 0.05
-MAX_GRACE: Final = 0.02
+MIN_GRACE: Final = 0.025
 
 
 class SharedWindow:
@@ -47,7 +49,7 @@ class SharedWindow:
         self._spec = spec
         self._sleep = sleep
         self._bank: deque[tuple[float, str]] = deque()  # (local time, event), in time order
-        self._grace = min(MAX_GRACE, GRACE_SHARE * spec.length)
+        self._grace = max(MIN_GRACE, GRACE_SHARE * spec.length)
         self._claim = 1  # events reserved per refill
         self._paused = -math.inf  # local time
         self._used = 0

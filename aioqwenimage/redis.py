@@ -286,7 +286,8 @@ class RedisCoordinator:
                     await pool.renew()
             except Unavailable:
                 continue
-            await anyio.sleep(self.lease_ttl / 3)
+            with anyio.move_on_after(self.lease_ttl / 3):
+                await link.went_away.wait()
 
     async def _reconnect(self, link: Link) -> None:
         """Try Redis again; when it answers, resynchronise and serve every waiter."""
