@@ -161,6 +161,7 @@ class Engine:
         Raises:
             ApiError: 429 ``Throttling.RateQuota`` when the window is full.
         """
+        self.stats.count_task_call(now, self.time_scale)
         if self._task_window is not None:
             wait = self._task_window.acquire(now)
             if wait:

@@ -7,7 +7,7 @@ after that the client first saw it terminal.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -96,6 +96,9 @@ class Stats:
         notifications: Task-completion events: ``published``, ``lost``, ``duplicated``,
             ``delivered`` (answered 2xx), ``refused`` (answered otherwise), ``failed`` (no
             answer), ``dead`` (every try failed); see `NotificationTarget`.
+        peak_task_calls_per_second: The most task queries, lists and cancels that reached the
+            account's task-API limit within any one simulated second (a sliding window), the
+            ones it answered 429 included: whether the clients together kept to the limit.
     """
 
     _tasks_source: Callable[[], Iterable[tuple[Task, TaskStatus]]] = attrs.field(
@@ -115,6 +118,8 @@ class Stats:
     peak_sync_in_flight: int = 0
     sync_calls: list[SyncCallReport] = attrs.field(factory=list)
     notifications: Counter[str] = attrs.field(factory=Counter)
+    peak_task_calls_per_second: int = 0
+    _task_calls: deque[float] = attrs.field(factory=deque, init=False, repr=False)
 
     def clear(self) -> None:
         """Zero every counter (the emulator's reset)."""
@@ -125,6 +130,21 @@ class Stats:
         self.sync_in_flight = self.peak_sync_in_flight = 0
         self.sync_calls.clear()
         self.notifications.clear()
+        self.peak_task_calls_per_second = 0
+        self._task_calls.clear()
+
+    def count_task_call(self, now: float, second: float) -> None:
+        """
+        One task-API call reached the limit at `now`; `second` is one simulated second, in real
+        seconds. A clock that steps back counts as no time passing.
+        """
+        calls = self._task_calls
+        if calls and now < calls[-1]:
+            now = calls[-1]
+        while calls and calls[0] <= now - second:
+            calls.popleft()
+        calls.append(now)
+        self.peak_task_calls_per_second = max(self.peak_task_calls_per_second, len(calls))
 
     def count_connection(self) -> None:
         """One more TCP connection accepted by the API host."""
@@ -174,6 +194,7 @@ class Stats:
             "file_requests": self.file_requests,
             "file_requests_with_authorization": self.file_requests_with_authorization,
             "notifications": dict(sorted(self.notifications.items())),
+            "peak_task_calls_per_second": self.peak_task_calls_per_second,
         }
         if tasks:
             data["tasks"] = [attrs.asdict(report) for report in self.tasks.values()]
