@@ -60,12 +60,21 @@ async def run(spec: dict[str, Any], workload: Workload) -> dict[str, Any]:
     last_done: float | None = None
     report: dict[str, Any] = {"index": spec["index"], "count": len(prompts)}
     loop = asyncio.get_running_loop()
+    kinds: Counter[str] = Counter()
+    coordination: list[list[Any]] = []  # [time, kind, detail]: Redis lost or restored
+
+    def hook(event: aioqwenimage.TaskEvent) -> None:
+        kinds[event.kind.value] += 1
+        if event.kind.value.startswith("coordination_"):
+            coordination.append([event.at, event.kind.value, dict(event.detail)])
+
     async with aioqwenimage.Client(
         api_key=spec["api_key"],
         base_url=spec["base_url"],
         limits=limits,
         time_scale=workload.time_scale,
         coordinator=coordinator,
+        event_hooks=[hook],
     ) as client:
         print("ready", flush=True)
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -89,7 +98,12 @@ async def run(spec: dict[str, Any], workload: Workload) -> dict[str, Any]:
                 last_done = time.time()
 
         task = asyncio.ensure_future(work())
+        samples: list[list[Any]] = []
+        sampler = asyncio.ensure_future(
+            _sample(coordinator, samples, started, 0.5 * workload.time_scale)
+        )
         done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        sampler.cancel()
         timed_out = task not in done
         if timed_out:
             task.cancel()
@@ -121,17 +135,47 @@ async def run(spec: dict[str, Any], workload: Workload) -> dict[str, Any]:
                 },
             }
         )
+        report["events"] = dict(kinds)
         if coordinator is not None:
             report["coordinator"] = {
                 "leading": coordinator.leading,
                 "routed": coordinator.routed,
                 "processes": coordinator.processes,
                 "degraded": coordinator.degraded,
+                "events": coordination,
+                "given_back": {
+                    name: window.given_back for name, window in coordinator._windows.items()
+                },
+                # Every half simulated second: [seconds since go, degraded, clock offset,
+                # processes, leading, {pool: [adaptive limit, slots held, waiters]}].
+                "samples": samples,
             }
         _write(spec["out"], report)
         if timed_out:
             os._exit(0)  # closing a client with work still running could take long
     return report
+
+
+async def _sample(coordinator: Any, samples: list[list[Any]], origin: float, step: float) -> None:
+    """Profiling only: the coordinator's state (private attributes) every `step` real seconds."""
+    if coordinator is None:
+        return
+    while True:
+        link = coordinator._link
+        samples.append(
+            [
+                round(time.time() - origin, 3),
+                coordinator.degraded,
+                None if link is None else round(link.offset, 4),
+                coordinator.processes,
+                coordinator.leading,
+                {
+                    name: [pool.limit, pool.in_flight, pool.waiting]
+                    for name, pool in coordinator._pools.items()
+                },
+            ]
+        )
+        await asyncio.sleep(step)
 
 
 def _write(path: str, report: dict[str, Any]) -> None:

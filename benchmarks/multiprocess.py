@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,6 +160,59 @@ def _processes(
             file.close()
 
 
+class RedisSampler:
+    """
+    Profiling: the account's shared state in Redis, sampled from outside every `step` seconds in
+    a thread: leases held per pool, the adaptive limit written, pauses, events in each window.
+
+    Rows: ``[seconds since start, {key suffix: value}]``, the key's account prefix dropped.
+    """
+
+    def __init__(self, url: str, step: float) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2)
+        self._step = step
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.rows: list[list[Any]] = []
+        self._origin = 0.0
+
+    def start(self) -> None:
+        """Sample from now on."""
+        self._origin = time.time()
+        self._thread.start()
+
+    def stop(self) -> list[list[Any]]:
+        """Stop sampling; the rows."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._redis.close()
+        return self.rows
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.rows.append([round(time.time() - self._origin, 3), self._sample()])
+            self._stop.wait(self._step)
+
+    def _sample(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        seconds, micros = self._redis.time()
+        now = seconds + micros / 1e6
+        for raw in self._redis.keys("aioqwenimage:*"):
+            key = raw.decode()
+            kind, _, name = key.split("}:", 1)[-1].partition(":")
+            if kind == "pool":
+                found[f"leases:{name}"] = self._redis.zcount(key, now, "+inf")
+            elif kind == "window":
+                found[f"window:{name}"] = self._redis.zcount(key, now - 1e9, now)
+            elif kind in ("limit", "pause"):
+                value = self._redis.get(key)
+                found[f"{kind}:{name}"] = None if value is None else float(value)
+        return found
+
+
 def _await_ready(processes: list[subprocess.Popen[str]], timeout: float) -> list[int]:
     """Wait for every process's ``ready`` line; the indices of those that did not say it."""
     deadline = time.monotonic() + timeout
@@ -182,6 +236,7 @@ def run_config(
     redis_pid: int | None = None,
     flush: Callable[[], None] | None = None,
     ideal: tuple[tuple[float, ...], tuple[float, ...]],
+    logs_dir: Path | None = None,
 ) -> dict[str, Any]:
     """
     One configuration: `processes` clients, coordinated through `redis_url` or not.
@@ -193,6 +248,7 @@ def run_config(
     if flush is not None:
         flush()
     ideal_real = max(ideal[1], default=0.0)
+    sample_step = 0.5 * workload.time_scale
     timeout = TIMEOUT_FACTOR * ideal_real + TIMEOUT_FLOOR
     entry: dict[str, Any] = {
         "processes": processes,
@@ -203,15 +259,18 @@ def run_config(
         "revision": _git_revision(),
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
+    if logs_dir is not None:
+        logs_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aioqwenimage-b5-") as tmp:
         directory = Path(tmp)
         outs = [directory / f"report-{i}.json" for i in range(processes)]
-        logs = [directory / f"stderr-{i}.txt" for i in range(processes)]
+        logs = [(logs_dir or directory) / f"stderr-{i}.txt" for i in range(processes)]
+        # Profiling: a wrapper (py-spy record ... --) or a diagnostic script in place of the module.
+        client = os.environ.get("AIOQWENIMAGE_B5_CLIENT", "-m benchmarks._mp_client").split()
         commands = [
             [
                 sys.executable,
-                "-m",
-                "benchmarks._mp_client",
+                *client,
                 json.dumps(
                     {
                         "workload": workload.name,
@@ -237,14 +296,19 @@ def run_config(
                 entry["status"] = "crashed"
                 entry["problem"] = f"processes {missing} did not say ready"
             else:
+                sampler = None if redis_url is None else RedisSampler(redis_url, sample_step)
                 for process in running:
                     assert process.stdin is not None
                     process.stdin.write("go\n")
                     process.stdin.flush()
+                if sampler is not None:
+                    sampler.start()
                 deadline = time.monotonic() + timeout + GRACE
                 # Bounded: whatever is still running at the deadline is killed on leaving.
                 while time.monotonic() < deadline and any(p.poll() is None for p in running):
                     time.sleep(0.05)
+                if sampler is not None:
+                    entry["redis_samples"] = sampler.stop()
         entry["wall_seconds"] = round(time.monotonic() - wall_start, 2)
         entry["exit_codes"] = [p.returncode for p in running]
         emulator_cpu_end = _cpu_of(emulator.process.pid)
@@ -514,6 +578,7 @@ def run_b5(
     time_scale: float | None = None,
     out_dir: Path | None = RESULTS,
     redis_url: str | None = None,
+    logs_dir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """
@@ -558,6 +623,7 @@ def run_b5(
                 redis_pid=pid if coordinated else None,
                 flush=flush,
                 ideal=ideal,
+                logs_dir=None if logs_dir is None else logs_dir / key,
             )
             runs[key] = entry
             log(f"[{name}] {key}: {one_line(entry)}")
@@ -621,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None, help="use this Redis, not one of our own")
     parser.add_argument("--no-report", action="store_true", help="leave docs/benchmarks.md")
     parser.add_argument(
+        "--logs", type=Path, default=None, help="keep the client processes' stderr here"
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="2 processes, 60 tasks, both modes; a quick check"
     )
     args = parser.parse_args(argv)
@@ -653,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.scale,
         out_dir=out,
         redis_url=args.redis_url,
+        logs_dir=args.logs,
         log=_log,
     )
     if not args.no_report:
