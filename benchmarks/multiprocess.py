@@ -54,7 +54,7 @@ READY_TIMEOUT: Final = 60.0
 GRACE: Final = 20.0
 # A run's deadline: this many times the ideal makespan, plus a fixed allowance.
 TIMEOUT_FACTOR: Final = 4.0
-TIMEOUT_FLOOR: Final = 30.0
+TIMEOUT_FLOOR: Final = {"B5": 30.0, "B5-smoke": 5.0}
 
 MULTIPROCESS: Final[dict[str, Workload]] = {
     "B5": Workload(
@@ -249,7 +249,7 @@ def run_config(
         flush()
     ideal_real = max(ideal[1], default=0.0)
     sample_step = 0.5 * workload.time_scale
-    timeout = TIMEOUT_FACTOR * ideal_real + TIMEOUT_FLOOR
+    timeout = TIMEOUT_FACTOR * ideal_real + TIMEOUT_FLOOR.get(workload.name, 30.0)
     entry: dict[str, Any] = {
         "processes": processes,
         "coordinated": redis_url is not None,
@@ -321,10 +321,21 @@ def run_config(
                 text = log.read_text(encoding="utf-8", errors="replace")
                 entry.setdefault("stderr", []).append(text[-1500:])
     entry["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    redis_rows = entry.pop("redis_samples", None)
+    if logs_dir is not None and redis_rows is not None:
+        (logs_dir / "redis-samples.json").write_text(json.dumps(redis_rows), encoding="utf-8")
     if entry.get("status") == "crashed":
         return entry
     stats = emulator.stats()
+    if logs_dir is not None:  # the raw material, for profiling
+        for report in reports:
+            path = logs_dir / f"report-{report['index']}.json"
+            path.write_text(json.dumps(report), encoding="utf-8")
+        (logs_dir / "emulator-stats.json").write_text(json.dumps(stats), encoding="utf-8")
     entry.update(measure(workload, reports, stats, ideal=ideal, processes=processes))
+    if redis_rows is not None:
+        cap = workload.models[workload.async_group.model].in_flight
+        entry["redis"] = redis_summary(redis_rows, cap)
     entry["emulator_cpu_seconds"] = _delta(emulator_cpu, emulator_cpu_end)
     entry["redis_cpu_seconds"] = _delta(redis_cpu, redis_cpu_end)
     return entry
@@ -435,10 +446,53 @@ def per_process(
                 "close_seconds": (
                     round(report["closed"] - report["finished"], 3) if "closed" in report else None
                 ),
-                "coordinator": report.get("coordinator"),
+                "coordinator": coordinator_summary(report.get("coordinator")),
             }
         )
     return rows
+
+
+def coordinator_summary(found: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """
+    A process's coordinator, summarised from its report: whether it led, what it routed and gave
+    back, how often Redis was lost, the share of samples spent degraded, and the jitter of its
+    estimate of the offset between Redis's clock and its own (ms from the median: p99, max).
+    """
+    if found is None:
+        return None
+    samples = found.get("samples", [])
+    offsets = [row[2] for row in samples if row[2]]
+    middle = percentile(offsets, 0.5)
+    jitter = [abs(o - middle) * 1000 for o in offsets] if middle is not None else []
+    return {
+        "leading": found.get("leading"),
+        "routed": found.get("routed"),
+        "given_back": found.get("given_back"),
+        "coordination_lost": sum(1 for e in found.get("events", []) if e[1] == "coordination_lost"),
+        "degraded_share": (sum(1 for row in samples if row[1]) / len(samples) if samples else None),
+        "offset_jitter_ms_p99": percentile(jitter, 0.99),
+        "offset_jitter_ms_max": max(jitter, default=None),
+    }
+
+
+def redis_summary(rows: list[list[Any]], cap: int | None) -> dict[str, Any]:
+    """
+    The account's state in Redis over a run, from `RedisSampler` rows: the most leases counted
+    in a pool, the share of samples with more leases than the cap, the lowest adaptive limit
+    written, and the share of samples with a pause in force.
+    """
+    leases = [v for _, found in rows for k, v in found.items() if k.startswith("leases:")]
+    limits = [v for _, found in rows for k, v in found.items() if k.startswith("limit:")]
+    paused = sum(1 for _, found in rows if any(k.startswith("pause:") for k in found))
+    return {
+        "samples": len(rows),
+        "max_leases": max(leases, default=None),
+        "over_cap_share": (
+            sum(1 for v in leases if cap is not None and v > cap) / len(leases) if leases else None
+        ),
+        "min_shared_limit": min(limits, default=None),
+        "paused_share": paused / len(rows) if rows else None,
+    }
 
 
 def rate_step(scale: float, bucket: float = 0.1) -> float:
@@ -522,6 +576,16 @@ def measure(
         "polls": metrics["polls"],
         "list_calls": metrics["list_calls"],
         "queries_per_task": metrics["polls_per_task"],
+        "queries_per_second": (metrics["polls"] / (span / scale) if span else None),
+        # No client that spent this many task queries could beat this ratio to the ideal: the
+        # account answers at most `task_queries_per_second` of them per second.
+        "query_bound_ratio": (
+            metrics["polls"]
+            / workload.task_queries_per_second
+            / (metrics["ideal_makespan"] / scale)
+            if metrics["ideal_makespan"]
+            else None
+        ),
         "detection_p50": _sim(metrics["detection_p50"], scale),
         "detection_p95": _sim(metrics["detection_p95"], scale),
         "detection_mean": _sim(metrics["detection_mean"], scale),
