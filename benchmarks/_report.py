@@ -86,7 +86,7 @@ python -m benchmarks all                        # 4 workloads x 4 clients (~22 m
 python -m benchmarks B1 --clients aioqwenimage  # one client: merged into the results, page rebuilt
 python -m benchmarks B2 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.5}'
 python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument   # profile, not recorded
-python -m benchmarks B5                         # many processes on one key, Redis or not (~10 min)
+python -m benchmarks B5                         # 1, 2, 4 processes on one key, Redis or not
 python -m benchmarks report                     # rebuild this page from benchmarks/results/
 python -m benchmarks smoke                      # the CI check (about 20 s, temporary directory)
 nox -s bench -- B4                              # the same through nox

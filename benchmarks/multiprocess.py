@@ -610,8 +610,9 @@ def measure(
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[tuple[str, int | None, Callable[[], None]]]:
     """
-    (URL, pid, flush) of the Redis to use: `url` if given (flushed with redis-py), else a
-    ``redis-server`` of our own on a private unix socket (``tests/redis_server.py``).
+    (URL, pid, flush) of the Redis to use: `url` if given (between runs, its ``aioqwenimage:*``
+    keys are deleted, nothing else), else a ``redis-server`` of our own on a private unix socket
+    (``tests/redis_server.py``), emptied between runs.
     """
     if url is not None:
         import redis
@@ -619,7 +620,8 @@ def redis_server(url: str | None) -> Iterator[tuple[str, int | None, Callable[[]
         def flush_url() -> None:
             client = redis.Redis.from_url(url)
             try:
-                client.flushall()
+                for key in client.scan_iter(match="aioqwenimage:*", count=1000):
+                    client.delete(key)
             finally:
                 client.close()
 
@@ -748,7 +750,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=None, help="time scale (default 0.25)")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
-    parser.add_argument("--redis-url", default=None, help="use this Redis, not one of our own")
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="use this Redis, not one of our own (its aioqwenimage:* keys are deleted)",
+    )
     parser.add_argument("--no-report", action="store_true", help="leave docs/benchmarks.md")
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep the client processes' stderr here"
