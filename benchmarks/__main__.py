@@ -4,13 +4,17 @@
 Workloads: ``B1`` ``B2`` ``B3`` ``B4`` (``all`` is the four), ``smoke`` (a quick check of the
 runner, written to a temporary directory), and ``report`` (rebuild ``docs/benchmarks.md`` from the
 results already in ``benchmarks/results/``). ``chaos`` is not a timed benchmark but a reliability
-run with every fault at once (``benchmarks/_chaos.py``, ``docs/reliability.md``). Examples::
+run with every fault at once (``benchmarks/_chaos.py``, ``docs/reliability.md``). ``B5`` runs
+several client processes on one account, with and without a Redis coordinator
+(``benchmarks/multiprocess.py``; its own options follow it). Examples::
 
     python -m benchmarks all                          # the full suite, then the report
     python -m benchmarks B1 --clients aioqwenimage    # re-measure one client; report updated
     python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument  # profile, not recorded
     python -m benchmarks B1 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.1}'
     python -m benchmarks chaos --count 5000           # the reliability run
+    python -m benchmarks B5                           # 1, 2, 4 processes x Redis or not
+    python -m benchmarks B5 --processes 4 --modes coordinated --scale 1
 """
 
 from __future__ import annotations
@@ -108,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks._chaos import main as chaos
 
         return chaos(argv[1:])
+    if argv[:1] == ["B5"]:
+        from benchmarks.multiprocess import main as multiprocess
+
+        return multiprocess(argv[1:])
     args = _parse(argv)
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     unknown = [c for c in clients if c not in VARIANTS]

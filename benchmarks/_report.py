@@ -44,6 +44,9 @@ _COLORS: Final = {
 NOTES_START: Final = "<!-- notes:start -->"
 NOTES_END: Final = "<!-- notes:end -->"
 WORKLOAD_ORDER: Final = ("B1", "B2", "B3", "B4", "B6")
+# B5 (many processes, `benchmarks/multiprocess.py`) has runs, not client variants.
+MULTIPROCESS: Final = "B5"
+PAGE_ORDER: Final = ("B1", "B2", "B3", "B4", MULTIPROCESS, "B6")
 
 INTRO: Final = """
 # Benchmarks
@@ -83,6 +86,7 @@ python -m benchmarks all                        # 4 workloads x 4 clients (~22 m
 python -m benchmarks B1 --clients aioqwenimage  # one client: merged into the results, page rebuilt
 python -m benchmarks B2 --clients aioqwenimage --out /tmp/try --aqi-poll '{"sweep_share": 0.5}'
 python -m benchmarks B2 --clients aioqwenimage --profile pyinstrument   # profile, not recorded
+python -m benchmarks B5                         # 1, 2, 4 processes on one key, Redis or not
 python -m benchmarks report                     # rebuild this page from benchmarks/results/
 python -m benchmarks smoke                      # the CI check (about 20 s, temporary directory)
 nox -s bench -- B4                              # the same through nox
@@ -295,7 +299,73 @@ def evaluate_targets(docs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
         add("B4: converges on the hidden cap of 20", None, "not measured")
         add("B4: makespan <= 1.15 x ideal for a cap of 20", None, "not measured")
     _notification_targets(aqi["B6"], add)
+    _multiprocess_targets(docs.get(MULTIPROCESS), add)
     return targets
+
+
+# Issue 11's targets, on the 4-process coordinated run at the workload's own time scale.
+_B5_RUN: Final = "4p-coordinated"
+_B5_CAP: Final = 200
+_B5_QUERIES: Final = 20
+_B5_RATIO: Final = 1.10
+
+
+def _multiprocess_targets(doc: Mapping[str, Any] | None, add: Any) -> None:
+    """With 4 coordinated processes: no 429 on creates, cap and 20 queries/s kept, 1.10x."""
+    names = (
+        "B5: 4 coordinated processes: 0 throttled creates",
+        f"B5: 4 coordinated processes: in flight never above the cap ({_B5_CAP})",
+        f"B5: 4 coordinated processes: task queries <= {_B5_QUERIES} in every second",
+        f"B5: 4 coordinated processes: makespan <= {_B5_RATIO:.2f} x the single-process ideal",
+        "B5: 4 coordinated processes: no generation lost, no task created twice",
+    )
+    runs = (doc or {}).get("runs", {})
+    entry = runs.get(_B5_RUN)
+    if entry is None or entry.get("status") == "crashed":
+        for name in names:
+            add(name, None, "not measured" if entry is None else "crashed")
+        return
+    others = {
+        key: run
+        for key, run in runs.items()
+        if key.startswith(_B5_RUN + "-") and run.get("status") != "crashed"
+    }
+
+    def also(key: str, spec: str = "") -> str:
+        found = [f"{k[len(_B5_RUN) + 1 :]}: {_fmt(r.get(key), spec)}" for k, r in others.items()]
+        return f" ({'; '.join(found)})" if found else ""
+
+    add(
+        names[0],
+        entry["create_429"] == 0,
+        f"{entry['create_429']} creates answered 429" + also("create_429"),
+    )
+    peak = entry.get("peak_in_flight")
+    add(
+        names[1],
+        peak is not None and peak <= _B5_CAP,
+        f"peak {_fmt(peak)}" + also("peak_in_flight"),
+    )
+    queries = entry.get("peak_task_calls_per_second")
+    add(
+        names[2],
+        queries is not None and queries <= _B5_QUERIES,
+        f"peak {_fmt(queries)} in a second, {entry['query_429']} answered 429"
+        + also("peak_task_calls_per_second"),
+    )
+    ratio = entry.get("makespan_ratio")
+    add(
+        names[3],
+        ratio is not None and ratio <= _B5_RATIO,
+        f"{_fmt(entry.get('makespan'), '.1f')} s = {_fmt(ratio, '.3f')} x ideal "
+        f"{_fmt(entry.get('ideal_makespan'), '.1f')} s" + also("makespan_ratio", ".3f"),
+    )
+    add(
+        names[4],
+        entry["lost"] == 0 and entry["duplicates"] == 0 and entry["status"] == "ok",
+        f"{entry['lost']} lost, {entry['duplicates']} duplicates, status {entry['status']}"
+        + also("lost"),
+    )
 
 
 # B6's events come 0.2-2 s after each task's end, uniformly: their median delay.
@@ -431,6 +501,145 @@ def table(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _run_label(entry: Mapping[str, Any], scale: float | None) -> str:
+    """A run's column name: ``4 coordinated``, ``4 coordinated, x1 time``."""
+    processes = entry.get("processes", "?")
+    mode = "coordinated" if entry.get("coordinated") else "uncoordinated"
+    label = f"{processes} {mode}"
+    if scale is not None and entry.get("time_scale") not in (None, scale):
+        label += f", x{entry['time_scale']:g} time"
+    return label
+
+
+def _run_order(runs: Mapping[str, Any]) -> list[str]:
+    """1, 2, 4... processes, coordinated before uncoordinated, the default scale first."""
+
+    def key(name: str) -> tuple[int, int, int, str]:
+        entry = runs[name]
+        extra = 1 if "-x" in name else 0
+        return (extra, int(entry.get("processes", 0)), 0 if entry.get("coordinated") else 1, name)
+
+    return sorted(runs, key=key)
+
+
+_MP_ROWS: Final[list[tuple[str, Callable[[Mapping[str, Any]], str]]]] = [
+    ("status", lambda e: e["status"]),
+    ("makespan (simulated s)", lambda e: _fmt(e["makespan"], ".1f")),
+    ("makespan / single-process ideal", lambda e: _fmt(e["makespan_ratio"], ".3f")),
+    (
+        "floor set by the task queries spent (x ideal)",
+        lambda e: _fmt(e["query_bound_ratio"], ".3f"),
+    ),
+    (
+        "generations ok / lost; duplicate tasks",
+        lambda e: f"{e['succeeded']} / {e['lost']}; {e['duplicates']}",
+    ),
+    ("creates answered 429", lambda e: str(e["create_429"])),
+    ("task queries answered 429", lambda e: str(e["query_429"])),
+    ("peak task queries in one second (limit 20)", lambda e: _fmt(e["peak_task_calls_per_second"])),
+    ("peak tasks in flight (cap 200)", lambda e: _fmt(e["peak_in_flight"])),
+    ("tasks in flight, 20-80 % of the run", lambda e: _fmt(e["steady_mean_in_flight"], ".0f")),
+    ("task queries per task (incl. lists)", lambda e: _fmt(e["queries_per_task"])),
+    ("task queries per second, mean", lambda e: _fmt(e["queries_per_second"], ".1f")),
+    (
+        "detection delay p50 / p95 (simulated s)",
+        lambda e: f"{_fmt(e['detection_p50'])} / {_fmt(e['detection_p95'])}",
+    ),
+    (
+        "client CPU, all processes (s; ms per task)",
+        lambda e: f"{_fmt(e['client_cpu_seconds'])} ({_fmt(e['client_cpu_ms_per_task'], '.1f')})",
+    ),
+    ("emulator CPU (s)", lambda e: _fmt(e.get("emulator_cpu_seconds"))),
+    (
+        "Redis lost (events, all processes)",
+        lambda e: (
+            str(
+                sum(
+                    (p.get("coordinator") or {}).get("coordination_lost", 0)
+                    for p in e["per_process"]
+                )
+            )
+            if e.get("coordinated")
+            else "-"
+        ),
+    ),
+    (
+        "most leases counted in Redis",
+        lambda e: _fmt((e.get("redis") or {}).get("max_leases")) if e.get("coordinated") else "-",
+    ),
+    ("wall time (s)", lambda e: _fmt(e["wall_seconds"], ".0f")),
+    ("load average before the run", lambda e: _fmt((e.get("load_before") or [None])[0])),
+]
+
+
+def multiprocess_table(doc: Mapping[str, Any]) -> str:
+    """B5's table: metrics as rows, runs (processes, coordinated or not) as columns."""
+    runs = doc.get("runs", {})
+    order = _run_order(runs)
+    scale = doc.get("time_scale")
+    lines = [
+        "| metric | " + " | ".join(_run_label(runs[k], scale) for k in order) + " |",
+        "|---|" + "---:|" * len(order),
+    ]
+    for label, cell in _MP_ROWS:
+        cells = []
+        for key in order:
+            entry = runs[key]
+            if entry.get("status") == "crashed":
+                cells.append("crashed" if label == "status" else "-")
+                continue
+            try:
+                cells.append(cell(entry))
+            except (KeyError, TypeError):
+                cells.append("-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def multiprocess_section(doc: Mapping[str, Any], plot: str | None) -> list[str]:
+    """The page's section of a multi-process workload (B5)."""
+    runs = doc.get("runs", {})
+    scale = doc.get("time_scale")
+    revisions = sorted({e.get("revision", "?") for e in runs.values()})
+    times = sorted({e.get("run_at", "?") for e in runs.values()})
+    parts = [
+        f"## {doc.get('workload')}: {doc.get('title', '')}",
+        "",
+        doc.get("description", ""),
+        "",
+        (
+            "Ideal makespan of the whole workload for one process (greedy in-order schedule "
+            "under the account's limits, completion seen instantly): "
+            f"**{doc.get('ideal_makespan', 0):.1f} simulated s**. Runs are compressed "
+            f"(x{_fmt(scale, 'g')}: a simulated second lasts {_fmt(scale, 'g')} real s) "
+            "unless marked; times below are simulated seconds. Every task needs at least one "
+            "query (list rows carry no result URLs), so the 20 queries/s the account allows also "
+            "bound the makespan: the *floor* row divides the queries a run spent by 20/s."
+        ),
+        "",
+        multiprocess_table(doc),
+        "",
+        (
+            "Run with `python -m benchmarks B5` (`python -m benchmarks.multiprocess`; "
+            "`--processes 4 --modes coordinated --scale 1` for one run at real time). Peaks are "
+            "the emulator's counters (`peak_task_calls_per_second` counts every task query, list "
+            "and cancel that reached the limit, 429s included, in a sliding simulated second)."
+        ),
+        "",
+        (
+            f"Measured {times[0]} to {times[-1]} at revision {', '.join(revisions)}."
+            if times
+            else ""
+        ),
+    ]
+    if plot:
+        parts += [
+            "",
+            f"![{doc.get('workload')}: tasks in flight, queries and 429s per second]({plot})",
+        ]
+    return [*parts, ""]
+
+
 def polling_beside_notifications(docs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """B1 (polls and sweeps) beside B6 (the same workload with notifications), for aioqwenimage."""
     b1, b6 = _entry(docs, "B1", "aioqwenimage"), _entry(docs, "B6", "aioqwenimage")
@@ -490,9 +699,12 @@ def render_markdown(
         met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]
         parts.append(f"| {target['target']} | {met} | {target['detail']} |")
     parts.append("")
-    for name in [*WORKLOAD_ORDER, *(n for n in docs if n not in WORKLOAD_ORDER)]:
+    for name in [*PAGE_ORDER, *(n for n in docs if n not in PAGE_ORDER)]:
         doc = docs.get(name)
         if doc is None:
+            continue
+        if "runs" in doc:
+            parts += multiprocess_section(doc, plots.get(name))
             continue
         parts += [
             f"## {name}: {doc.get('title', '')}",
@@ -531,7 +743,11 @@ def render_markdown(
 
 
 def plot_workload(
-    doc: Mapping[str, Any], path: Path, *, limits: Mapping[str, float] | None = None
+    doc: Mapping[str, Any],
+    path: Path,
+    *,
+    limits: Mapping[str, float] | None = None,
+    xlabel: str = "seconds since the client started",
 ) -> None:
     """
     One PNG for a workload: tasks in flight, task queries per second, and 429s per second, over
@@ -607,7 +823,7 @@ def plot_workload(
     axes[0].set_ylabel("tasks in flight\n(server view)")
     axes[1].set_ylabel("task API calls / s\n(query, list, cancel)")
     axes[2].set_ylabel("429 answers / s\n(creates + queries)")
-    axes[2].set_xlabel("seconds since the client started")
+    axes[2].set_xlabel(xlabel)
     axes[0].set_title(title)
     for axis in axes:
         axis.grid(visible=True, alpha=0.3)
@@ -616,6 +832,29 @@ def plot_workload(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_multiprocess(doc: Mapping[str, Any], path: Path) -> None:
+    """B5's plot: the runs at the workload's own time scale, as lines, in simulated time."""
+    from benchmarks.multiprocess import MULTIPROCESS as WORKLOADS
+
+    runs = doc.get("runs", {})
+    scale = doc.get("time_scale")
+    shown = {
+        _run_label(runs[key], scale): runs[key]
+        for key in _run_order(runs)
+        if runs[key].get("series") and runs[key].get("time_scale") == scale
+    }
+    workload = WORKLOADS.get(str(doc.get("workload")))
+    limits: dict[str, float] = {}
+    if workload is not None:
+        limits = _limits_of({"workload": workload.name}, {workload.name: workload})
+    plot_workload(
+        {**doc, "clients": shown},
+        path,
+        limits=limits,
+        xlabel="simulated seconds since the processes started",
+    )
 
 
 def _limits_of(doc: Mapping[str, Any], workloads: Mapping[str, Any]) -> dict[str, float]:
@@ -648,10 +887,16 @@ def write_report(
     if not docs:  # the smoke run writes only its own
         for path in sorted(results_dir.glob("*.json")):
             docs[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+    if MULTIPROCESS not in docs and (results_dir / f"{MULTIPROCESS}.json").exists():
+        path = results_dir / f"{MULTIPROCESS}.json"
+        docs[MULTIPROCESS] = json.loads(path.read_text(encoding="utf-8"))
     plots = {}
     for name, doc in docs.items():
         png = plots_dir / f"{name}.png"
-        plot_workload(doc, png, limits=_limits_of(doc, WORKLOADS))
+        if "runs" in doc:
+            _plot_multiprocess(doc, png)
+        else:
+            plot_workload(doc, png, limits=_limits_of(doc, WORKLOADS))
         plots[name] = os.path.relpath(png, page.parent)
     notes = ""
     if page.exists():

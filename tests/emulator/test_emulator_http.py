@@ -797,6 +797,45 @@ async def test_task_calls_share_20_per_second(api: Api, clock: Clock):
     assert 200 == (await api.call("GET", "/tasks/x"))[0]
 
 
+async def test_peak_task_calls_per_second_counts_a_sliding_second_and_429s(
+    start: Callable[..., Awaitable[Api]], clock: Clock
+):
+    """
+    The peak counts task calls in any one simulated second, 429s included: 15 calls late in one
+    second and 15 early in the next are 30 within a second (fixed seconds would say 15).
+    """
+    api = await start(time_scale=0.5)  # one simulated second is 0.5 real seconds
+    clock.advance(0.3)
+    for _ in range(15):
+        await api.call("GET", "/tasks/x")
+    clock.advance(0.3)  # 0.6 simulated seconds later
+    statuses = [(await api.call("GET", "/tasks"))[0] for _ in range(15)]
+    assert ([200] * 5 + [429] * 10, 30) == (
+        statuses,
+        api.fake.stats.to_dict()["peak_task_calls_per_second"],
+    )
+    clock.advance(0.45)  # the first burst has left the second; the second has not
+    for _ in range(16):
+        await api.call("GET", "/tasks/x")
+    assert 31 == api.fake.stats.peak_task_calls_per_second
+    clock.advance(0.6)  # every call so far has left; the peak stays
+    for _ in range(20):
+        await api.call("GET", "/tasks/x")
+    assert 31 == api.fake.stats.peak_task_calls_per_second
+    api.fake.reset()
+    assert 0 == api.fake.stats.peak_task_calls_per_second
+
+
+async def test_peak_task_calls_per_second_survives_a_clock_stepping_back(api: Api, clock: Clock):
+    """A wall clock that steps back counts as no time passing: nothing leaves the window early."""
+    for _ in range(3):
+        await api.call("GET", "/tasks/x")
+    clock.advance(-5)
+    for _ in range(3):
+        await api.call("GET", "/tasks/x")
+    assert 6 == api.fake.stats.peak_task_calls_per_second
+
+
 async def test_no_limits_means_no_throttling(fast: Api):
     """limits=None never answers 429."""
     statuses = {(await fast.create("qwen-image-plus"))[0] for _ in range(10)}
