@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -164,3 +165,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"redis_server", "redis_url"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored() -> Iterator[None]:
+    """
+    What a test configures on the ``aioqwenimage`` logger (the CLI's ``-v``/``-q`` run in process,
+    ``$AIOQWENIMAGE_LOG``) is undone after it, so that no later test inherits a handler or a level.
+    """
+    logger = logging.getLogger("aioqwenimage")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
