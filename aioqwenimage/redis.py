@@ -131,7 +131,8 @@ class RedisCoordinator:
 
     def bind(self, *, account: str, report: Report, clock: Callable[[], float]) -> None:
         """
-        Called once by the client that owns this coordinator, in its event loop.
+        Called once, by the client that owns this coordinator, when that client is built (the
+        connection to Redis opens lazily, in the loop the client runs in).
 
         Args:
             account: A hash of the API key: the namespace unless one was given.
