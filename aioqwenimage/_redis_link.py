@@ -68,28 +68,28 @@ class Link:
         fail_closed: bool,
         on_lost: Callable[[BaseException], None],
     ) -> None:
-        self.scripts = scripts
-        self.process = process
-        self.clock = clock
-        self.fail_closed = fail_closed
+        self.scripts: Scripts = scripts
+        self.process: str = process
+        self.clock: Clock = clock
+        self.fail_closed: bool = fail_closed
         self._on_lost = on_lost
-        self.offset = 0.0  # server time minus local time
+        self.offset: float = 0.0  # server time minus local time
         # Bounds on the offset, from every answer: the server read its clock after we sent and
         # before we received. Their intersection narrows and stays put, where a per-call
         # estimate would jump with each round trip (a busy loop reads answers late) and so
         # squeeze events converted with different offsets closer than the window allows.
         self._low = -math.inf
         self._high = math.inf
-        self.processes = 1  # live processes last counted
-        self.degraded = False
+        self.processes: int = 1  # live processes last counted
+        self.degraded: bool = False
         self._restored = anyio.Event()
         self._restored.set()
         # Set when Redis goes away: the heartbeat starts reconnecting at once, not at its next beat.
-        self.went_away = anyio.Event()
+        self.went_away: anyio.Event = anyio.Event()
         # Work the synchronous methods leave for the coordinator's worker, in order.
         self.pending: deque[Callable[[], Awaitable[object]]] = deque()
         self.wanting: dict[SharedWindow | SharedSlots, None] = {}
-        self.work = anyio.Event()
+        self.work: anyio.Event = anyio.Event()
         self._sequence = 0
 
     def __repr__(self) -> str:

@@ -255,7 +255,7 @@ class Scripts:
     """The scripts, registered on one Redis client, as typed coroutines."""
 
     def __init__(self, redis: redis.asyncio.Redis, keys: Keys) -> None:
-        self.keys = keys
+        self.keys: Keys = keys
         self._redis = redis
         register = redis.register_script
         self._reserve = register(_RESERVE)

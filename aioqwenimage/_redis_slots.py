@@ -41,10 +41,10 @@ class SharedLease:
 
     def __init__(self, pool: SharedSlots, lease_id: str, *, shared: bool, expires: float) -> None:
         self._pool = pool
-        self.id = lease_id
-        self.shared = shared
-        self.expires = expires
-        self.released = False
+        self.id: str = lease_id
+        self.shared: bool = shared
+        self.expires: float = expires
+        self.released: bool = False
 
     def __repr__(self) -> str:
         return f"<SharedLease {self.id} released={self.released}>"

@@ -55,7 +55,7 @@ class SharedWindow:
         self._used = 0
         self._fallback: SlidingWindow | None = None
         self._lock = anyio.Lock()
-        self.given_back = 0
+        self.given_back: int = 0
 
     def __repr__(self) -> str:
         return f"<SharedWindow {self._name} {self._spec.limit}/{self._spec.length:g}s>"

@@ -51,7 +51,7 @@ from aioqwenimage._settings import _check_rate
 
 __all__ = ["RedisCoordinator"]
 
-logger = logging.getLogger("aioqwenimage")
+logger: logging.Logger = logging.getLogger("aioqwenimage")
 
 # Reconnection attempts back off from this to `MAX_BACKOFF` seconds.
 FIRST_BACKOFF: Final = 0.05
