@@ -25,14 +25,15 @@ def figures() -> dict:
 
 
 def test_chaos_accounting_is_exact(figures):
-    """No prompt paid twice, no wrong outcome, every caller answered, nothing after close."""
+    """No prompt paid twice, no wrong or lost outcome, every caller answered, nothing leaked."""
     chaos = figures["chaos"]
     assert 300 == sum(chaos["outcomes"].values())
     assert 0 == chaos["outcomes"].get("hung", 0)
     assert (0, 0) == (chaos["duplicates"], chaos["wrong"])
-    # A success is only ever missed through an untyped exception (issue 8 item 6, not yet
-    # fixed on every branch): each lost outcome must be one of those.
-    assert chaos["lost"] <= chaos["raw_count"]
+    # No success without its caller, no untyped exception, nothing left PENDING by a caller that
+    # went away, no asyncio task or file descriptor left behind (issue 8's targets).
+    assert (0, 0, 0) == (chaos["lost"], chaos["raw_count"], chaos["left_pending_after_cancel"])
+    assert (0, 0) == (chaos["leaked_asyncio_tasks"], chaos["leaked_fds"])
 
 
 def test_chaos_faults_and_storm_fired(figures):
