@@ -169,6 +169,15 @@ class Link:
         self.pending.append(call)
         self.work.set()
 
+    async def send_pending(self) -> None:
+        """Send the work left by `later`, in order, until done or Redis goes away."""
+        while self.pending and not self.degraded:
+            try:
+                await self.pending[0]()
+            except Unavailable:
+                return  # kept: the caller decides whether to drop it
+            self.pending.popleft()
+
     def want(self, user: SharedWindow | SharedSlots) -> None:
         """`user` needs the worker: a window's bank is empty, a pool has waiters."""
         self.wanting[user] = None

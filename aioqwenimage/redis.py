@@ -249,12 +249,7 @@ class RedisCoordinator:
 
     async def _leave(self, link: Link) -> None:
         """Say goodbye: pending releases sent, this process uncounted, its live list removed."""
-        while link.pending and not link.degraded:
-            try:
-                await link.pending[0]()
-            except Unavailable:
-                break
-            link.pending.popleft()
+        await link.send_pending()
         redis_client = self._redis
         assert redis_client is not None  # noqa: S101 - set with the link
         try:
@@ -318,12 +313,7 @@ class RedisCoordinator:
             link.work = anyio.Event()
             if link.degraded and link.fail_closed:
                 continue
-            while link.pending and not link.degraded:
-                try:
-                    await link.pending[0]()
-                except Unavailable:
-                    break
-                link.pending.popleft()
+            await link.send_pending()
             if link.degraded:
                 # Dropped: the leases released meanwhile expire by themselves (nobody renews
                 # them), and a pause still running is shared again on return.
