@@ -180,12 +180,11 @@ def start(parts: Parts) -> None:
                 live=live, announce=parts.registry.announce, interval=policy.sweep_interval
             )
         runners.append(shared.run)
-    parts.registry.bind(scheduler, (lambda: sweeper.trusted) if sweeper is not None else _never)
+    if sweeper is None:
+        parts.registry.bind(scheduler)
+    else:
+        parts.registry.bind(scheduler, lambda: sweeper.trusted)
     parts.poller.bind(scheduler, sweeper, parts.notified)
     if parts.notified is not None:
         parts.notified.bind(scheduler)
     parts.host.start(runners)
-
-
-def _never() -> bool:
-    return False

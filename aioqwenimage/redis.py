@@ -31,6 +31,7 @@ Requires the ``redis`` extra: ``pip install 'aioqwenimage[redis]'``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -361,22 +362,30 @@ class RedisCoordinator:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _share_live(self, link: Link) -> None:
-        """Write this process's live tasks; as the leader, read every process's."""
+        """
+        Write this process's live tasks when they changed (and before their key expires); as the
+        leader, read every process's.
+        """
         keys = link.scripts.keys
         redis_client = self._redis
         assert redis_client is not None  # noqa: S101 - set with the link
+        written: dict[str, str] | None = None
+        refreshed = -math.inf
         while True:
             await anyio.sleep(self._interval)
             if link.degraded:
+                written = None  # Redis may come back empty: write the list again then
                 continue
             live = {task_id: repr(created) for task_id, created in self._local_live()}
             try:
-                async with redis_client.pipeline(transaction=True) as pipe:
-                    pipe.delete(keys.live(self.process))
-                    if live:
-                        pipe.hset(keys.live(self.process), mapping=live)  # type: ignore[arg-type]
-                        pipe.pexpire(keys.live(self.process), round(self.lease_ttl * 1000))
-                    await pipe.execute()
+                if live != written or link.clock() - refreshed >= self.lease_ttl / 3:
+                    async with redis_client.pipeline(transaction=True) as pipe:
+                        pipe.delete(keys.live(self.process))
+                        if live:
+                            pipe.hset(keys.live(self.process), mapping=live)  # type: ignore[arg-type]
+                            pipe.pexpire(keys.live(self.process), round(self.lease_ttl * 1000))
+                        await pipe.execute()
+                    written, refreshed = live, link.clock()
                 if self.leading:
                     self._account_live = await self._read_account_live(redis_client, keys)
                 else:

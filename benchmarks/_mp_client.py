@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import attrs
+
 from benchmarks._workloads import Workload
 
 
@@ -124,15 +126,8 @@ async def run(spec: dict[str, Any], workload: Workload) -> dict[str, Any]:
                 "cpu_seconds": cpu_end - cpu_start,
                 "cpu_seconds_total": cpu_end,
                 "peak_rss_mb": rss,
-                "client_stats": {
-                    "requests": dict(stats.requests),
-                    "polls": stats.polls,
-                    "throttled": stats.throttled,
-                    "retries": stats.retries,
-                    "submitted": stats.submitted,
-                    "finished": dict(stats.finished),
-                    "uncertain": stats.uncertain,
-                },
+                # Everything but the slots held now (none, once the client closed).
+                "client_stats": attrs.asdict(stats, filter=lambda a, _: a.name != "in_flight"),
             }
         )
         report["events"] = dict(kinds)

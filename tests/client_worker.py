@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import attrs
+
 import aioqwenimage as q
 
 
@@ -115,15 +117,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "outcomes": outcomes,
         "throttled": stats.throttled,
         "events": dict(sorted(events.items())),
-        "stats": {
-            "requests": dict(stats.requests),
-            "polls": stats.polls,
-            "throttled": stats.throttled,
-            "retries": stats.retries,
-            "submitted": stats.submitted,
-            "finished": dict(stats.finished),
-            "uncertain": stats.uncertain,
-        },
+        # Everything but the slots held now (none, once the client closed).
+        "stats": attrs.asdict(stats, filter=lambda a, _: a.name != "in_flight"),
         "elapsed": elapsed,
         "coordinated": coordinator is not None,
     }

@@ -32,13 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
-from tests.emulator_process import emulator_process
+from tests.emulator_process import Emulator, emulator_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -48,35 +47,6 @@ READY_TIMEOUT = 60.0
 """Real seconds for every worker to start Python, import the package and open its client."""
 START_AHEAD = 0.2
 """Real seconds between the start signal and the moment every worker starts generating."""
-
-
-@attrs.frozen
-class Emulator:
-    """An emulator serving in another process: its API root, its key, and its admin endpoints."""
-
-    base_url: str
-    api_key: str = attrs.field(repr=False)
-    time_scale: float
-
-    @property
-    def admin(self) -> str:
-        return self.base_url.replace("/api/v1", "/__emulator__")
-
-    def call(self, method: str, path: str, body: object = None) -> Any:
-        """One admin request (``stats``, ``reset``, ``faults``); its JSON answer."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.admin}/{path}", data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            return json.loads(response.read())
-
-    def stats(self) -> dict[str, Any]:
-        """`aioqwenimage.testing.Stats.to_dict`, with the per-task reports."""
-        return self.call("GET", "stats")  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        """Forget every task and counter."""
-        self.call("POST", "reset")
 
 
 def throttled_creates(stats: dict[str, Any]) -> int:

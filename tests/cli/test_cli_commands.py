@@ -12,14 +12,12 @@ import os
 import struct
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import pytest
 
-from tests.emulator_process import emulator_process
+from tests.emulator_process import Emulator, emulator_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,39 +25,10 @@ if TYPE_CHECKING:
 SCALE = "0.01"
 
 
-@attrs.frozen
-class Emulator:
-    base_url: str
-    api_key: str
-
-    @property
-    def admin(self) -> str:
-        return self.base_url.replace("/api/v1", "/__emulator__")
-
-    def call(self, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.admin}/{path}", data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            return json.loads(response.read())
-
-    def stats(self) -> dict[str, Any]:
-        return self.call("GET", "stats")  # type: ignore[no-any-return]
-
-    def created(self) -> int:
-        return sum(self.stats()["tasks_created"].values())
-
-    def fault(self, **fault: object) -> None:
-        self.call("POST", "faults", fault)
-
-    def flags(self) -> list[str]:
-        return ["--base-url", self.base_url, "--api-key", self.api_key, "--time-scale", SCALE]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Emulator]:
     with emulator_process("--time-scale", SCALE, stop_timeout=20) as (base_url, api_key):
-        yield Emulator(base_url, api_key)
+        yield Emulator(base_url, api_key, float(SCALE))
 
 
 @pytest.fixture

@@ -26,13 +26,12 @@ import pytest
 from aioqwenimage._cli import main
 from tests.cli.test_cli_commands import (
     SCALE,
-    Emulator,
     cli,
     png_size,
     server,  # noqa: F401 - the module's emulator process
 )
 from tests.cli.test_cli_commands import emulator as emulator  # noqa: PLC0414 - the fixture
-from tests.emulator_process import emulator_process
+from tests.emulator_process import Emulator, emulator_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -309,7 +308,7 @@ def limited() -> Iterator[Emulator]:
     """An emulator with the documented limits that refuses (429) creates beyond the cap."""
     flags = ("--time-scale", SCALE, "--over-cap", "reject")
     with emulator_process(*flags, stop_timeout=20) as (base_url, api_key):
-        yield Emulator(base_url, api_key)
+        yield Emulator(base_url, api_key, float(SCALE))
 
 
 def test_shards_sharing_a_coordinator_keep_to_the_accounts_limits_together(

@@ -223,6 +223,26 @@ async def test_the_query_budget_is_shared_by_banked_tokens_within_the_account_ra
         assert later - earlier >= 0.1 - 0.02  # each process's clock reads the same loop clock
 
 
+async def test_banked_query_events_spent_late_still_keep_the_window(redis_url):
+    """An event spent up to its grace after its time never squeezes the window (the log allows)."""
+    spec = WindowSpec(limit=5, length=0.1)
+    spent: list[float] = []
+    async with running(redis_url, _namespace()) as (coordinator, _):
+        window = coordinator.window("queries", spec)
+        while len(spent) < 24:
+            now = anyio.current_time()
+            free = window.next_free(now)
+            # Every sixth event is spent 20 ms late (within the grace); the one five later is not.
+            late = 0.02 if len(spent) % 6 == 0 else 0.0
+            await anyio.sleep(max(0.0, free - now) + late)
+            now = anyio.current_time()
+            if window.try_acquire(now):
+                spent.append(now)
+
+    for earlier, later in zip(spent, spent[5:], strict=False):
+        assert later - earlier >= 0.1 - 0.005
+
+
 async def test_a_process_that_vanishes_gives_its_slots_back_within_the_lease(redis_url):
     """A process that stops renewing (killed) loses its slots when the lease expires."""
     namespace = _namespace()

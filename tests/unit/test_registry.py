@@ -238,6 +238,21 @@ async def test_sweeps_see_unannounced_tasks_and_announce_each_once(parts):
     assert ["t-2"] == [task_id for task_id, _ in parts.registry.sweepable()]
 
 
+async def test_once_sweeps_proved_right_an_announced_end_frees_the_slot_at_once(parts):
+    """Trusted sweeps: the list saying a task ended frees its slot before its result is fetched."""
+    parts, scheduler = parts
+    early = await created(parts, "t-1")
+    trusted = await created(parts, "t-2")
+    assert parts.registry.announce("t-1")
+    assert early.slot is not None  # sweeps not yet confirmed here: held until its own poll
+    parts.registry.bind(scheduler, lambda: True)
+    assert parts.registry.announce("t-2")
+    assert trusted.slot is None
+    assert {MODEL: 1} == parts.admission.in_flight()
+    assert not trusted.handle.done()  # its result is still to be fetched
+    assert trusted.handle in scheduler
+
+
 @pytest.mark.parametrize(("end", "kept"), [("10:00:00.000", 1), ("10:00:20.000", 0)])
 async def test_a_finished_task_teaches_the_scheduler_its_plausible_duration(parts, end, kept):
     """A terminal snapshot's server duration is learnt, unless longer than the client saw."""
