@@ -141,8 +141,12 @@ class RateWindow(Protocol):
         """Take a token at `now` when one is free; else take nothing."""
         ...  # pragma: no cover
 
-    async def acquire(self) -> None:
-        """Reserve the next free token, wait for it (FIFO with this process's callers), take it."""
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """
+        Reserve the next free token, wait for it (FIFO with this process's callers), take it.
+        `urgent`: not held by a pause (the rate still holds), for a request whose delay costs
+        more than a 429 would (a remote cancel before the task starts and bills).
+        """
         ...  # pragma: no cover
 
 

@@ -87,7 +87,13 @@ class Recorder:
         event = TaskEvent(
             kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
         )
-        level = logging.INFO if kind in _INFO_KINDS else logging.DEBUG
+        level = (
+            logging.WARNING
+            if kind is EventKind.LOST_TRACK
+            else logging.INFO
+            if kind in _INFO_KINDS
+            else logging.DEBUG
+        )
         logger.log(level, "%s task=%s model=%s %s", kind.value, task_id, model, detail)
         for hook in self._hooks:
             try:

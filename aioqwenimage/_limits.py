@@ -15,6 +15,7 @@ and ``sleep``: tests run them on virtual time.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 from collections import deque
@@ -58,9 +59,10 @@ class SlidingWindow:
     and none before `paused_until` (a 429 pauses a window as a whole).
 
     The pure methods take the current time, which must never decrease between calls; `acquire`
-    reads it from the injected clock. Events are only ever added at or after the latest one, so
-    checking the `limit`-th latest is enough to keep the invariant (a new event at ``t`` with
-    ``log[-limit] + window <= t`` leaves at most ``limit - 1`` others in ``(t - window, t]``).
+    reads it from the injected clock. Events are added at or after the latest one, so checking
+    the `limit`-th latest is enough to keep the invariant (a new event at ``t`` with
+    ``log[-limit] + window <= t`` leaves at most ``limit - 1`` others in ``(t - window, t]``);
+    the one exception, `try_urgent`, counts the events on both sides of its own.
     """
 
     def __init__(
@@ -138,6 +140,18 @@ class SlidingWindow:
             free = max(free, log[-self._limit] + self._window)
         return free
 
+    def try_urgent(self, now: float) -> bool:
+        """
+        Record an event at `now` ahead of the pause and of the reservations waiting behind it,
+        when no window containing `now` would then hold more than `limit` events (it counts
+        every event less than a window away, either side); else change nothing.
+        """
+        self._prune(now)
+        if sum(1 for at in self._log if at < now + self._window) >= self._limit:
+            return False
+        bisect.insort(self._log, now)  # sorted: `next_free` reads the `limit`-th latest
+        return True
+
     def try_acquire(self, now: float) -> bool:
         """Record an event at `now` when the window admits one; else change nothing."""
         if self.next_free(now) > now:
@@ -165,7 +179,7 @@ class SlidingWindow:
         with contextlib.suppress(ValueError):
             self._log.remove(at)
 
-    async def acquire(self, not_before: Clock | None = None) -> None:
+    async def acquire(self, not_before: Clock | None = None, *, urgent: bool = False) -> None:
         """
         Wait for a slot, in FIFO order with other `acquire` callers, and take it.
 
@@ -173,7 +187,11 @@ class SlidingWindow:
             not_before: Called after each wait: the earliest time the slot may be used, on top
                 of the window's own pause. When either moved past the reserved slot, the slot is
                 given back and a later one taken.
+            urgent: The window's pause does not hold this one (its rate does): it goes at once
+                when `try_urgent` allows, else it waits its turn like any other.
         """
+        if urgent and not_before is None and self.try_urgent(self._clock()):
+            return
         async with self._lock:
             while True:
                 now = self._clock()
@@ -440,9 +458,13 @@ class QueryBudget:
         self.spent += 1
         return True
 
-    async def acquire(self) -> None:
-        """Wait for a token, FIFO among callers of this method, and take it."""
-        await self._window.acquire()
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """
+        Wait for a token, FIFO among callers of this method, and take it. `urgent`: a 429's
+        pause does not hold this query (the rate does): a remote cancel, which may save a paid
+        image if it arrives before the task starts, is worth a possible second 429.
+        """
+        await self._window.acquire(urgent=urgent)
         self.spent += 1
 
     def __repr__(self) -> str:

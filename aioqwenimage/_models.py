@@ -246,6 +246,11 @@ class EventKind(enum.Enum):
     UNOBSERVED = "unobserved"
     """A task nobody waited for any more (its caller was cancelled, or its handle was cancelled
     while ``RUNNING``) reached its terminal status; the client tracked it to release its slot."""
+    LOST_TRACK = "lost_track"
+    """A create's answer was lost (the connection failed after sending, an unreadable answer)
+    after its caller had left, so nobody got its `SubmissionUncertainError`: a task may exist that
+    nobody waits for and the client cannot follow. ``detail["error"]`` is that error, for
+    `Client.resolve_uncertain`. Logged as a warning."""
     DOWNLOADED = "downloaded"
     """One of the task's images was saved to disk."""
     NOTIFIED = "notified"

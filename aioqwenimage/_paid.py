@@ -182,6 +182,10 @@ class PaidRequests:
             pass
         except Exception as exc:  # noqa: BLE001 - the caller's error, raised in the caller
             errors.append(exc)
+            if flight.abandoned and isinstance(exc, SubmissionUncertainError):
+                # Nobody will see this error, and the task it may have made has no id to cancel
+                # or follow: hand it to whoever listens, so that it can be resolved.
+                self._registry.emit(EventKind.LOST_TRACK, flight.handle, error=exc)
         finally:
             flight.sending = False
             flight.job = None

@@ -66,12 +66,18 @@ class TaskQueries:
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task remotely; whether the service did (only ``PENDING`` tasks can be)."""
         self._events.sent("cancel")
+        attempts = 0
+
+        async def acquire() -> None:
+            # A PENDING task starts, and bills, at a moment nobody knows: the first attempt is
+            # not held by a 429's pause (only by the rate). Throttled again, it waits like any.
+            nonlocal attempts
+            attempts += 1
+            await self._budget.acquire(urgent=attempts == 1)
+
         try:
             await self._transport.call(
-                "POST",
-                f"/tasks/{task_id}/cancel",
-                acquire=self._budget.acquire,
-                on_retry=self._retried,
+                "POST", f"/tasks/{task_id}/cancel", acquire=acquire, on_retry=self._retried
             )
         except QwenImageError as exc:
             # 400 UnsupportedOperation: the task is not PENDING any more. Anything else that

@@ -40,8 +40,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function fmt(x) return string.format('%.6f', x) end
 """
 
-# KEYS: window, pause. ARGV: limit, length, count, not_before, member prefix, first sequence no.
-# Returns: now, pause, events in the window after, then member, time for each reservation.
+# KEYS: window, pause. ARGV: limit, length, count, not_before, member prefix, first sequence no.,
+# whether the pause holds ('1'; '0' for an urgent event). Returns: now, pause, events in the
+# window after, then member, time for each reservation.
 _RESERVE = (
     _NOW
     + """
@@ -52,8 +53,13 @@ local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
 local out = {}
 local last = now
 for i = 1, count do
-  local free = math.max(now, pause, after)
-  local n = redis.call('ZCARD', KEYS[1])
+  local free = math.max(now, after)
+  -- An urgent event goes now, ahead of the pause and of the events reserved behind it, when no
+  -- window around now would then hold more than the limit; else it waits like any other.
+  local urgent = ARGV[7] == '0' and redis.call(
+    'ZCOUNT', KEYS[1], '(' .. fmt(free - length), '(' .. fmt(free + length)) < limit
+  local n = urgent and 0 or redis.call('ZCARD', KEYS[1])
+  if not urgent then free = math.max(free, pause) end
   if n > 0 then
     local latest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
     free = math.max(free, tonumber(latest[2]))
@@ -283,12 +289,16 @@ class Scripts:
         not_before: float,
         prefix: str,
         first: int,
+        urgent: bool = False,
     ) -> Reservation:
-        """Reserve `count` events of the window `name`, each at its earliest admissible time."""
+        """
+        Reserve `count` events of the window `name`, each at its earliest admissible time (not
+        held by the window's pause when `urgent`).
+        """
         k = self.keys
         raw = await self._reserve(
             keys=[k.window(name), k.pause(name)],
-            args=[limit, repr(length), count, repr(not_before), prefix, first],
+            args=[limit, repr(length), count, repr(not_before), prefix, first, 0 if urgent else 1],
         )
         now, pause = _floats(raw[:2])
         rest = raw[3:]

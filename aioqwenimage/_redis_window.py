@@ -165,18 +165,20 @@ class SharedWindow:
         reservation = await self._reserve(self._claim)
         self._bank.extend((link.to_local(at), event) for event, at in reservation.events)
 
-    async def _reserve(self, count: int) -> Reservation:
+    async def _reserve(self, count: int, *, urgent: bool = False) -> Reservation:
         link = self._link
         first = link.sequence(count)
+        not_before = -math.inf if urgent else link.to_server(self._paused)
         reservation = await link.call(
             lambda: link.scripts.reserve(
                 self._name,
                 limit=self._spec.limit,
                 length=self._spec.length + self._grace,
                 count=count,
-                not_before=link.to_server(self._paused),
+                not_before=not_before,
                 prefix=link.process,
                 first=first,
+                urgent=urgent,
             ),
             now_of=lambda r: r.now,
         )
@@ -184,8 +186,11 @@ class SharedWindow:
         self._used = reservation.used
         return reservation
 
-    async def acquire(self) -> None:
-        """Reserve the next admissible event account-wide, sleep until its time, take it."""
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """
+        Reserve the next admissible event account-wide, sleep until its time, take it;
+        `urgent`: not held by a pause.
+        """
         link = self._link
         async with self._lock:
             while True:
@@ -193,10 +198,10 @@ class SharedWindow:
                     if link.fail_closed:
                         await link.wait_restored()
                         continue
-                    await self._local().acquire()
+                    await self._local().acquire(urgent=urgent)
                     return
                 try:
-                    reservation = await self._reserve(1)
+                    reservation = await self._reserve(1, urgent=urgent)
                 except Unavailable:
                     continue
                 event, server_at = reservation.events[0]
@@ -208,7 +213,7 @@ class SharedWindow:
                     except BaseException:
                         self._give_back([event])  # a cancelled waiter holds no event
                         raise
-                if self._paused <= at:
+                if urgent or self._paused <= at:
                     return
                 self._give_back([event])  # a pause came meanwhile: take a later one
 

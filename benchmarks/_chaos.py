@@ -152,7 +152,9 @@ def _arm(emulator: Emulator, faults: tuple[dict[str, Any], ...]) -> None:
         _admin(emulator, "/faults", "POST", list(faults))
 
 
-def _client(emulator: Emulator, *, in_flight: int, seed: int) -> q.Client:
+def _client(
+    emulator: Emulator, *, in_flight: int, seed: int, hooks: tuple[q.EventHook, ...] = ()
+) -> q.Client:
     return q.Client(
         api_key=emulator.api_key,
         base_url=emulator.base_url,
@@ -163,6 +165,7 @@ def _client(emulator: Emulator, *, in_flight: int, seed: int) -> q.Client:
             queries_per_second=2000,
             models={MODEL: q.ModelLimits(in_flight=in_flight, submits_per_second=5000)},
         ),
+        event_hooks=hooks,
     )
 
 
@@ -250,7 +253,13 @@ async def _chaos_run(emulator: Emulator, config: ChaosConfig, log: Any) -> dict[
     gc.collect()
     tasks_before = asyncio.all_tasks()
     fds_before = _fds()
-    client = _client(emulator, in_flight=IN_FLIGHT, seed=config.seed)
+    lost_track: set[str] = set()  # prompts whose create answer was lost after the caller left
+
+    def on_event(event: q.TaskEvent) -> None:
+        if event.kind is q.EventKind.LOST_TRACK:
+            lost_track.add(event.detail["error"].prompt)
+
+    client = _client(emulator, in_flight=IN_FLIGHT, seed=config.seed, hooks=(on_event,))
     loop = asyncio.get_running_loop()
     finished = 0
     rss: dict[str, float] = {}
@@ -349,6 +358,7 @@ async def _chaos_run(emulator: Emulator, config: ChaosConfig, log: Any) -> dict[
         "closing_from": closing_from,
         "storm": len(styles),
         "storm_fired": len(cancelled_at),
+        "lost_track": lost_track,
         "rss": rss,
         "leaked_tasks": [repr(t.get_coro())[:120] for t in leaked],
         "leaked_fds": _fds() - fds_before,
@@ -415,7 +425,8 @@ def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
         by_prompt[task["prompt"]].append(task)
     kinds = Counter(o.kind for o in outcomes.values())
     errors = Counter(o.error for o in outcomes.values() if o.kind == "error")
-    duplicates = lost = wrong = unobserved = left_pending = 0
+    duplicates = lost = wrong = unobserved = left_pending = told_uncertain = 0
+    lost_track: set[str] = run.get("lost_track", set())
     examples: dict[str, list[str]] = defaultdict(list)
     for prompt, outcome in outcomes.items():
         tasks = by_prompt.get(prompt, [])
@@ -441,7 +452,11 @@ def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
                 elif outcome.kind != "uncertain":
                     lost += 1
                     examples["lost"].append(f"{prompt}: {outcome.kind} {outcome.error}")
-            if went_away is not None and task["status"] != "CANCELED":
+            if went_away is not None and (outcome.kind == "uncertain" or prompt in lost_track):
+                # The create's answer was lost: no id to cancel. Its error went to the caller,
+                # or (the caller gone) to a LOST_TRACK event: someone was told to resolve it.
+                told_uncertain += 1
+            elif went_away is not None and task["status"] != "CANCELED":
                 # The client can cancel a task once it has left its caller and the create's
                 # answer named it: a task started before then was never PENDING to it.
                 scheduled = task.get("scheduled")
@@ -450,8 +465,9 @@ def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
                     left_pending += 1
                     late = "never" if scheduled is None else f"{scheduled - went_away:+.3f} s"
                     examples["left_pending"].append(
-                        f"{prompt}: {outcome.kind} {outcome.error or ''}, created "
-                        f"{task['created'] - went_away:+.3f} s, started {late}, {task['status']}"
+                        f"{prompt} ({task['task_id']}): {outcome.kind} {outcome.error or ''}, "
+                        f"created {task['created'] - went_away:+.3f} s, started {late}, "
+                        f"{task['status']}"
                     )
     creates = stats["requests"].get("create", {})
     close_started = run["close_started"]
@@ -489,6 +505,8 @@ def _judge(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
         "creates_500": int(creates.get("500", 0)),
         "unobserved_after_caller_left": unobserved,
         "left_pending_after_cancel": left_pending,
+        "uncertain_after_caller_left": told_uncertain,
+        "lost_track_events": len(lost_track),
         "created_after_close": created_after_close,
         "leaked_asyncio_tasks": len(run["leaked_tasks"]),
         "leaked_task_examples": run["leaked_tasks"][:5],
@@ -595,6 +613,13 @@ def render(figures: dict[str, Any]) -> str:
         ),
         ("raw (untyped) exceptions", f"{chaos['raw_count']} {chaos['raw_exceptions'][:3]}"),
         ("left PENDING after caller left", chaos["left_pending_after_cancel"]),
+        (
+            "  ... create answer lost (caller told)",
+            (
+                f"{chaos['uncertain_after_caller_left']} tasks; "
+                f"{chaos['lost_track_events']} LOST_TRACK events"
+            ),
+        ),
         (
             "  ... cancelled mid-create",
             (

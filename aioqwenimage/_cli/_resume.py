@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from aioqwenimage._cli._files import all_saved
+from aioqwenimage._cli._files import all_saved, image_names
 from aioqwenimage._cli._journal import Journal, Row, State
 from aioqwenimage._cli._messages import plural
 from aioqwenimage._cli._progress import Phase, Tally
@@ -62,9 +62,12 @@ def plan(
     """Sort every item of `journal` for this run; sets each item's phase in `tally`."""
     result = Plan(submit=[], attach=[], download=[], uncertain=[])
     emulator_gone = 0
-    # A download cut short by a crash leaves its hidden temporary file behind.
+    # A download cut short by a crash leaves its hidden temporary file behind. Only this
+    # journal's are removed: workers of other shards may be writing theirs into `out` now.
+    mine = {name for row in journal.rows() for name in image_names(row.stem, row.images)}
     for partial in out.glob(".*.png.*.part"):
-        partial.unlink(missing_ok=True)
+        if partial.name[1:].rsplit(".", 2)[0] in mine:  # ".{name}.{random}.part"
+            partial.unlink(missing_ok=True)
     for row in journal.rows():
         seq, state = row.seq, row.state
         if state.finished:

@@ -155,6 +155,49 @@ async def test_a_running_task_whose_caller_left_is_tracked_to_its_end():
         assert ran  # the tasks start at once: at least one was RUNNING when its answer came
 
 
+async def test_a_create_lost_after_its_caller_left_is_reported_for_resolving():
+    """A create whose answer is lost once its caller left: an event hands over its error."""
+    events: list[q.TaskEvent] = []
+    async with (
+        FakeDashScope(time_scale=SCALE, durations={MODEL: (30, 30)}, limits=None) as fake,
+        make_client(fake, limits=ROOMY_CLIENT, event_hooks=[events.append]) as client,
+    ):
+        # Held in the air, then created, then its connection dropped: nobody learns its id.
+        fake.faults.add(held_creates(times=1))
+        fake.faults.add(Fault(kind="drop_after", endpoints="create", times=1))
+        await _asyncio_cancel(client, "lost", 1)
+        await until(lambda: any(e.kind is q.EventKind.LOST_TRACK for e in events))
+        (event,) = [e for e in events if e.kind is q.EventKind.LOST_TRACK]
+        error = event.detail["error"]
+        assert isinstance(error, q.SubmissionUncertainError)
+        assert ("lost", MODEL, None) == (error.prompt, event.model, event.task_id)
+        assert not client.stats.in_flight  # the slot went with the caller
+        # What the event is for: the task it may have made is found, and followed.
+        resolution = await client.resolve_uncertain(error)
+        (made,) = fake.stats.tasks
+        assert (q.UncertainOutcome.CREATED, made) == (resolution.outcome, resolution.task_id)
+
+
+async def test_a_remote_cancel_is_not_held_by_a_throttled_poll_s_pause():
+    """A 429 on a poll pauses the queries; a cancel still goes at once, before the task bills."""
+    async with (
+        FakeDashScope(time_scale=SCALE, limits=ONE_SLOT, durations={MODEL: (9000, 9000)}) as fake,
+        make_client(
+            fake,
+            limits=ROOMY_CLIENT,
+            retry=q.RetryPolicy(max_retry_after=3600),
+        ) as client,
+    ):
+        await client.submit("first", model=MODEL)  # holds the server's one slot
+        waiting = await client.submit("second", model=MODEL)  # PENDING behind it
+        # The next poll is answered 429 with a Retry-After of 3,000 s (3 s of real time).
+        fake.faults.add(Fault(kind="throttle", endpoints="query", retry_after=3000, times=1))
+        await until(lambda: client.stats.throttled >= 1)
+        with anyio.fail_after(1000 * SCALE):  # a third of the pause
+            assert await waiting.cancel()
+        assert "CANCELED" == fake.stats.tasks[waiting.task_id].status
+
+
 async def test_closing_the_client_during_creates_leaves_no_task_pending():
     """aclose() with creates in the air: their answers are awaited, their tasks cancelled."""
     async with FakeDashScope(

@@ -32,8 +32,12 @@ def test_chaos_accounting_is_exact(figures):
     assert (0, 0) == (chaos["duplicates"], chaos["wrong"])
     # No success without its caller, no untyped exception, nothing left PENDING by a caller that
     # went away, no asyncio task or file descriptor left behind (issue 8's targets).
-    assert (0, 0, 0) == (chaos["lost"], chaos["raw_count"], chaos["left_pending_after_cancel"])
-    assert (0, 0) == (chaos["leaked_asyncio_tasks"], chaos["leaked_fds"])
+    # (A create whose answer was lost after its caller left has no id to cancel: the client
+    # reports it with a LOST_TRACK event instead, and the run counts it apart.)
+    found = (chaos["lost"], chaos["raw_count"], chaos["left_pending_after_cancel"])
+    assert (0, 0, 0) == found, chaos["examples"]
+    assert (0, 0) == (chaos["leaked_asyncio_tasks"], chaos["leaked_fds"]), chaos
+    assert chaos["lost_track_events"] <= chaos["uncertain_after_caller_left"] + chaos["uncertain"]
 
 
 def test_chaos_faults_and_storm_fired(figures):
@@ -76,6 +80,7 @@ def test_chaos_report_names_every_figure(figures):
         "faults injected (emulator)",
         "SubmissionUncertainError",
         "left PENDING after caller left",
+        "create answer lost (caller told)",
         "cancelled mid-create",
         "asyncio tasks left after close",
         "file descriptors left",

@@ -106,3 +106,17 @@ def test_a_download_cut_short_leaves_no_partial_file(make_journal: Callable[...,
     _plan(journal)
     assert not partial.exists()
     assert not files_present(journal.row(0), journal.path.parent)
+
+
+def test_a_download_of_another_worker_sharing_the_directory_is_left_alone(
+    make_journal: Callable[..., Journal],
+):
+    """`batch --shard`: a worker starting late removes its own partial files, not the others'."""
+    journal = make_journal(1)
+    out = journal.path.parent
+    mine = out / ".0001-a-fox.png.1234.part"
+    theirs = out / ".0002-a-fox.png.5678.part"  # an item of another shard, downloading now
+    for partial in (mine, theirs):
+        partial.write_bytes(b"half")
+    _plan(journal)
+    assert (False, True) == (mine.exists(), theirs.exists())

@@ -355,6 +355,39 @@ def test_acquire_waits_out_a_pause_that_grows():
     assert [pytest.approx(3.5)] == served
 
 
+def test_an_urgent_acquire_is_held_by_the_rate_but_not_by_a_pause():
+    """Urgent events go during a pause while the rate allows; past it, they wait like others."""
+    served: list[float] = []
+
+    async def main() -> None:
+        window = SlidingWindow(2, 1.0)
+        await anyio.sleep(0.5)
+        window.reserve(0.5)  # one event now: room for one more in any second around it
+        window.pause_until(10.0)
+        later = window.reserve(0.5)  # a waiter behind the pause
+        for _ in range(2):
+            await window.acquire(urgent=True)
+            served.append(anyio.current_time())
+        assert 10.0 == later
+
+    run_virtual(main)
+    assert [0.5, pytest.approx(10.0)] == served
+
+
+def test_an_urgent_event_never_overfills_a_window():
+    """Whatever the mix of reservations and urgent events, no second holds more than the limit."""
+    window = SlidingWindow(3, 1.0)
+    times = [window.reserve(0.0) for _ in range(2)]
+    window.pause_until(1.5)
+    times += [window.reserve(0.2), window.reserve(0.2)]
+    for now in (0.3, 0.9, 1.0, 1.2, 1.6, 2.6):
+        if window.try_urgent(now):
+            times.append(now)
+    times.sort()
+    assert all(sum(1 for t in times if s <= t < s + 1.0) <= 3 for s in times)
+    assert [0.3, 1.6, 2.6] == [t for t in times if t in (0.3, 0.9, 1.0, 1.2, 1.6, 2.6)]
+
+
 # --- in-flight slots -----------------------------------------------------------------------------
 
 

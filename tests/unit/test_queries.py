@@ -42,14 +42,26 @@ async def test_a_list_page_is_one_query_of_the_budget():
 
 
 async def test_a_query_waits_while_the_budget_is_paused():
-    """A pause of the shared budget (a poll's 429) holds lists and cancels back too."""
-    async with two_tasks() as (_fake, parts, _first, pending):
-        assert pending.task_id is not None
+    """A pause of the shared budget (a poll's 429) holds lists back too."""
+    async with two_tasks() as (_fake, parts, _first, _pending):
         start = anyio.current_time()
         parts.queries.budget.pause_until(start + 0.05)
         with anyio.fail_after(5):
-            await parts.queries.cancel(pending.task_id)
+            await parts.queries.list_page({"page_no": "1"})
         assert anyio.current_time() - start >= 0.05
+
+
+async def test_a_cancel_goes_through_a_pause_once_and_waits_it_out_when_throttled_again():
+    """A cancel's first attempt is not held by the pause; throttled, its retry waits it out."""
+    async with two_tasks() as (fake, parts, _first, pending):
+        assert pending.task_id is not None
+        start = anyio.current_time()
+        parts.queries.budget.pause_until(start + 0.2)
+        fake.faults.add(Fault(kind="throttle", endpoints="cancel", times=1))
+        with anyio.fail_after(5):
+            assert await parts.queries.cancel(pending.task_id)
+        assert anyio.current_time() - start >= 0.2
+        assert (2, 1) == (fake.stats.count("cancel"), parts.events.throttled)
 
 
 @pytest.mark.parametrize(("kind", "throttled"), [("unavailable", 0), ("throttle", 1)])

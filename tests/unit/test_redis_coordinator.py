@@ -55,13 +55,19 @@ async def running(
 @FAST
 @given(
     limit=st.integers(1, 5),
-    batches=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4)), min_size=1, max_size=12),
+    batches=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 4), st.booleans()), min_size=1, max_size=12
+    ),
     give_back=st.sets(st.integers(0, 40), max_size=6),
+    paused=st.booleans(),
 )
 def test_reservations_from_several_clients_never_put_more_than_limit_in_a_window(
-    redis_url, limit, batches, give_back
+    redis_url, limit, batches, give_back, paused
 ):
-    """Hypothesis: concurrent reservations (some given back) keep every window within its limit."""
+    """
+    Hypothesis: concurrent reservations (some urgent, some given back, with a pause or not) keep
+    every window within its limit.
+    """
     length = 0.05
 
     async def scenario() -> list[float]:
@@ -69,8 +75,11 @@ def test_reservations_from_several_clients_never_put_more_than_limit_in_a_window
         async with redis.asyncio.from_url(redis_url) as client:
             scripts = Scripts(client, keys)
             numbers = itertools.count()
+            if paused:
+                now, _ = await scripts.pause("w", 0.0)
+                await scripts.pause("w", now + 2 * length)
 
-            async def batch(who: int, count: int) -> list[tuple[str, float]]:
+            async def batch(who: int, count: int, urgent: bool) -> list[tuple[str, float]]:
                 answer = await scripts.reserve(
                     "w",
                     limit=limit,
@@ -79,10 +88,11 @@ def test_reservations_from_several_clients_never_put_more_than_limit_in_a_window
                     not_before=0.0,
                     prefix=f"c{who}",
                     first=next(numbers) * 10,
+                    urgent=urgent,
                 )
                 return list(answer.events)
 
-            answers = await asyncio.gather(*(batch(who, n) for who, n in batches))
+            answers = await asyncio.gather(*(batch(*spec) for spec in batches))
             events = [event for answer in answers for event in answer]
             returned = [m for i, (m, _) in enumerate(events) if i in give_back]
             await scripts.give_back("w", returned)
@@ -176,6 +186,19 @@ async def test_a_pause_in_one_process_holds_the_window_in_another(redis_url):
         await other.acquire()
 
         assert anyio.current_time() >= until - 0.01
+
+
+async def test_an_urgent_event_is_not_held_by_a_shared_pause_but_counts_in_the_window(redis_url):
+    """A remote cancel's token: a pause made elsewhere does not hold it; the rate still does."""
+    namespace = _namespace()
+    spec = WindowSpec(limit=10, length=0.1)
+    async with running(redis_url, namespace) as (one, _), running(redis_url, namespace) as (two, _):
+        one.window("queries", spec).pause_until(anyio.current_time() + 60)
+        other = two.window("queries", spec)
+        with anyio.fail_after(5):
+            while other.paused_until < anyio.current_time() + 30:  # learnt from Redis
+                await other.acquire(urgent=True)
+        assert other.used(anyio.current_time()) >= 1
 
 
 async def test_slots_are_shared_and_a_release_in_one_process_serves_a_waiter_in_another(
