@@ -56,14 +56,30 @@ def _batch(emulator: Emulator, source: Path, out: Path, *extra: str) -> list[str
     return ["batch", str(source), "--out", str(out), *emulator.flags(), *extra]
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    """A test that fails early must not leave its other workers running into later tests."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def _start(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as sink:  # the child keeps its own descriptor
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "aioqwenimage", *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=_environment(),
         )
+    _STARTED.append(process)
+    return process
 
 
 def _finish(process: subprocess.Popen[bytes], log: Path) -> None:
