@@ -406,7 +406,7 @@ class Client(AccountMethods):
             prompts: The items.
             model: The default model.
             concurrency: Items in progress at once (waiting for limits included); default:
-                the model's in-flight limit plus an eighth (at least 16 more); 64 for
+                twice the model's in-flight limit (at least 16), as for ``batch``; 64 for
                 models without one.
             save_to: A directory to save every image into.
             parameters: Default generation parameters, as for `generate`.

@@ -54,9 +54,10 @@ async def map_outcomes(
     """The outcomes of `Client.map`; its docstring says what they are."""
     if concurrency is None:
         configured = admission.lane(prepare("concurrency", model=model)).configured
-        # Enough to keep every slot busy while some items are saving images (a finished
-        # item has released its slot); more would only queue for slots.
-        concurrency = configured + max(16, configured // 8) if configured else 64
+        # Twice the slots, as `batch` has: a finished item gives its slot back at once (when a
+        # sweep sees it end) but may wait long for the query that fetches its result, and then
+        # saves its images; with only a few more items than slots, slots idled behind them.
+        concurrency = max(16, 2 * configured) if configured else 64
     send, receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
     scope = anyio.CancelScope()
     room = anyio.Semaphore(concurrency)

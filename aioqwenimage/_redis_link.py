@@ -160,6 +160,14 @@ class Link:
         self._restored.set()
         self.wake()
 
+    @property
+    def away(self) -> bool:
+        """
+        Lost and not yet `restored`: unlike `degraded`, which the reconnection lifts before it
+        resynchronises (to let its own calls through), this holds until that is done.
+        """
+        return not self._restored.is_set()
+
     async def wait_restored(self) -> None:
         """Wait until Redis answers again."""
         await self._restored.wait()

@@ -189,33 +189,40 @@ class SharedWindow:
     async def acquire(self, *, urgent: bool = False) -> None:
         """
         Reserve the next admissible event account-wide, sleep until its time, take it;
-        `urgent`: not held by a pause.
+        `urgent`: not held by a pause, nor queued behind this process's waiters (who may be
+        sleeping through one).
         """
-        link = self._link
+        if urgent:
+            await self._acquire(urgent=True)
+            return
         async with self._lock:
-            while True:
-                if link.degraded:
-                    if link.fail_closed:
-                        await link.wait_restored()
-                        continue
-                    await self._local().acquire(urgent=urgent)
-                    return
-                try:
-                    reservation = await self._reserve(1, urgent=urgent)
-                except Unavailable:
+            await self._acquire(urgent=False)
+
+    async def _acquire(self, *, urgent: bool) -> None:
+        link = self._link
+        while True:
+            if link.degraded:
+                if link.fail_closed:
+                    await link.wait_restored()
                     continue
-                event, server_at = reservation.events[0]
-                at = link.to_local(server_at)
-                now = link.clock()
-                if at > now:
-                    try:
-                        await self._sleep(at - now)
-                    except BaseException:
-                        self._give_back([event])  # a cancelled waiter holds no event
-                        raise
-                if urgent or self._paused <= at:
-                    return
-                self._give_back([event])  # a pause came meanwhile: take a later one
+                await self._local().acquire(urgent=urgent)
+                return
+            try:
+                reservation = await self._reserve(1, urgent=urgent)
+            except Unavailable:
+                continue
+            event, server_at = reservation.events[0]
+            at = link.to_local(server_at)
+            now = link.clock()
+            if at > now:
+                try:
+                    await self._sleep(at - now)
+                except BaseException:
+                    self._give_back([event])  # a cancelled waiter holds no event
+                    raise
+            if urgent or self._paused <= at:
+                return
+            self._give_back([event])  # a pause came meanwhile: take a later one
 
     async def resynchronise(self) -> None:
         """Redis is back: share a pause still running; the local window is done with."""

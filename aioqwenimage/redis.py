@@ -121,7 +121,7 @@ class RedisCoordinator:
     @property
     def degraded(self) -> bool:
         """Redis is away: the client runs on local limits (or waits, when failing closed)."""
-        return self._link is not None and self._link.degraded
+        return self._link is not None and self._link.away
 
     @property
     def processes(self) -> int:

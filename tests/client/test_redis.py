@@ -68,7 +68,9 @@ async def test_one_leader_sweeps_for_every_client_and_routes_each_completion_to_
     """Only the leader lists tasks; the others learn their completions from its sweeps."""
     model = "wan2.5-t2i-preview"
     limits = EmulatorLimits(models={model: ModelQuota(in_flight=40, submits=40, period=1)})
-    poll = PollPolicy(sweep_min_live=1)
+    # Per-task polls come long after the tasks end (8-12 s), so the sweeps find every end
+    # first: which process learns a completion does not race which poll comes first.
+    poll = PollPolicy(sweep_min_live=1, first_poll=60.0, learn=False)
     async with FakeDashScope(
         api_key=KEY, time_scale=SCALE, limits=limits, durations={"*": (8.0, 12.0)}
     ) as fake:
