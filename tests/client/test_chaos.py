@@ -37,7 +37,6 @@ def test_chaos_accounting_is_exact(figures):
     found = (chaos["lost"], chaos["raw_count"], chaos["left_pending_after_cancel"])
     assert (0, 0, 0) == found, chaos["examples"]
     assert (0, 0) == (chaos["leaked_asyncio_tasks"], chaos["leaked_fds"]), chaos
-    assert chaos["lost_track_events"] <= chaos["uncertain_after_caller_left"] + chaos["uncertain"]
 
 
 def test_chaos_faults_and_storm_fired(figures):
