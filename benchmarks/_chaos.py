@@ -614,7 +614,7 @@ def render(figures: dict[str, Any]) -> str:
         ("raw (untyped) exceptions", f"{chaos['raw_count']} {chaos['raw_exceptions'][:3]}"),
         ("left PENDING after caller left", chaos["left_pending_after_cancel"]),
         (
-            "  ... create answer lost (caller told)",
+            "  ... create answer lost (told)",
             (
                 f"{chaos['uncertain_after_caller_left']} tasks; "
                 f"{chaos['lost_track_events']} LOST_TRACK events"

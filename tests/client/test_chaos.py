@@ -79,7 +79,7 @@ def test_chaos_report_names_every_figure(figures):
         "faults injected (emulator)",
         "SubmissionUncertainError",
         "left PENDING after caller left",
-        "create answer lost (caller told)",
+        "create answer lost (told)",
         "cancelled mid-create",
         "asyncio tasks left after close",
         "file descriptors left",
