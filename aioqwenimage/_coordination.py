@@ -5,7 +5,7 @@ The seam between the limits' users and where the limits are kept: the `Coordinat
 DashScope's limits are per account (``dashscope-api.md`` §7), and several processes may share one
 account. Today every client keeps its limits in process (``_limits.LocalCoordinator``); a later
 ``RedisCoordinator`` shares them account-wide. The submit lanes (``_lane``) and the query budget
-(``_limits.QueryBudget``) reach their rate windows and in-flight slots only through this
+(``_query_budget.QueryBudget``) reach their rate windows and in-flight slots only through this
 protocol, so that such a coordinator replaces the local one without touching them.
 
 The contract a shared (e.g. Redis) implementation must meet:

@@ -1,11 +1,11 @@
 # Copyright (c) 2026 aioqwenimage contributors. Licensed under the MIT License.
 """
-The rate and in-flight limiters, in process: one sliding window, one slot pool, the query budget.
+The rate and in-flight limiters, in process: one sliding window, one slot pool.
 
 DashScope limits every model per account (``dashscope-api.md`` §7): a submission rate and, for
 async tasks, a number of tasks in flight; all task queries of the account share 20 per second.
 One `SlidingWindow` (with a pause and reservations) meters them all: the submit lanes
-(``_lane``), the poll scheduler's `QueryBudget`, the emulator's limits (``testing._ratelimit``).
+(``_lane``), the query budget (``_query_budget``), the emulator's limits (``testing._ratelimit``).
 `InFlightLimiter` holds slots as leases. `LocalCoordinator` hands both out by name: the
 in-process implementation of the ``_coordination`` seam, which a shared one can later replace.
 
@@ -20,26 +20,18 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 import attrs
 
-from aioqwenimage._coordination import QUERIES, Coordinator, WindowSpec
-from aioqwenimage._settings import (
-    DEFAULT_QUERIES_PER_SECOND,
-    _check_count,
-    _check_rate,
-    rate_window,
-)
+from aioqwenimage._coordination import WindowSpec
+from aioqwenimage._settings import _check_count, _check_rate, rate_window
 
 __all__ = [
-    "Budget",
     "Clock",
     "InFlightLimiter",
     "LocalCoordinator",
-    "QueryBudget",
     "Sleep",
     "SlidingWindow",
     "SlotLease",
@@ -384,88 +376,3 @@ class LocalCoordinator:
         if name not in self._pools:
             self._pools[name] = InFlightLimiter(limit)
         return self._pools[name]
-
-
-# --- the query budget ----------------------------------------------------------------------------
-
-
-class Budget(Protocol):
-    """Anything `PollQueue.pop_ready` can spend tokens of."""
-
-    def try_acquire(self, now: float) -> bool:
-        """Take one token at `now`, or return False and take nothing."""
-        ...  # pragma: no cover
-
-
-class QueryBudget:
-    """
-    The one budget of task queries (polls, lists, cancels) of a client, over all models.
-
-    A sliding window of `queries_per_second` per second, and a pause: a 429 on a query means the
-    account's quota is in use elsewhere too, so every query waits, not just the one throttled.
-    Polls take tokens with `try_acquire`; other calls wait with `acquire`, which reserves the
-    next free token and so goes before polls that are due later.
-
-    Args:
-        queries_per_second: The rate.
-        scale: Multiplies the window (tests compress time with it).
-        clock: Current time in seconds.
-        sleep: Waits that many seconds.
-        coordinator: Where the window is kept (its name: ``"queries"``); by default in process,
-            on `clock` and `sleep`.
-    """
-
-    def __init__(
-        self,
-        queries_per_second: float = DEFAULT_QUERIES_PER_SECOND,
-        *,
-        scale: float = 1.0,
-        clock: Clock = anyio.current_time,
-        sleep: Sleep = anyio.sleep,
-        coordinator: Coordinator | None = None,
-    ) -> None:
-        spec = WindowSpec.from_rate(queries_per_second, scale=scale)
-        self._window = (coordinator or LocalCoordinator(clock, sleep)).window(QUERIES, spec)
-        self.spent = 0
-
-    @property
-    def limit(self) -> int:
-        """Queries allowed per window."""
-        return self._window.limit
-
-    @property
-    def window(self) -> float:
-        """The window's length in seconds."""
-        return self._window.window
-
-    @property
-    def paused_until(self) -> float:
-        """No query before this time (``-inf`` when never paused)."""
-        return self._window.paused_until
-
-    def pause_until(self, until: float) -> None:
-        """Hold every query until `until`; an earlier time never shortens a pause."""
-        self._window.pause_until(until)
-
-    def next_free(self, now: float) -> float:
-        """The earliest time, not before `now`, at which a query would be allowed."""
-        return self._window.next_free(now)
-
-    def try_acquire(self, now: float) -> bool:
-        """Take a token at `now` when allowed; else take nothing."""
-        if not self._window.try_acquire(now):
-            return False
-        self.spent += 1
-        return True
-
-    async def acquire(self, *, urgent: bool = False) -> None:
-        """
-        Wait for a token, FIFO among callers of this method, and take it. `urgent`: a 429's
-        pause does not hold this query (the rate does): a remote cancel, which may save a paid
-        image if it arrives before the task starts, is worth a possible second 429.
-        """
-        await self._window.acquire(urgent=urgent)
-        self.spent += 1
-
-    def __repr__(self) -> str:
-        return f"<QueryBudget {self.limit}/{self.window:g}s spent={self.spent}>"

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from aioqwenimage._limits import Budget
+from aioqwenimage._query_budget import Budget
 
 __all__ = ["PollQueue"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aioqwenimage._errors import QwenImageError
 from aioqwenimage._events import Recorder
-from aioqwenimage._limits import QueryBudget
+from aioqwenimage._query_budget import QueryBudget
 from aioqwenimage._task_list import list_query
 from aioqwenimage._transport import Response, Transport
 

@@ -29,8 +29,9 @@ import anyio.lowlevel
 import attrs
 
 from aioqwenimage._durations import DurationModel
-from aioqwenimage._limits import Clock, QueryBudget, Sleep
+from aioqwenimage._limits import Clock, Sleep
 from aioqwenimage._poll_queue import PollQueue
+from aioqwenimage._query_budget import QueryBudget
 from aioqwenimage._settings import PollPolicy
 
 __all__ = [

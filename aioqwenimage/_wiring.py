@@ -23,12 +23,12 @@ from aioqwenimage._download import Downloader
 from aioqwenimage._events import EventHook, Recorder
 from aioqwenimage._handle import TaskHandle
 from aioqwenimage._host import Host, Runner
-from aioqwenimage._limits import QueryBudget
 from aioqwenimage._notifications import Notifications
 from aioqwenimage._notified_polling import NotifiedPolling
 from aioqwenimage._paid import PaidRequests
 from aioqwenimage._polling import Poller
 from aioqwenimage._queries import TaskQueries
+from aioqwenimage._query_budget import QueryBudget
 from aioqwenimage._registry import Registry
 from aioqwenimage._safety import ResultPolicy
 from aioqwenimage._scheduler import PollScheduler

@@ -11,13 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioqwenimage._coordination import QUERIES, Coordinator, Lease, RateWindow, SlotPool, WindowSpec
-from aioqwenimage._limits import (
-    InFlightLimiter,
-    LocalCoordinator,
-    QueryBudget,
-    SlidingWindow,
-    SlotLease,
-)
+from aioqwenimage._limits import InFlightLimiter, LocalCoordinator, SlidingWindow, SlotLease
+from aioqwenimage._query_budget import QueryBudget
 from tests.virtual_time import run_virtual
 
 # --- the window's pause --------------------------------------------------------------------------
