@@ -24,15 +24,15 @@ EventHook = Callable[[TaskEvent], object]
 """A callable given each `TaskEvent` of a client (``Client(event_hooks=[...])``); what it returns
 is ignored, and an exception it raises is logged, never propagated."""
 
-# Retries and throttling are what an operator tunes limits by: INFO; the rest is DEBUG.
-_INFO_KINDS = frozenset(
-    {
-        EventKind.THROTTLED,
-        EventKind.RETRIED,
-        EventKind.COORDINATION_LOST,
-        EventKind.COORDINATION_RESTORED,
-    }
-)
+# Retries and throttling are what an operator tunes limits by: INFO; a task that may run with
+# nobody able to follow it: WARNING; the rest is DEBUG.
+_LEVELS = {
+    EventKind.THROTTLED: logging.INFO,
+    EventKind.RETRIED: logging.INFO,
+    EventKind.COORDINATION_LOST: logging.INFO,
+    EventKind.COORDINATION_RESTORED: logging.INFO,
+    EventKind.LOST_TRACK: logging.WARNING,
+}
 
 
 class Recorder:
@@ -87,13 +87,7 @@ class Recorder:
         event = TaskEvent(
             kind=kind, model=model, task_id=task_id, status=status, at=time.time(), detail=detail
         )
-        level = (
-            logging.WARNING
-            if kind is EventKind.LOST_TRACK
-            else logging.INFO
-            if kind in _INFO_KINDS
-            else logging.DEBUG
-        )
+        level = _LEVELS.get(kind, logging.DEBUG)
         logger.log(level, "%s task=%s model=%s %s", kind.value, task_id, model, detail)
         for hook in self._hooks:
             try:

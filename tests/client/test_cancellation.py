@@ -155,7 +155,7 @@ async def test_a_running_task_whose_caller_left_is_tracked_to_its_end():
         assert ran  # the tasks start at once: at least one was RUNNING when its answer came
 
 
-async def test_a_create_lost_after_its_caller_left_is_reported_for_resolving():
+async def test_a_create_lost_after_its_caller_left_is_reported_for_resolving(caplog):
     """A create whose answer is lost once its caller left: an event hands over its error."""
     events: list[q.TaskEvent] = []
     async with (
@@ -171,6 +171,8 @@ async def test_a_create_lost_after_its_caller_left_is_reported_for_resolving():
         error = event.detail["error"]
         assert isinstance(error, q.SubmissionUncertainError)
         assert ("lost", MODEL, None) == (error.prompt, event.model, event.task_id)
+        warned = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert any(r.getMessage().startswith("lost_track ") for r in warned)
         assert not client.stats.in_flight  # the slot went with the caller
         # What the event is for: the task it may have made is found, and followed.
         resolution = await client.resolve_uncertain(error)
