@@ -200,8 +200,11 @@ class Publisher:
                     self._fire(item, now)
                 wait = _TICK if not self._queue else min(_TICK, self._queue[0][0] - now)
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+                # Not `asyncio.wait_for`: on Python 3.11 it drops a cancel that lands as the
+                # wait ends (a push and the emulator's close in one step), and the close hung.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        await self._wake.wait()
         finally:
             for sending in list(self._sending):
                 sending.cancel()

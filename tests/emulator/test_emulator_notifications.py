@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
 import socket
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -21,6 +24,7 @@ from aioqwenimage.testing import (
     ModelQuota,
     NotificationTarget,
 )
+from aioqwenimage.testing._notify import Publisher
 from tests.conftest import make_client, roomy_limits
 
 SCALE = 0.002
@@ -201,3 +205,16 @@ async def test_events_queued_when_the_target_is_removed_are_dropped(fake):
     await anyio.sleep(10 * SCALE)
     assert [] == receiver.deliveries
     assert "Publisher queued=0" in repr(fake._engine.publisher)
+
+
+async def test_the_publisher_stops_when_cancelled_as_it_is_woken():
+    """A cancel landing as its wait ends is not lost (asyncio.wait_for on 3.11 swallowed it)."""
+    publisher = Publisher(
+        time_scale=0.01, region="cn-beijing", seed=1, clock=time.time, counts=Counter()
+    )
+    runner = asyncio.ensure_future(publisher.run())
+    await asyncio.sleep(0.01)  # it waits for its next wake-up
+    publisher._wake.set()  # the wake-up and the cancel in the same step
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(runner), 2)
