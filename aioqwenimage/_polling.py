@@ -10,6 +10,9 @@ the task is cancelled remotely (if still PENDING) and ended with `ServerError`.
 
 from __future__ import annotations
 
+import logging
+from collections import deque
+
 import anyio
 
 from aioqwenimage._answers import Verdict, verdict
@@ -26,12 +29,18 @@ from aioqwenimage._snapshot import TaskSnapshot
 from aioqwenimage._sweep import Sweeper
 from aioqwenimage._transport import PoolKind, Transport
 
-__all__ = ["GARBLED_POLLS", "Poller"]
+__all__ = ["GARBLED_POLLS", "SWEEP_RECORD", "Poller"]
+
+logger = logging.getLogger("aioqwenimage")
 
 # Polls of one task answered in a row with bodies that cannot be read (not JSON, cut off at the
 # size cap) before the task ends with `ServerError`: a service answering garbage will not heal
 # by being asked again every few seconds for ever.
 GARBLED_POLLS = 5
+# The last this many tasks whose polls were stretched, left to sweeps: when more than half were
+# found ended by their own (late) polls, sweeps do not see this service's tasks end, and polls
+# return to their usual pace. A few such tasks are ordinary (one ended just before its poll).
+SWEEP_RECORD = 8
 
 
 class Poller:
@@ -56,6 +65,8 @@ class Poller:
         self._scheduler: PollScheduler[TaskHandle] | None = None
         self._sweeper: Sweeper | None = None
         self._notified: NotifiedPolling | None = None
+        # Of the last tasks left to sweeps: whether a sweep saw each end before its poll did.
+        self._seen_by_sweeps: deque[bool] = deque(maxlen=SWEEP_RECORD)
 
     def __repr__(self) -> str:
         return f"<Poller sweeps={self._sweeper is not None}>"
@@ -73,6 +84,8 @@ class Poller:
         self._scheduler = scheduler
         self._sweeper = sweeper
         self._notified = notified
+        if sweeper is not None and notified is None:
+            self._leave_crowds_to_sweeps()
 
     async def poll(self, handle: TaskHandle) -> PollOutcome:
         """One query of one task, for the scheduler; never raises."""
@@ -136,6 +149,8 @@ class Poller:
             return PollOutcome.PENDING
         if flight.announced:
             self._sweep_confirmed()
+        elif self._scheduler is not None and self._scheduler.left_to_sweeps(handle):
+            self._sweep_missed()
         if self._notified is not None:
             self._notified.ended(flight, snapshot)
         self._registry.finished(flight, snapshot)
@@ -148,9 +163,45 @@ class Poller:
         """
         if self._scheduler is None or self._sweeper is None:
             return
+        self._seen_by_sweeps.append(True)
+        if not self._sweeper.trusted and self._notified is None:
+            self._leave_crowds_to_sweeps()  # again, after a `_sweep_missed`
         self._sweeper.trust()
         if self._scheduler.stretch != self._policy.stretch:
             self._scheduler.set_stretch(self._policy.stretch)
+
+    def _leave_crowds_to_sweeps(self) -> None:
+        """
+        Among many live tasks, sweeps run and should see each end first: a task submitted then
+        is first polled later (`PollPolicy.stretch`), even before sweeps have proven to work, so
+        that the first tasks of a batch are not all polled while still running.
+        """
+        assert self._scheduler is not None  # noqa: S101
+        self._scheduler.stretch_crowds(self._policy.stretch, self._policy.sweep_min_live)
+
+    def _sweep_missed(self) -> None:
+        """
+        A task left to sweeps was found ended by its own poll. When most are, sweeps do not see
+        this service's tasks end (a list that answers errors, or not our tasks): polls return to
+        their usual pace until a sweep finds a task ended first again.
+        """
+        assert self._scheduler is not None  # noqa: S101
+        assert self._sweeper is not None  # noqa: S101
+        record = self._seen_by_sweeps
+        record.append(False)
+        missed = record.count(False)
+        if self._notified is not None or 2 * missed <= SWEEP_RECORD:
+            return
+        logger.warning(
+            "sweeps saw %d of the last %d finished tasks end before their polls did; "
+            "polling tasks at the usual pace",
+            SWEEP_RECORD - missed,
+            SWEEP_RECORD,
+        )
+        record.clear()
+        self._sweeper.distrust()
+        self._scheduler.stretch_crowds(1.0, 0)
+        self._scheduler.set_stretch(1.0)
 
     async def _garbled(self, flight: Flight, error: QwenImageError) -> PollOutcome:
         """

@@ -207,13 +207,21 @@ class SharedWindow:
                     continue
                 await self._local().acquire(urgent=urgent)
                 return
-            try:
-                reservation = await self._reserve(1, urgent=urgent)
-            except Unavailable:
-                continue
-            event, server_at = reservation.events[0]
-            at = link.to_local(server_at)
             now = link.clock()
+            self._drop_stale(now)
+            if self._bank and not urgent:
+                # This process's next reserved event, not one after all of them: the bank is
+                # the polls', which can wait; a caller waiting here (a sweep, which frees
+                # slots; a cancel) should not.
+                at, event = self._bank.popleft()
+            else:
+                try:
+                    reservation = await self._reserve(1, urgent=urgent)
+                except Unavailable:
+                    continue
+                event, server_at = reservation.events[0]
+                at = link.to_local(server_at)
+                now = link.clock()
             if at > now:
                 try:
                     await self._sleep(at - now)

@@ -119,6 +119,7 @@ class _Track:
     model: str | None
     polls: int = 0  # answered unfinished, for the intervals
     failures: int = 0  # in a row, for the backoff
+    stretched: bool = False  # polled later than usual: sweeps are expected to see it end first
 
 
 class PollScheduler(Generic[K]):
@@ -172,6 +173,7 @@ class PollScheduler(Generic[K]):
         self._in_air = 0
         self._throttles = 0  # in a row, budget-wide
         self._stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
+        self._crowd = (1.0, 0)  # (stretch, tasks): see `stretch_crowds`
 
     @property
     def budget(self) -> QueryBudget:
@@ -212,10 +214,15 @@ class PollScheduler(Generic[K]):
             first_due: When to poll first, by this scheduler's clock, instead of the learned time
                 after `submitted_at` (a re-attached task may be long done).
         """
-        self._tracks[key] = _Track(model)
+        track = _Track(model)
         if first_due is None:
-            delay = self._durations.first_delay(model) * self._stretch
+            stretch, crowd = self._crowd
+            if self._stretch > 1 or len(self._tracks) < crowd:
+                stretch = self._stretch
+            track.stretched = stretch > 1
+            delay = self._durations.first_delay(model) * stretch
             first_due = submitted_at + self._policy.jittered(delay, self._rng)
+        self._tracks[key] = track
         self._schedule(key, first_due)
 
     def remove(self, key: K) -> None:
@@ -236,11 +243,25 @@ class PollScheduler(Generic[K]):
         now = self._clock()
         ratio = factor / self._stretch
         self._stretch = factor
-        for key in list(self._tracks):
+        for key, track in self._tracks.items():
+            track.stretched = factor > 1
             due = self._queue.due(key)
             if due is not None and due > now:
                 self._queue.schedule(key, now + (due - now) * ratio)
         self.wake()
+
+    def stretch_crowds(self, factor: float, crowd: int) -> None:
+        """
+        While the stretch is 1, a task added when at least `crowd` others are polled is first
+        polled `factor` times later than usual: sweeps run at that many live tasks and should
+        see it end first (a factor of 1 turns this off; tasks already added keep their time).
+        """
+        self._crowd = (factor, crowd)
+
+    def left_to_sweeps(self, key: K) -> bool:
+        """Whether `key` is polled later than usual, its end left to sweeps to see first."""
+        track = self._tracks.get(key)
+        return track is not None and track.stretched
 
     def poll_now(self, key: K) -> bool:
         """Bring the next poll of `key` forward to now; False when none is queued."""

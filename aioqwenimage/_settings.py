@@ -337,8 +337,10 @@ class PollPolicy:
         sweep_interval: The shortest time between two sweeps.
         sweep_min_live: Sweep only with at least this many live tasks; below, polls are cheaper.
         sweep_share: The part of the query budget sweeps may spend.
-        stretch: Once sweeps have proven to find completions, per-task polls (the fallback)
-            come this many times later.
+        stretch: Per-task polls (the fallback) come this many times later while sweeps see
+            completions first: once sweeps have proven to, and for the first poll of a task
+            submitted among at least `sweep_min_live` others until they have not (most tasks
+            left to them found ended by their own polls instead).
     """
 
     first_poll: float = 5.0

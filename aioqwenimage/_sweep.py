@@ -9,9 +9,11 @@ each finished task it finds; the scheduler then polls that task at once, which f
 (list rows carry no image URLs).
 
 Sweeps complement polls, they never replace them: a task is still polled on its own schedule, so
-nothing depends on the list endpoint's semantics. Only once a sweep has announced a completion
-before the task's own poll saw it (`trusted`) does the poller stretch the per-task schedule.
-A list endpoint that answers with a client error turns sweeping off.
+nothing depends on the list endpoint's semantics. Once a sweep has announced a completion before
+the task's own poll saw it (`trusted`), the poller stretches the per-task schedule; before, only
+the first poll of a task submitted among many (sweeps run then) comes later. When most tasks left
+to sweeps are found ended by their own polls instead, the poller returns to the usual pace
+(`distrust`). A list endpoint that answers with a client error turns sweeping off.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class Sweeper:
     def trust(self) -> None:
         """A task's own answer confirmed what a sweep announced: sweeps work on this service."""
         self.trusted = True
+
+    def distrust(self) -> None:
+        """Tasks left to sweeps were found ended by their own polls: sweeps do not see them."""
+        self.trusted = False
 
     async def run(self) -> None:
         """Sweep until cancelled, or until the list endpoint proves unusable."""

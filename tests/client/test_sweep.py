@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 import aioqwenimage as q
 from aioqwenimage._errors import InvalidRequestError, TransportError
 from aioqwenimage._sweep import Sweeper
-from aioqwenimage.testing import EmulatorLimits, FakeDashScope, ModelQuota
+from aioqwenimage.testing import EmulatorLimits, FakeDashScope, Fault, FaultKind, ModelQuota
 from tests.conftest import SCALE, make_client
 from tests.virtual_time import run_virtual
 
@@ -142,6 +144,63 @@ async def test_sweeps_find_completions_so_each_task_is_polled_about_once():
     assert 0 < sum(fake.stats.requests["list"].values())
     assert polled_once > 150
     assert queries / 200 < 2.0
+
+
+def _sweep_setup(in_flight: int) -> tuple[EmulatorLimits, q.Limits]:
+    quota = ModelQuota(in_flight=in_flight, submits=1000)
+    told = q.ModelLimits(in_flight=in_flight, submits_per_second=1000)
+    return (
+        EmulatorLimits(models={"qwen-image-plus": quota}),
+        q.Limits(models={"qwen-image-plus": told}),
+    )
+
+
+async def test_the_first_tasks_of_a_batch_are_left_to_sweeps_not_polled_while_running():
+    """
+    Before any duration is learned, the first poll comes at `first_poll` (5 s), before most of
+    these 5-15 s tasks end. Among many live tasks sweeps run, so the first wave is left to them
+    too: (nearly) every task is polled once, when a sweep saw it end.
+    """
+    emulated, told = _sweep_setup(in_flight=100)
+    async with FakeDashScope(
+        time_scale=10 * SCALE, limits=emulated, durations={"*": (5.0, 15.0)}, seed=4
+    ) as fake:
+        async with make_client(fake, limits=told) as client:
+            prompts = [f"p{i}" for i in range(200)]
+            outcomes = [o async for o in client.map(prompts, model="qwen-image-plus")]
+        reports = list(fake.stats.tasks.values())
+    assert all(o.ok for o in outcomes)
+    first_wave = sorted(reports, key=lambda r: r.created)[:100]
+    # The first `sweep_min_live` (8) tasks, alone then, are polled at 5 s; at most twice each.
+    assert sum(r.queries for r in first_wave) <= 100 + 2 * 8
+
+
+async def test_sweeps_that_never_see_tasks_end_give_polls_their_usual_pace_back(caplog):
+    """
+    A list endpoint that always fails: the tasks left to sweeps are found ended by their own
+    (stretched) polls, so after a few the client warns and polls at the usual pace again.
+    """
+    emulated, told = _sweep_setup(in_flight=20)
+    async with FakeDashScope(
+        time_scale=10 * SCALE, limits=emulated, durations={"*": (5.0, 15.0)}, seed=4
+    ) as fake:
+        fake.faults.add(Fault(kind=FaultKind.INTERNAL_ERROR, endpoints={"list"}))
+        async with make_client(fake, limits=told) as client:
+            with caplog.at_level(logging.WARNING, logger="aioqwenimage"):
+                prompts = [f"p{i}" for i in range(60)]
+                outcomes = [o async for o in client.map(prompts, model="qwen-image-plus")]
+        reports = sorted(fake.stats.tasks.values(), key=lambda r: r.created)
+    assert all(o.ok for o in outcomes)
+    warned = [r for r in caplog.records if "usual pace" in r.getMessage()]
+    assert 1 == len(warned)
+
+    def detection(report: Any) -> float:
+        return (report.first_terminal_query - report.ended) / fake.time_scale
+
+    # Left to sweeps, first polled at 15 s: found 5 s after its end in the mean; the last tasks
+    # are polled at the learned pace again.
+    assert statistics.mean(map(detection, reports[8:20])) > 3.0
+    assert statistics.mean(map(detection, reports[-20:])) < 2.0
 
 
 async def test_sweeps_can_be_switched_off(fake):

@@ -269,6 +269,36 @@ async def test_banked_query_events_spent_late_still_keep_the_window(redis_url):
         assert later - earlier >= 0.1 - 0.005
 
 
+async def test_a_waiting_query_goes_before_the_events_banked_for_polls(redis_url):
+    """
+    A sweep or a cancel waiting for its token takes the next event this process reserved for
+    its polls, not one after all of them: polls can wait, a sweep frees slots.
+    """
+    spec = WindowSpec(limit=4, length=0.2)
+    waits: list[float] = []
+    async with running(redis_url, _namespace()) as (coordinator, _):
+        window = coordinator.window("queries", spec)
+
+        async def poll_flat_out() -> None:  # the bank grows to a window's worth of events
+            while True:
+                now = anyio.current_time()
+                if not window.try_acquire(now):
+                    await anyio.sleep(max(0.001, window.next_free(now) - now))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll_flat_out)
+            await anyio.sleep(4 * spec.length)
+            for _ in range(5):
+                start = anyio.current_time()
+                await window.acquire()
+                waits.append(anyio.current_time() - start)
+                await anyio.sleep(spec.length / 3)
+            tg.cancel_scope.cancel()
+
+    # The next banked event comes within a window; one reserved after the bank, a window later.
+    assert max(waits) < spec.length + 0.05, waits
+
+
 async def test_a_process_that_vanishes_gives_its_slots_back_within_the_lease(redis_url):
     """A process that stops renewing (killed) loses its slots when the lease expires."""
     namespace = _namespace()
