@@ -29,13 +29,12 @@ __all__ = ["SharedWindow"]
 
 # While a window's bank is empty, the forecast of the next event: about one Redis round trip.
 BANK_ETA: Final = 0.005
-# A banked event may be spent this long after its time (this part of the window's length, and
-# at least `MIN_GRACE` seconds: a busy loop wakes the poll scheduler late, and a grace shorter
-# than that would give back every event before it is spent); later, it is given back unused.
-# Spending it late moves the event later than the log says, so the log keeps its events this
-# much further apart.
-GRACE_SHARE: Final = 0.05
-MIN_GRACE: Final = 0.025
+# A banked event may be spent this long after its time: a busy loop wakes the poll scheduler
+# late, and a grace shorter than that would give back every event before it is spent; later, it
+# is given back unused. Spending it late moves the event later than the log says, so the log
+# keeps its events this much further apart. The lateness is the event loop's, whatever the
+# window's length: a fixed time (as a part of a one-second window it cost 5 % of the rate).
+GRACE: Final = 0.025
 
 
 class SharedWindow:
@@ -49,7 +48,7 @@ class SharedWindow:
         self._spec = spec
         self._sleep = sleep
         self._bank: deque[tuple[float, str]] = deque()  # (local time, event), in time order
-        self._grace = max(MIN_GRACE, GRACE_SHARE * spec.length)
+        self._grace = GRACE
         self._claim = 1  # events reserved per refill
         self._paused = -math.inf  # local time
         self._used = 0

@@ -120,6 +120,7 @@ class _Track:
     polls: int = 0  # answered unfinished, for the intervals
     failures: int = 0  # in a row, for the backoff
     stretched: bool = False  # polled later than usual: sweeps are expected to see it end first
+    first_delay: float = 0.0  # unstretched
 
 
 class PollScheduler(Generic[K]):
@@ -174,6 +175,7 @@ class PollScheduler(Generic[K]):
         self._throttles = 0  # in a row, budget-wide
         self._stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
         self._crowd = (1.0, 0)  # (stretch, tasks): see `stretch_crowds`
+        self._before_crowd: list[K] = []  # added unstretched while the crowd was still small
 
     @property
     def budget(self) -> QueryBudget:
@@ -216,14 +218,31 @@ class PollScheduler(Generic[K]):
         """
         track = _Track(model)
         if first_due is None:
-            stretch, crowd = self._crowd
-            if self._stretch > 1 or len(self._tracks) < crowd:
-                stretch = self._stretch
+            delay = self._durations.first_delay(model)
+            stretch, (factor, crowd) = self._stretch, self._crowd
+            if stretch == 1 and factor > 1:
+                if len(self._tracks) < crowd:
+                    self._before_crowd.append(key)
+                else:
+                    stretch = factor
+                    self._stretch_before_crowd(factor)
             track.stretched = stretch > 1
-            delay = self._durations.first_delay(model) * stretch
-            first_due = submitted_at + self._policy.jittered(delay, self._rng)
+            track.first_delay = delay
+            first_due = submitted_at + self._policy.jittered(delay * stretch, self._rng)
         self._tracks[key] = track
         self._schedule(key, first_due)
+
+    def _stretch_before_crowd(self, factor: float) -> None:
+        """The crowd is there: the tasks added just before it are left to sweeps too."""
+        now = self._clock()
+        for key in self._before_crowd:
+            track = self._tracks.get(key)
+            due = self._queue.due(key)
+            if track is None or track.polls or track.stretched or due is None or due <= now:
+                continue
+            track.stretched = True
+            self._queue.schedule(key, max(now, due + (factor - 1) * track.first_delay))
+        self._before_crowd.clear()
 
     def remove(self, key: K) -> None:
         """Never poll `key` again; a poll of it in the air is ignored when it answers."""
@@ -257,6 +276,7 @@ class PollScheduler(Generic[K]):
         see it end first (a factor of 1 turns this off; tasks already added keep their time).
         """
         self._crowd = (factor, crowd)
+        self._before_crowd.clear()
 
     def left_to_sweeps(self, key: K) -> bool:
         """Whether `key` is polled later than usual, its end left to sweeps to see first."""

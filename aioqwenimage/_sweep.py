@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -38,8 +40,17 @@ PAGE_SIZE: Final = 100
 # The window starts this long before our oldest live task's creation: the list filters by the
 # service's clock, ours may be off by a second or two, and the bounds have one-second resolution.
 WINDOW_MARGIN: Final = 2.0
+# Once this many of our tasks were seen in the list, the service's clock is known against ours
+# (their creation times there against ours: the skew less each create answer's latency), and the
+# window starts `SKEW_MARGIN` before the oldest live task in the service's time: every second
+# of margin is a second of finished tasks read again, and they decide how many pages a sweep
+# reads. The margin covers a create answer slower than the slowest of the samples.
+SKEW_SAMPLES: Final = 8
+SKEW_MARGIN: Final = 0.5
+# A creation time in the list further than this from ours is not a clock's skew but garbage.
+MAX_SKEW: Final = 300.0
 # Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
-FAILED_EVERY: Final = 4
+FAILED_EVERY: Final = 8
 
 LiveTask = tuple[str, float]
 """A live task as the sweeper sees it: its id and its creation time (epoch seconds, ours)."""
@@ -88,6 +99,8 @@ class Sweeper:
         self.sweeps = 0
         self.queries = 0
         self.announced = 0
+        # The service's creation times less ours, of recently found tasks (see `SKEW_SAMPLES`).
+        self._skews: deque[float] = deque(maxlen=64)
 
     def trust(self) -> None:
         """A task's own answer confirmed what a sweep announced: sweeps work on this service."""
@@ -132,11 +145,14 @@ class Sweeper:
 
     async def sweep(self, live: Mapping[str, float], status: str) -> int:
         """One sweep for `status` over the creation window of `live`; returns pages read."""
-        start = min(live.values()) - WINDOW_MARGIN
+        shift, margin = 0.0, WINDOW_MARGIN
+        if len(self._skews) >= SKEW_SAMPLES:
+            shift, margin = min(self._skews), SKEW_MARGIN
+        start = min(live.values()) + shift - margin
         query = list_query(
             status=status,
             start=start,
-            end=max(self._now(), start) + WINDOW_MARGIN,
+            end=max(self._now() + shift, start) + WINDOW_MARGIN,
             page_size=PAGE_SIZE,
         )
 
@@ -150,6 +166,17 @@ class Sweeper:
                 pages += 1
                 for row in rows:
                     task_id = row.get("task_id")
-                    if isinstance(task_id, str) and task_id in live and self._announce(task_id):
+                    if not isinstance(task_id, str) or task_id not in live:
+                        continue
+                    self._learn_skew(row.get("gmt_create"), live[task_id])
+                    if self._announce(task_id):
                         self.announced += 1
         return pages
+
+    def _learn_skew(self, service_created: object, created: float) -> None:
+        """A task's creation time in the list (epoch milliseconds) against ours."""
+        if not isinstance(service_created, int | float) or isinstance(service_created, bool):
+            return
+        skew = service_created / 1000 - created
+        if math.isfinite(skew) and abs(skew) <= MAX_SKEW:
+            self._skews.append(skew)

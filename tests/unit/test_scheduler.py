@@ -545,27 +545,36 @@ def test_set_stretch_rescales_queued_polls_and_later_intervals():
 def test_a_task_added_among_a_crowd_is_first_polled_later_and_left_to_sweeps():
     """
     With crowds stretched, the first poll of a task added among `crowd` others comes `factor`
-    times later; a lone task, and every task once the stretch is off again, keep the usual time.
+    times later, and so does that of the few added just before; a lone task, and every task
+    once the stretch is off again, keep the usual time.
     """
-    service = FakeService(dict.fromkeys("abcd", 30.0))
+    service = FakeService(dict.fromkeys("abcdefghijklmn", 30.0))
 
     async def body(scheduler: PollScheduler[str]) -> None:
         scheduler.stretch_crowds(3.0, 2)
-        scheduler.add("a", "m", submitted_at=0.0)  # alone: due at 5.0
-        scheduler.add("b", "m", submitted_at=0.0)  # one other: due at 5.0
-        scheduler.add("c", "m", submitted_at=0.0)  # two others: due at 15.0
-        assert (False, False, True) == tuple(map(scheduler.left_to_sweeps, "abc"))
+        scheduler.add("a", "m", submitted_at=0.0)  # alone: due at 5.0 ...
+        scheduler.add("b", "m", submitted_at=0.0)  # one other: due at 5.0 ...
+        assert not any(map(scheduler.left_to_sweeps, "ab"))
+        await anyio.sleep(1.0)
+        scheduler.add("c", "m", submitted_at=1.0)  # two others: due at 16.0, a and b at 15.0
+        assert all(map(scheduler.left_to_sweeps, "abc"))
         scheduler.stretch_crowds(1.0, 0)
-        scheduler.add("d", "m", submitted_at=0.0)  # three others, stretch off: due at 5.0
+        scheduler.add("d", "m", submitted_at=1.0)  # stretch off: due at 6.0
         assert not scheduler.left_to_sweeps("d")
         scheduler.set_stretch(2.0)  # sweeps trusted: every task is theirs
         assert all(map(scheduler.left_to_sweeps, "abcd"))
         scheduler.set_stretch(1.0)
         assert not any(map(scheduler.left_to_sweeps, "abcd"))
+        scheduler.stretch_crowds(3.0, 10)
+        scheduler.add("e", "m", submitted_at=1.0)  # a small crowd: due at 6.0 ...
+        scheduler.stretch_crowds(3.0, 10)  # ... and forgotten when the setting changes
+        for key in "fghijklmn":
+            scheduler.add(key, "m", submitted_at=1.0)
+        assert not scheduler.left_to_sweeps("e")
         await anyio.sleep(16.0)
 
     _drive(service, body)
-    assert [5.0, 5.0, 15.0, 5.0] == [service.times(k)[0] for k in "abcd"]
+    assert [15.0, 15.0, 16.0, 6.0, 6.0] == [service.times(k)[0] for k in "abcde"]
 
 
 def test_driver_polls_on_the_policy_schedule():
