@@ -51,6 +51,13 @@ SKEW_MARGIN: Final = 0.5
 MAX_SKEW: Final = 300.0
 # Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
 FAILED_EVERY: Final = 8
+# Most finished tasks in a sweep's window are long known (the oldest live task was created among
+# many that ended since), and a second page costs a second query. So once the service's clock is
+# known, a sweep starts at the second from which the finished tasks the last sweeps read fill
+# `FIT` of a page (the rest is room for those finished since), and only every `FULL_EVERY`-th
+# sweep reaches back to the oldest live task: the few live tasks older than that wait longer.
+FIT: Final = 0.8
+FULL_EVERY: Final = 8
 
 LiveTask = tuple[str, float]
 """A live task as the sweeper sees it: its id and its creation time (epoch seconds, ours)."""
@@ -101,6 +108,9 @@ class Sweeper:
         self.announced = 0
         # The service's creation times less ours, of recently found tasks (see `SKEW_SAMPLES`).
         self._skews: deque[float] = deque(maxlen=64)
+        # The service's creation times of the finished tasks the last sweeps read (see `FIT`).
+        self._finished: list[float] = []
+        self._trimmed = 0  # sweeps since the last that reached back to the oldest live task
 
     def trust(self) -> None:
         """A task's own answer confirmed what a sweep announced: sweeps work on this service."""
@@ -148,7 +158,9 @@ class Sweeper:
         shift, margin = 0.0, WINDOW_MARGIN
         if len(self._skews) >= SKEW_SAMPLES:
             shift, margin = min(self._skews), SKEW_MARGIN
-        start = min(live.values()) + shift - margin
+        oldest = start = min(live.values()) + shift - margin
+        if status == "SUCCEEDED":
+            start = self._fit(oldest, learned=margin == SKEW_MARGIN)
         query = list_query(
             status=status,
             start=start,
@@ -161,22 +173,50 @@ class Sweeper:
             return await self._list_page(params)
 
         pages = 0
+        # What this sweep reads replaces what the last ones read of its window.
+        finished = [t for t in self._finished if oldest <= t < start]
         async with contextlib.aclosing(list_pages(counted, query)) as listing:
             async for rows in listing:
                 pages += 1
                 for row in rows:
+                    created = _epoch(row.get("gmt_create"))
+                    if created is not None:
+                        finished.append(created)
                     task_id = row.get("task_id")
                     if not isinstance(task_id, str) or task_id not in live:
                         continue
-                    self._learn_skew(row.get("gmt_create"), live[task_id])
+                    self._learn_skew(created, live[task_id])
                     if self._announce(task_id):
                         self.announced += 1
+        if status == "SUCCEEDED":
+            self._finished = finished
         return pages
 
-    def _learn_skew(self, service_created: object, created: float) -> None:
-        """A task's creation time in the list (epoch milliseconds) against ours."""
-        if not isinstance(service_created, int | float) or isinstance(service_created, bool):
+    def _fit(self, start: float, *, learned: bool) -> float:
+        """Where a sweep for SUCCEEDED tasks starts: `start`, or later (see `FIT`)."""
+        if not learned or self._trimmed >= FULL_EVERY - 1:
+            self._trimmed = 0
+            return start
+        self._trimmed += 1
+        fit = int(FIT * PAGE_SIZE)
+        known = sorted((t for t in self._finished if t >= start), reverse=True)
+        if len(known) <= fit:
+            return start
+        # A whole second (the list's resolution): the window then holds at most `fit` of them.
+        return max(start, float(math.ceil(known[fit - 1])))
+
+    def _learn_skew(self, service_created: float | None, created: float) -> None:
+        """A task's creation time in the list against ours."""
+        if service_created is None:
             return
-        skew = service_created / 1000 - created
-        if math.isfinite(skew) and abs(skew) <= MAX_SKEW:
+        skew = service_created - created
+        if abs(skew) <= MAX_SKEW:
             self._skews.append(skew)
+
+
+def _epoch(milliseconds: object) -> float | None:
+    """A list row's time (epoch milliseconds) in seconds; ``None`` if it is not a number."""
+    if not isinstance(milliseconds, int | float) or isinstance(milliseconds, bool):
+        return None
+    seconds = milliseconds / 1000
+    return seconds if math.isfinite(seconds) else None

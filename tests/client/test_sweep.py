@@ -111,6 +111,28 @@ async def test_the_window_starts_just_before_the_oldest_task_once_the_service_cl
     )
 
 
+async def test_sweeps_read_one_page_of_recent_tasks_and_reach_back_every_eighth():
+    """
+    The finished tasks the last sweeps read show where a one-page window would start: from
+    there (80 of them), except every eighth sweep, which reaches back to the oldest live task.
+    """
+    base = 1_700_000_000.0  # 06:13:20, Beijing time
+    live = {"old": base - 30} | {f"t{i}": base + i for i in range(1, 8)}
+    rows: list[Any] = [{"task_id": k, "gmt_create": round(t * 1000)} for k, t in live.items()]
+    rows += [
+        {"task_id": f"f{k}", "gmt_create": round((base - 20 + k / 4) * 1000)} for k in range(120)
+    ]
+    s, queries, _ = sweeper([{"data": rows, "total_page": 1}], live)
+
+    for _ in range(9):
+        await s.sweep(dict(live), "SUCCEEDED")
+
+    # The first: 2 s before the oldest (the clock is unknown); then 80 rows back (base - 8 s);
+    # the ninth: 0.5 s before the oldest again.
+    starts = [query["start_time"] for query in queries]
+    assert ["20231115061248", *["20231115061312"] * 7, "20231115061249"] == starts
+
+
 def test_few_live_tasks_are_not_swept_until_trusted():
     """Below min_live no list query is sent; once trusted, any live task is swept."""
     s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1_700_000_000.0}, min_live=2)
