@@ -68,10 +68,14 @@ QUERIES: Final = "queries"
 
 @attrs.frozen
 class WindowSpec:
-    """A window's shape: at most `limit` events in any `length` seconds (real, scaled, margined)."""
+    """
+    A window's shape: at most `limit` events in any `length` seconds (real, scaled, margined),
+    and none closer than `spacing` seconds to the one before.
+    """
 
     limit: int
     length: float
+    spacing: float = 0.0
 
     @classmethod
     def from_rate(
