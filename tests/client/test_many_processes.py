@@ -111,6 +111,12 @@ def test_a_worker_that_cannot_start_fails_the_run_with_its_stderr():
 MID_RUN_GENERATIONS = 5
 """Per worker: 15-20 tasks through 2 slots take ~2 s, longer than a lease or an outage."""
 VICTIM = 0
+KILLED_RUN_GENERATIONS = 2 * MID_RUN_GENERATIONS
+"""
+Per worker, in the killed run: the victim takes its first slot when its turn comes among four,
+and the survivors must still have work when its leases expire (with 5 each, 2 runs in 13 found
+the victim's first task so late that they had only two left).
+"""
 
 
 def pool_key(namespace: str) -> str:
@@ -151,7 +157,7 @@ def test_a_killed_process_gives_its_slots_back_within_its_lease(redis_url: str) 
         started_clients(
             emulator,
             processes=PROCESSES,
-            generations=MID_RUN_GENERATIONS,
+            generations=KILLED_RUN_GENERATIONS,
             coordinator=redis_url,
             namespace=namespace,
             extra=["--lease-ttl", str(LEASE_TTL), "--echo", "submitted"],
@@ -190,7 +196,7 @@ def test_a_killed_process_gives_its_slots_back_within_its_lease(redis_url: str) 
     # Every survivor's generation succeeded, from one task; the victim's prompts at most once.
     outcomes = [outcome for report in survivors for outcome in report.outcomes]
     assert [w for w in range(PROCESSES) if w != VICTIM] == [r.worker for r in survivors]
-    assert (PROCESSES - 1) * MID_RUN_GENERATIONS == len(outcomes)
+    assert (PROCESSES - 1) * KILLED_RUN_GENERATIONS == len(outcomes)
     assert {"SUCCEEDED"} == {outcome["status"] for outcome in outcomes}
     assert {1} == set(one_task_per_prompt(stats))
     created = sorted(task_id for report in survivors for task_id in report.task_ids)
