@@ -68,14 +68,10 @@ QUERIES: Final = "queries"
 
 @attrs.frozen
 class WindowSpec:
-    """
-    A window's shape: at most `limit` events in any `length` seconds (real, scaled, margined),
-    and none closer than `spacing` seconds to the one before.
-    """
+    """A window's shape: at most `limit` events in any `length` seconds (real, scaled, margined)."""
 
     limit: int
     length: float
-    spacing: float = 0.0
 
     @classmethod
     def from_rate(

@@ -48,8 +48,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class SlidingWindow:
     """
     An exact sliding-window log: at most `limit` events in any half-open interval of `window` s,
-    none closer than `spacing` s to the one before, and none before `paused_until` (a 429 pauses
-    a window as a whole).
+    and none before `paused_until` (a 429 pauses a window as a whole).
 
     The pure methods take the current time, which must never decrease between calls; `acquire`
     reads it from the injected clock. Events are added at or after the latest one, so checking
@@ -65,13 +64,11 @@ class SlidingWindow:
         clock: Clock = anyio.current_time,
         *,
         sleep: Sleep = anyio.sleep,
-        spacing: float = 0.0,
     ) -> None:
         _check_count("limit", limit)
         _check_rate("window", window)
         self._limit = limit
         self._window = float(window)
-        self._spacing = spacing
         self._clock = clock
         self._sleep = sleep
         self._log: deque[float] = deque()
@@ -130,7 +127,7 @@ class SlidingWindow:
         free = max(now, self._paused_until)
         if not log:
             return free
-        free = max(free, log[-1] + self._spacing)
+        free = max(free, log[-1])
         if len(log) >= self._limit:
             free = max(free, log[-self._limit] + self._window)
         return free
@@ -370,7 +367,7 @@ class LocalCoordinator:
         """The window called `name`, created with `spec` on first use."""
         if name not in self._windows:
             self._windows[name] = SlidingWindow(
-                spec.limit, spec.length, self._clock, sleep=self._sleep, spacing=spec.spacing
+                spec.limit, spec.length, self._clock, sleep=self._sleep
             )
         return self._windows[name]
 

@@ -10,24 +10,15 @@ in process, or a shared one when a coordinator keeps it (its name: ``"queries"``
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Protocol
 
 import anyio
-import attrs
 
 from aioqwenimage._coordination import QUERIES, Coordinator, WindowSpec
 from aioqwenimage._limits import Clock, LocalCoordinator, Sleep
 from aioqwenimage._settings import DEFAULT_QUERIES_PER_SECOND
 
-__all__ = ["PACE", "Budget", "QueryBudget"]
-
-# Queries leave at most at this many times the budget's mean rate (the window's `spacing`): a
-# window allows its whole limit at once, but a burst of them (a sweep announcing twenty
-# finished tasks) reaches the service spread over the time its requests take to be read, and
-# the tail of one burst and the head of the next, a window later, then fall into one second
-# there (429s seen in B5). Spaced, the window's margin is not spent on the spread of a burst.
-# Shared through Redis, the account's log spaces its events (every process's together).
-PACE: Final = 2.0
+__all__ = ["Budget", "QueryBudget"]
 
 
 class Budget(Protocol):
@@ -66,7 +57,6 @@ class QueryBudget:
         coordinator: Coordinator | None = None,
     ) -> None:
         spec = WindowSpec.from_rate(queries_per_second, scale=scale)
-        spec = attrs.evolve(spec, spacing=spec.length / spec.limit / PACE)
         self._window = (coordinator or LocalCoordinator(clock, sleep)).window(QUERIES, spec)
         self.spent = 0
 

@@ -41,8 +41,8 @@ local function fmt(x) return string.format('%.6f', x) end
 """
 
 # KEYS: window, pause. ARGV: limit, length, count, not_before, member prefix, first sequence no.,
-# whether the pause holds ('1'; '0' for an urgent event), the least spacing after the latest
-# event. Returns: now, pause, events in the window after, then member, time for each reservation.
+# whether the pause holds ('1'; '0' for an urgent event). Returns: now, pause, events in the
+# window after, then member, time for each reservation.
 _RESERVE = (
     _NOW
     + """
@@ -62,7 +62,7 @@ for i = 1, count do
   if not urgent then free = math.max(free, pause) end
   if n > 0 then
     local latest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-    free = math.max(free, tonumber(latest[2]) + tonumber(ARGV[8]))
+    free = math.max(free, tonumber(latest[2]))
     if n >= limit then
       local kth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
       free = math.max(free, tonumber(kth[2]) + length)
@@ -290,25 +290,15 @@ class Scripts:
         prefix: str,
         first: int,
         urgent: bool = False,
-        spacing: float = 0.0,
     ) -> Reservation:
         """
-        Reserve `count` events of the window `name`, each at its earliest admissible time, at
-        least `spacing` after the one before (not held by the window's pause when `urgent`).
+        Reserve `count` events of the window `name`, each at its earliest admissible time (not
+        held by the window's pause when `urgent`).
         """
         k = self.keys
         raw = await self._reserve(
             keys=[k.window(name), k.pause(name)],
-            args=[
-                limit,
-                repr(length),
-                count,
-                repr(not_before),
-                prefix,
-                first,
-                0 if urgent else 1,
-                repr(spacing),
-            ],
+            args=[limit, repr(length), count, repr(not_before), prefix, first, 0 if urgent else 1],
         )
         now, pause = _floats(raw[:2])
         rest = raw[3:]

@@ -98,11 +98,8 @@ class SharedWindow:
     def _local(self) -> SlidingWindow:
         """The window while Redis is away: this process's share of the account's limit."""
         if self._fallback is None:
-            processes = max(1, self._link.processes)
-            share = max(1, self._spec.limit // processes)
-            self._fallback = SlidingWindow(
-                share, self._spec.length, self._link.clock, spacing=self._spec.spacing * processes
-            )
+            share = max(1, self._spec.limit // max(1, self._link.processes))
+            self._fallback = SlidingWindow(share, self._spec.length, self._link.clock)
             self._fallback.pause_until(self._paused)
         return self._fallback
 
@@ -181,7 +178,6 @@ class SharedWindow:
                 prefix=link.process,
                 first=first,
                 urgent=urgent,
-                spacing=self._spec.spacing,
             ),
             now_of=lambda r: r.now,
         )

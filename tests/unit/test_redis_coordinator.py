@@ -105,38 +105,6 @@ def test_reservations_from_several_clients_never_put_more_than_limit_in_a_window
         assert later - earlier >= length - 2e-6  # times are sent in microseconds
 
 
-def test_reservations_are_spaced_account_wide(redis_url):
-    """
-    With a spacing, events reserved by several clients at once (banks refilling together) are
-    never closer than it, though the window would allow them all at the same time.
-    """
-    spacing = 0.004
-
-    async def scenario() -> list[float]:
-        async with redis.asyncio.from_url(redis_url) as client:
-            scripts = Scripts(client, Keys(_namespace()))
-
-            async def batch(who: int) -> list[float]:
-                answer = await scripts.reserve(
-                    "w",
-                    limit=20,
-                    length=1.0,
-                    count=4,
-                    not_before=0.0,
-                    prefix=f"c{who}",
-                    first=0,
-                    spacing=spacing,
-                )
-                return [at for _, at in answer.events]
-
-            answers = await asyncio.gather(*(batch(who) for who in range(3)))
-            return sorted(at for answer in answers for at in answer)
-
-    times = asyncio.run(scenario())
-    assert 12 == len(times)
-    assert all(b - a >= spacing - 2e-6 for a, b in itertools.pairwise(times))
-
-
 @FAST
 @given(
     limit=st.integers(1, 4),
