@@ -56,8 +56,11 @@ FAILED_EVERY: Final = 8
 # known, a sweep starts at the second from which the finished tasks the last sweeps read fill
 # `FIT` of a page (the rest is room for those finished since), and only every `FULL_EVERY`-th
 # sweep reaches back to the oldest live task: the few live tasks older than that wait longer.
+# Only a few: when more than `LEFT_OUT` of them would wait (thousands in flight, hundreds
+# finishing a second), every sweep reads the whole window.
 FIT: Final = 0.8
 FULL_EVERY: Final = 8
+LEFT_OUT: Final = 0.1
 
 LiveTask = tuple[str, float]
 """A live task as the sweeper sees it: its id and its creation time (epoch seconds, ours)."""
@@ -159,8 +162,8 @@ class Sweeper:
         if len(self._skews) >= SKEW_SAMPLES:
             shift, margin = min(self._skews), SKEW_MARGIN
         oldest = start = min(live.values()) + shift - margin
-        if status == "SUCCEEDED":
-            start = self._fit(oldest, learned=margin == SKEW_MARGIN)
+        if status == "SUCCEEDED" and margin == SKEW_MARGIN:
+            start = self._fit(oldest, [created + shift for created in live.values()])
         query = list_query(
             status=status,
             start=start,
@@ -192,18 +195,24 @@ class Sweeper:
             self._finished = finished
         return pages
 
-    def _fit(self, start: float, *, learned: bool) -> float:
-        """Where a sweep for SUCCEEDED tasks starts: `start`, or later (see `FIT`)."""
-        if not learned or self._trimmed >= FULL_EVERY - 1:
+    def _fit(self, start: float, live: list[float]) -> float:
+        """
+        Where a sweep for SUCCEEDED tasks starts: `start`, or later (see `FIT`); `live`: the
+        live tasks' creation times in the service's time.
+        """
+        if self._trimmed >= FULL_EVERY - 1:
             self._trimmed = 0
             return start
-        self._trimmed += 1
         fit = int(FIT * PAGE_SIZE)
         known = sorted((t for t in self._finished if t >= start), reverse=True)
         if len(known) <= fit:
             return start
         # A whole second (the list's resolution): the window then holds at most `fit` of them.
-        return max(start, float(math.ceil(known[fit - 1])))
+        later = max(start, float(math.ceil(known[fit - 1])))
+        if sum(1 for created in live if created - SKEW_MARGIN < later) > LEFT_OUT * len(live):
+            return start
+        self._trimmed += 1
+        return later
 
     def _learn_skew(self, service_created: float | None, created: float) -> None:
         """A task's creation time in the list against ours."""

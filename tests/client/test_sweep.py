@@ -115,22 +115,29 @@ async def test_sweeps_read_one_page_of_recent_tasks_and_reach_back_every_eighth(
     """
     The finished tasks the last sweeps read show where a one-page window would start: from
     there (80 of them), except every eighth sweep, which reaches back to the oldest live task.
+    Not when that would leave out more than a tenth of the live tasks.
     """
     base = 1_700_000_000.0  # 06:13:20, Beijing time
-    live = {"old": base - 30} | {f"t{i}": base + i for i in range(1, 8)}
-    rows: list[Any] = [{"task_id": k, "gmt_create": round(t * 1000)} for k, t in live.items()]
-    rows += [
-        {"task_id": f"f{k}", "gmt_create": round((base - 20 + k / 4) * 1000)} for k in range(120)
-    ]
-    s, queries, _ = sweeper([{"data": rows, "total_page": 1}], live)
+    young = {f"t{i}": base + i for i in range(1, 12)}
+    finished = [round((base - 20 + k / 4) * 1000) for k in range(120)]  # base - 20 s to + 10 s
 
-    for _ in range(9):
-        await s.sweep(dict(live), "SUCCEEDED")
+    async def starts(live: dict[str, float], count: int) -> list[str]:
+        rows: list[Any] = [{"task_id": k, "gmt_create": round(t * 1000)} for k, t in live.items()]
+        rows += [{"task_id": f"f{k}", "gmt_create": at} for k, at in enumerate(finished)]
+        s, queries, _ = sweeper([{"data": rows, "total_page": 1}], live)
+        for _ in range(count):
+            await s.sweep(dict(live), "SUCCEEDED")
+        return [query["start_time"] for query in queries]
 
-    # The first: 2 s before the oldest (the clock is unknown); then 80 rows back (base - 8 s);
-    # the ninth: 0.5 s before the oldest again.
-    starts = [query["start_time"] for query in queries]
-    assert ["20231115061248", *["20231115061312"] * 7, "20231115061249"] == starts
+    # One old task among twelve: the first sweep 2 s before it (the clock is unknown); then from
+    # the 80th newest finished task (base - 7.25 s, rounded up to the second); the ninth sweep
+    # 0.5 s before the oldest again.
+    assert ["20231115061248", *["20231115061313"] * 7, "20231115061249"] == await starts(
+        {"old": base - 30} | young, 9
+    )
+    # Five old ones among sixteen: every sweep reaches back to them.
+    old = {f"o{i}": base - 30 + i for i in range(5)}
+    assert ["20231115061248", *["20231115061249"] * 3] == await starts(old | young, 4)
 
 
 def test_few_live_tasks_are_not_swept_until_trusted():

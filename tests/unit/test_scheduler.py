@@ -331,11 +331,11 @@ def test_queue_pop_respects_limit_and_budget():
         queue.schedule(key, 0.0)
     assert [0, 1, 2] == queue.pop_ready(0.0, limit=3)
     budget = QueryBudget(2)
-    assert [3, 4] == queue.pop_ready(0.0, budget)
-    assert [] == queue.pop_ready(0.5, budget)
+    assert [3] == queue.pop_ready(0.0, budget)  # a burst: a quarter of the limit, at least 1
+    assert [4] == queue.pop_ready(0.5, budget)
     assert [] == queue.pop_ready(1.0, budget)  # the window is held 5% longer (RATE_MARGIN)
-    assert [5, 6] == queue.pop_ready(1.05, budget)
-    assert 3 == len(queue)
+    assert [5] == queue.pop_ready(1.05, budget)
+    assert 4 == len(queue)
 
 
 def test_queue_compacts_stale_entries():
@@ -607,8 +607,28 @@ def test_driver_keeps_the_query_budget_under_load():
     times = [t for _, t in service.polls]
     assert 300 == len(times)
     assert _admissible(times, 15, 1.0)
-    assert max(times) < 20.0
+    assert max(times) < 21.0  # 20 windows of 1.05 s, each spent in bursts over its first half
     assert 300 == scheduler.budget.spent
+
+
+def test_a_burst_of_due_polls_leaves_in_small_bursts():
+    """
+    Forty polls due at once (a sweep announced forty finished tasks): the window would let 15
+    leave together; they leave at most a quarter of them in an eighth of the window, so their
+    spread on arrival does not squeeze the next window's into the same second.
+    """
+    service = FakeService({str(i): 0.0 for i in range(40)})
+
+    async def body(scheduler: PollScheduler[str]) -> None:
+        for i in range(40):
+            scheduler.add(str(i), None, submitted_at=0.0, first_due=0.0)
+        await _until_done(scheduler)
+
+    _drive(service, body, budget=QueryBudget(15))
+    times = sorted(t for _, t in service.polls)
+    assert 40 == len(times)
+    assert _admissible(times, 4, 1.05 / 8 - 1e-9)  # ceil(15 / 4) in an eighth of 1.05 s
+    assert _admissible(times, 15, 1.0)
 
 
 def test_driver_throttle_pauses_every_poll():
