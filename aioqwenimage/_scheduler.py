@@ -175,7 +175,9 @@ class PollScheduler(Generic[K]):
         self._throttles = 0  # in a row, budget-wide
         self._stretch = 1.0  # per-task delays are multiplied by this (sweeps cover the rest)
         self._crowd = (1.0, 0)  # (stretch, tasks): see `stretch_crowds`
-        self._before_crowd: list[K] = []  # added unstretched while the crowd was still small
+        # Added unstretched while the crowd was still small, and still polled (a crowd may never
+        # come: a service generating one task at a time must not keep every task it polled).
+        self._before_crowd: dict[K, None] = {}
 
     @property
     def budget(self) -> QueryBudget:
@@ -222,7 +224,7 @@ class PollScheduler(Generic[K]):
             stretch, (factor, crowd) = self._stretch, self._crowd
             if stretch == 1 and factor > 1:
                 if len(self._tracks) < crowd:
-                    self._before_crowd.append(key)
+                    self._before_crowd[key] = None
                 else:
                     stretch = factor
                     self._stretch_before_crowd(factor)
@@ -236,9 +238,9 @@ class PollScheduler(Generic[K]):
         """The crowd is there: the tasks added just before it are left to sweeps too."""
         now = self._clock()
         for key in self._before_crowd:
-            track = self._tracks.get(key)
+            track = self._tracks[key]
             due = self._queue.due(key)
-            if track is None or track.polls or track.stretched or due is None or due <= now:
+            if track.polls or track.stretched or due is None or due <= now:
                 continue
             track.stretched = True
             self._queue.schedule(key, max(now, due + (factor - 1) * track.first_delay))
@@ -247,6 +249,7 @@ class PollScheduler(Generic[K]):
     def remove(self, key: K) -> None:
         """Never poll `key` again; a poll of it in the air is ignored when it answers."""
         self._tracks.pop(key, None)
+        self._before_crowd.pop(key, None)
         self._queue.discard(key)
 
     @property
@@ -378,6 +381,7 @@ class PollScheduler(Generic[K]):
             return  # removed (or added anew) while in the air
         if kind is OutcomeKind.FINISHED:
             del self._tracks[key]
+            self._before_crowd.pop(key, None)
             return
         if kind is OutcomeKind.PENDING:
             track.failures = 0

@@ -176,15 +176,16 @@ class Sweeper:
             return await self._list_page(params)
 
         pages = 0
-        # What this sweep reads replaces what the last ones read of its window.
+        # What this sweep reads of SUCCEEDED tasks replaces what the last ones read of its window.
         finished = [t for t in self._finished if oldest <= t < start]
+        seen = finished.append if status == "SUCCEEDED" else _ignore
         async with contextlib.aclosing(list_pages(counted, query)) as listing:
             async for rows in listing:
                 pages += 1
                 for row in rows:
                     created = _epoch(row.get("gmt_create"))
                     if created is not None:
-                        finished.append(created)
+                        seen(created)
                     task_id = row.get("task_id")
                     if not isinstance(task_id, str) or task_id not in live:
                         continue
@@ -221,6 +222,10 @@ class Sweeper:
         skew = service_created - created
         if abs(skew) <= MAX_SKEW:
             self._skews.append(skew)
+
+
+def _ignore(_: float) -> None:
+    """What a FAILED sweep does with the creation times it reads (see `Sweeper._fit`)."""
 
 
 def _epoch(milliseconds: object) -> float | None:

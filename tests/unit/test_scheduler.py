@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
 import random
 import statistics
+import weakref
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -575,6 +577,39 @@ def test_a_task_added_among_a_crowd_is_first_polled_later_and_left_to_sweeps():
 
     _drive(service, body)
     assert [15.0, 15.0, 16.0, 6.0, 6.0] == [service.times(k)[0] for k in "abcde"]
+
+
+def test_tasks_that_never_met_a_crowd_are_not_kept_after_they_end():
+    """
+    A service generating one task at a time never reaches the crowd: each task, once finished,
+    is forgotten (a handle kept for the client's life would keep its result with it).
+    """
+
+    class Key:  # a key that can be watched being collected
+        pass
+
+    watched: list[weakref.ref[Key]] = []
+
+    async def poll(key: Key) -> PollOutcome:
+        return PollOutcome.FINISHED
+
+    async def main() -> None:
+        scheduler: PollScheduler[Key] = PollScheduler(poll, policy=STEADY)
+        scheduler.stretch_crowds(3.0, 8)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run)
+            for _ in range(20):
+                key = Key()
+                watched.append(weakref.ref(key))
+                scheduler.add(key, "m", submitted_at=anyio.current_time())
+                del key
+                await _until_done(scheduler)
+            gc.collect()
+            # (The driver's step still names the last key polled, until its next step.)
+            assert [] == [ref for ref in watched[:-1] if ref() is not None]
+            tg.cancel_scope.cancel()
+
+    run_virtual(main)
 
 
 def test_driver_polls_on_the_policy_schedule():
