@@ -14,7 +14,10 @@ fraction).
 - A window's pause (a 429's ``Retry-After``) is one key holding the latest time paused until.
 - An in-flight pool is a sorted set of leases scored by their expiry: a lease is granted while
   fewer unexpired ones are held than the pool's limit (and the adaptive limit some process last
-  wrote); a heartbeat renews the leases a process still holds, never adds one.
+  wrote); a heartbeat renews the leases a process still holds, never adds one. Processes that
+  found the pool full queue in a sorted set scored by when they began waiting, each entry alive
+  while its process keeps asking: a slot freed goes first to those waiting longest (one each),
+  and one served goes to the back, so no process is starved by others that release and re-take.
 - Processes announce themselves in a sorted set scored by expiry; the sweeping leader holds a
   key with a time to live.
 
@@ -102,27 +105,56 @@ return {fmt(now), fmt(pause)}
 """
 )
 
-# KEYS: pool, shared limit. ARGV: limit, ttl, count, lease prefix, first sequence no.
-# Returns: now, then each lease granted (fewer than count, or none, when the pool is full).
+# KEYS: pool, shared limit, queue, queue expiries. ARGV: limit, ttl, count, process (the lease
+# prefix), first sequence no., queue ttl. Returns: now, then each lease granted (fewer than
+# count, or none, when the pool is full or the processes waiting longer claim what is free).
 _LEASE = (
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do
+  redis.call('ZREM', KEYS[3], gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 local limit = tonumber(ARGV[1])
 local shared = redis.call('GET', KEYS[2])
 if shared then limit = math.min(limit, tonumber(shared)) end
-local ttl = tonumber(ARGV[2])
-local room = math.min(tonumber(ARGV[3]), limit - redis.call('ZCARD', KEYS[1]))
+local ttl, count, process = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local place = redis.call('ZSCORE', KEYS[3], process)
+local ahead
+if place then
+  ahead = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. place)
+else
+  ahead = redis.call('ZCARD', KEYS[3])
+end
+local room = math.max(0, math.min(count, limit - redis.call('ZCARD', KEYS[1]) - ahead))
 local result = {fmt(now)}
 for i = 1, room do
-  local id = ARGV[4] .. ':' .. (tonumber(ARGV[5]) + i - 1)
+  local id = process .. ':' .. (tonumber(ARGV[5]) + i - 1)
   redis.call('ZADD', KEYS[1], now + ttl, id)
   result[#result + 1] = id
 end
 redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 2000))
+if room < count then
+  -- Still wanting: queue at the back, or keep the place held (served some: back to the end).
+  if room > 0 or not place then redis.call('ZADD', KEYS[3], now, process) end
+  local queue_ttl = tonumber(ARGV[6])
+  redis.call('ZADD', KEYS[4], now + queue_ttl, process)
+  redis.call('PEXPIRE', KEYS[3], math.ceil(queue_ttl * 2000))
+  redis.call('PEXPIRE', KEYS[4], math.ceil(queue_ttl * 2000))
+elseif place then
+  redis.call('ZREM', KEYS[3], process)
+  redis.call('ZREM', KEYS[4], process)
+end
 return result
 """
 )
+
+# KEYS: queue, queue expiries. ARGV: process. It no longer waits (its callers left).
+_UNQUEUE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('ZREM', KEYS[2], ARGV[1])
+"""
 
 # KEYS: pool. ARGV: ttl, then lease ids held. Refreshes those still there (XX: never adds one).
 # Returns: now, then the ids no longer held (expired while this process was away).
@@ -211,6 +243,14 @@ class Keys:
         """The leases of the in-flight pool `name`."""
         return f"{self.prefix}:pool:{name}"
 
+    def queue(self, name: str) -> str:
+        """The processes waiting for the pool `name`, scored by when they began waiting."""
+        return f"{self.prefix}:queue:{name}"
+
+    def queued_until(self, name: str) -> str:
+        """When each entry of the pool's queue lapses unless its process asks again."""
+        return f"{self.prefix}:queued:{name}"
+
     def shared_limit(self, name: str) -> str:
         """The adaptive limit of the pool `name`, as last learned by any process."""
         return f"{self.prefix}:limit:{name}"
@@ -271,6 +311,7 @@ class Scripts:
         self._renew = register(_RENEW)
         self._adopt = register(_ADOPT)
         self._release = register(_RELEASE)
+        self._unqueue = register(_UNQUEUE)
         self._heartbeat = register(_HEARTBEAT)
         self._leave = register(_LEAVE)
 
@@ -319,15 +360,32 @@ class Scripts:
         return now, pause
 
     async def lease(
-        self, name: str, *, limit: int, ttl: float, count: int, prefix: str, first: int
+        self,
+        name: str,
+        *,
+        limit: int,
+        ttl: float,
+        count: int,
+        process: str,
+        first: int,
+        queue_ttl: float,
     ) -> tuple[float, list[str]]:
-        """Up to `count` leases of the pool `name`; returns the server's now and those granted."""
+        """
+        Up to `count` leases of the pool `name` for `process`; returns the server's now and
+        those granted. Short of `count`, the process keeps (or takes) its place in the pool's
+        queue for `queue_ttl` seconds: it must ask again within that time to keep it.
+        """
         k = self.keys
         raw = await self._lease(
-            keys=[k.pool(name), k.shared_limit(name)],
-            args=[limit, repr(ttl), count, prefix, first],
+            keys=[k.pool(name), k.shared_limit(name), k.queue(name), k.queued_until(name)],
+            args=[limit, repr(ttl), count, process, first, repr(queue_ttl)],
         )
         return float(_text(raw[0])), [_text(v) for v in raw[1:]]
+
+    async def unqueue(self, name: str, process: str) -> None:
+        """`process` no longer waits for the pool `name`: its place in the queue is given up."""
+        k = self.keys
+        await self._unqueue(keys=[k.queue(name), k.queued_until(name)], args=[process])
 
     async def renew(self, name: str, ids: Sequence[str], ttl: float) -> tuple[float, list[str]]:
         """Renew the leases `ids`; returns the server's now and the ids no longer held."""

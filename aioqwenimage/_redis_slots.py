@@ -4,8 +4,10 @@ An in-flight pool shared through Redis (`SharedSlots`), for `aioqwenimage.redis.
 
 Leases live in a sorted set with their expiry, granted in Redis, renewed by the coordinator's
 heartbeat (never re-added: a lease that expired is gone) and released in the background
-(`Lease.release` is synchronous). Waiters queue here, FIFO within the process. Without Redis,
-this process's share of the limit is granted locally, and counted in Redis once it is back.
+(`Lease.release` is synchronous). Waiters queue here, FIFO within the process; processes queue
+in Redis, first come first served, so one that releases and asks again never starves another.
+Without Redis, this process's share of the limit is granted locally, and counted in Redis once
+it is back.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ logger = logging.getLogger("aioqwenimage")
 
 # How long a pool's adaptive limit stays written without being learned again.
 SHARED_LIMIT_TTL: Final = 60.0
+# How long a process keeps its place in a pool's queue without asking again: the coordinator's
+# worker asks at least every `redis.POOL_RETRY` (0.25 s) while a caller waits, so only a process
+# gone (or stalled that long) loses it, and holds the others back no longer than this.
+QUEUE_TTL: Final = 1.0
 
 
 class SharedLease:
@@ -83,6 +89,7 @@ class SharedSlots:
         self._ttl = ttl
         self._held: dict[SharedLease, None] = {}
         self._waiters: deque[_Waiter] = deque()
+        self._queued = False  # holding a place in the pool's queue in Redis
         self._unlimited = InFlightLimiter(None) if limit is None else None
 
     def __repr__(self) -> str:
@@ -167,6 +174,8 @@ class SharedSlots:
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._unqueue()
             raise
         assert waiter.lease is not None  # noqa: S101 - set with the event
         return waiter.lease
@@ -191,17 +200,32 @@ class SharedSlots:
                 limit=self._configured or 1,
                 ttl=self._ttl,
                 count=room,
-                prefix=link.process,
+                process=link.process,
                 first=first,
+                queue_ttl=QUEUE_TTL,
             )
             server_now, ids = await link.call(lease, now_of=lambda r: r[0])
+            self._queued = len(ids) < room
             expires = link.to_local(server_now + self._ttl)
             for lease_id in ids:
                 granted = SharedLease(self, lease_id, shared=True, expires=expires)
                 self._held[granted] = None
                 self._hand(granted)
-            if len(ids) < room:
-                return  # full account-wide: a release anywhere, or the retry tick, brings us back
+            if self._queued:
+                # Full account-wide, or others waited longer: a release anywhere, or the retry
+                # tick, brings us back (asking again keeps our place in the queue).
+                if not self._waiters:
+                    self._unqueue()  # the waiters left while we asked
+                return
+
+    def _unqueue(self) -> None:
+        """Nobody here waits any more: give up the place in Redis's queue (in the background)."""
+        if not self._queued:
+            return
+        self._queued = False
+        link = self._link
+        if not link.degraded:
+            link.later(lambda: link.call(lambda: link.scripts.unqueue(self._name, link.process)))
 
     def _hand(self, lease: SharedLease) -> None:
         if not self._waiters:  # the waiter left meanwhile: give it back

@@ -127,8 +127,9 @@ def test_leases_from_several_clients_never_exceed_the_limit(redis_url, limit, as
                     limit=limit,
                     ttl=30.0,
                     count=count,
-                    prefix=f"c{who}",
+                    process=f"c{who}",
                     first=next(numbers) * 10,
+                    queue_ttl=30.0,
                 )
                 held.update(granted)
                 peak = max(peak, len(held))
@@ -147,17 +148,67 @@ async def test_a_lease_expires_unless_renewed_and_renewal_never_brings_one_back(
     """Leases live for their ttl; a heartbeat keeps one; one expired is reported, not re-added."""
     async with redis.asyncio.from_url(redis_url) as client:
         scripts = Scripts(client, Keys(_namespace()))
-        _, kept = await scripts.lease("p", limit=2, ttl=0.3, count=1, prefix="a", first=0)
-        _, lapsed = await scripts.lease("p", limit=2, ttl=0.05, count=1, prefix="b", first=0)
-        _, full = await scripts.lease("p", limit=2, ttl=0.3, count=1, prefix="c", first=0)
+        _, kept = await scripts.lease(
+            "p", limit=2, ttl=0.3, count=1, process="a", first=0, queue_ttl=30.0
+        )
+        _, lapsed = await scripts.lease(
+            "p", limit=2, ttl=0.05, count=1, process="b", first=0, queue_ttl=30.0
+        )
+        _, full = await scripts.lease(
+            "p", limit=2, ttl=0.3, count=1, process="c", first=0, queue_ttl=30.0
+        )
         await anyio.sleep(0.1)
         _, lost = await scripts.renew("p", [*kept, *lapsed], 0.3)
-        _, after = await scripts.lease("p", limit=2, ttl=0.3, count=2, prefix="c", first=1)
+        _, after = await scripts.lease(
+            "p", limit=2, ttl=0.3, count=2, process="c", first=1, queue_ttl=30.0
+        )
 
         assert [] == full
         assert lapsed == lost
         assert 1 == len(after)  # the lapsed slot came back, the renewed one is still held
         assert 2 == await client.zcard(scripts.keys.pool("p"))
+
+
+async def test_a_slot_freed_goes_to_the_process_waiting_longest_while_it_keeps_asking(redis_url):
+    """
+    The pool's queue: the first process to find it full is served first, one served goes to the
+    back, and a process that stopped asking (gone, or unqueued) no longer holds the others back.
+    """
+    async with redis.asyncio.from_url(redis_url) as client:
+        scripts = Scripts(client, Keys(_namespace()))
+        numbers = itertools.count()
+
+        async def ask(process: str, count: int = 1, queue_ttl: float = 30.0) -> list[str]:
+            _, granted = await scripts.lease(
+                "p",
+                limit=2,
+                ttl=30.0,
+                count=count,
+                process=process,
+                first=next(numbers),
+                queue_ttl=queue_ttl,
+            )
+            return granted
+
+        held = await ask("a", count=2)
+        assert [] == await ask("b")  # b, then c, queue
+        assert [] == await ask("c")
+        await scripts.release("p", held[:1])
+        assert [] == await ask("a")  # b waited longer (a is queued behind c now)
+        assert [] == await ask("c")
+        [b_slot] = await ask("b", count=2)  # served one, still wanting: to the back
+        await scripts.release("p", held[1:])
+        assert [] == await ask("b")
+        assert [] == await ask("a")
+        [c_slot] = await ask("c")  # served all it asked: out of the queue
+
+        await scripts.release("p", [b_slot])
+        assert [] == await ask("b", queue_ttl=0.05)  # a is ahead; b lapses unless it asks
+        await scripts.unqueue("p", "a")  # a's callers left
+        await scripts.release("p", [c_slot])
+        await anyio.sleep(0.1)
+        assert 2 == len(await ask("d", count=2))  # nobody waiting holds d back now
+        assert 0 == await client.zcard(scripts.keys.queue("p"))
 
 
 async def test_a_pause_never_shortens(redis_url):
@@ -223,6 +274,34 @@ async def test_slots_are_shared_and_a_release_in_one_process_serves_a_waiter_in_
         assert 1 == theirs.in_flight == mine.in_flight
         lease.release()
         leases[1].release()
+
+
+async def test_a_process_waiting_for_a_slot_is_served_before_one_that_gives_it_back_and_asks_again(
+    redis_url,
+):
+    """
+    Slots go to processes in the order they began waiting: one that releases a slot and wants
+    another does not take it back ahead of one already waiting (with four workers on a cap of
+    two, one worker waited until the others ran out of work).
+    """
+    namespace = _namespace()
+    async with running(redis_url, namespace) as (one, _), running(redis_url, namespace) as (two, _):
+        mine = one.slots("submit:m", 1)
+        theirs = two.slots("submit:m", 1)
+        held = await mine.acquire()
+        waiting = asyncio.ensure_future(theirs.acquire())
+        await anyio.sleep(0.05)  # asked in Redis, and found the slot held
+        again = asyncio.ensure_future(mine.acquire())
+        await anyio.sleep(0.05)
+
+        held.release()
+        with anyio.fail_after(2):
+            await asyncio.wait({waiting, again}, return_when=asyncio.FIRST_COMPLETED)
+        assert waiting.done()
+        assert not again.done()
+        (await waiting).release()
+        with anyio.fail_after(2):
+            (await again).release()
 
 
 async def test_the_query_budget_is_shared_by_banked_tokens_within_the_account_rate(redis_url):
