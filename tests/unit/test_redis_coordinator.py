@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from aioqwenimage import EventKind
 from aioqwenimage._coordination import WindowSpec
 from aioqwenimage._redis_scripts import Keys, Scripts
+from aioqwenimage._redis_slots import QUEUE_TTL
 from aioqwenimage.redis import RedisCoordinator
 
 pytestmark = pytest.mark.redis
@@ -304,6 +305,81 @@ async def test_a_process_waiting_for_a_slot_is_served_before_one_that_gives_it_b
             (await again).release()
 
 
+async def test_a_process_whose_callers_left_gives_its_place_in_the_queue_up_at_once(redis_url):
+    """
+    A process queued for a slot whose waiters were cancelled leaves the queue then, so a slot
+    freed goes to the next process at once, not after the place lapses (`QUEUE_TTL`).
+    """
+    namespace = _namespace()
+    async with (
+        running(redis_url, namespace) as (one, _),
+        running(redis_url, namespace) as (two, _),
+        running(redis_url, namespace) as (three, _),
+    ):
+        held = await one.slots("submit:m", 1).acquire()
+        leaving = asyncio.ensure_future(two.slots("submit:m", 1).acquire())
+        await anyio.sleep(0.05)  # two queued first
+        staying = asyncio.ensure_future(three.slots("submit:m", 1).acquire())
+        await anyio.sleep(0.05)
+        leaving.cancel()
+        await anyio.sleep(0.3)  # two asked last at least this long ago: its place has not lapsed
+
+        released = anyio.current_time()
+        held.release()
+        with anyio.fail_after(2):
+            lease = await staying
+        assert anyio.current_time() - released < QUEUE_TTL / 4
+        assert leaving.cancelled()
+        assert 0 == two.slots("submit:m", 1).in_flight
+        lease.release()
+
+
+async def test_an_adaptive_limit_learned_in_one_process_holds_the_others(redis_url):
+    """
+    A pool's limit lowered in one process (after 429s) is written where every process reads it:
+    another process is granted no more than that, though configured for more.
+    """
+    namespace = _namespace()
+    async with (
+        running(redis_url, namespace) as (one, _),
+        running(redis_url, namespace) as (two, _),
+        redis.asyncio.from_url(redis_url) as client,
+    ):
+        one.slots("submit:m", 3).set_limit(1)
+        with anyio.fail_after(2):
+            while await client.get(Keys(namespace).shared_limit("submit:m")) != b"1":
+                await anyio.sleep(0.01)
+        theirs = two.slots("submit:m", 3)
+        first = await theirs.acquire()
+        second = asyncio.ensure_future(theirs.acquire())
+        await anyio.sleep(0.1)
+        assert not second.done()  # the account's limit is 1 now
+
+        theirs.release()  # the oldest slot held: the first
+        with anyio.fail_after(2):
+            lease = await second
+        assert first.released
+        assert [lease] == theirs.held
+        lease.release()
+        with pytest.raises(RuntimeError, match="without a slot held"):
+            theirs.release()
+
+
+async def test_a_pool_without_a_limit_grants_at_once_and_shares_nothing(redis_url):
+    namespace = _namespace()
+    async with (
+        running(redis_url, namespace) as (coordinator, _),
+        redis.asyncio.from_url(redis_url) as client,
+    ):
+        pool = coordinator.slots("submit:free", None)
+        leases = [pool.try_lease(), await pool.acquire()]
+        assert None not in leases
+        assert (2, None) == (pool.in_flight, pool.limit)
+        pool.release()
+        assert 1 == pool.in_flight
+        assert 0 == await client.exists(Keys(namespace).pool("submit:free"))
+
+
 async def test_the_query_budget_is_shared_by_banked_tokens_within_the_account_rate(redis_url):
     """Two processes polling as fast as they can share one window: together within its limit."""
     namespace = _namespace()
@@ -376,6 +452,29 @@ async def test_a_waiting_query_goes_before_the_events_banked_for_polls(redis_url
 
     # The next banked event comes within a window; one reserved after the bank, a window later.
     assert max(waits) < spec.length + 0.05, waits
+
+
+async def test_a_cancelled_reservation_is_given_back_to_the_account(redis_url):
+    """A caller cancelled while it sleeps until its reserved time gives that event back."""
+    spec = WindowSpec(limit=1, length=0.3)
+    namespace = _namespace()
+    async with (
+        running(redis_url, namespace) as (one, _),
+        running(redis_url, namespace) as (two, _),
+    ):
+        mine = one.window("submit:m", spec)
+        await mine.acquire()
+        start = anyio.current_time()
+        cancelled = asyncio.ensure_future(mine.acquire())  # reserved a window later
+        await anyio.sleep(0.05)
+        cancelled.cancel()
+        await anyio.sleep(0.05)  # the give-back reaches Redis
+
+        with anyio.fail_after(2):
+            await two.window("submit:m", spec).acquire()
+        # The next window's event was free again: not two windows later.
+        assert anyio.current_time() - start < 1.5 * spec.length
+        assert cancelled.cancelled()
 
 
 async def test_a_process_that_vanishes_gives_its_slots_back_within_the_lease(redis_url):
