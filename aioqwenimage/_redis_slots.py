@@ -34,10 +34,13 @@ logger = logging.getLogger("aioqwenimage")
 
 # How long a pool's adaptive limit stays written without being learned again.
 SHARED_LIMIT_TTL: Final = 60.0
-# How long a process keeps its place in a pool's queue without asking again: the coordinator's
-# worker asks at least every `redis.POOL_RETRY` (0.25 s) while a caller waits, so only a process
-# gone (or stalled that long) loses it, and holds the others back no longer than this.
-QUEUE_TTL: Final = 1.0
+# A pool whose waiters found it full looks again this often, whether or not a release was heard
+# (the coordinator's worker ticks at this pace).
+POOL_RETRY: Final = 0.25
+# How long a process keeps its place in a pool's queue without asking again: it asks at least
+# every `POOL_RETRY` while a caller waits, so only a process gone (or stalled that long) loses
+# it, and holds the others back no longer than this.
+QUEUE_TTL: Final = 4 * POOL_RETRY
 
 
 class SharedLease:

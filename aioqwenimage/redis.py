@@ -46,7 +46,7 @@ from aioqwenimage._coordination import WindowSpec
 from aioqwenimage._models import EventKind
 from aioqwenimage._redis_link import Link, Unavailable
 from aioqwenimage._redis_scripts import Keys, Scripts
-from aioqwenimage._redis_slots import SharedSlots
+from aioqwenimage._redis_slots import POOL_RETRY, SharedSlots
 from aioqwenimage._redis_window import SharedWindow
 from aioqwenimage._settings import _check_rate
 
@@ -57,8 +57,6 @@ logger: logging.Logger = logging.getLogger("aioqwenimage")
 # Reconnection attempts back off from this to `MAX_BACKOFF` seconds.
 FIRST_BACKOFF: Final = 0.05
 MAX_BACKOFF: Final = 2.0
-# A pool whose waiters found it full looks again this often, whether or not a release was heard.
-POOL_RETRY: Final = 0.25
 
 Report = Callable[[EventKind, Mapping[str, Any]], None]
 LiveTasks = Callable[[], Iterable[tuple[str, float]]]
