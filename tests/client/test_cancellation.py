@@ -334,7 +334,13 @@ async def test_cancelling_a_synchronous_generate_frees_its_slot():
 async def test_map_gives_every_item_an_outcome_when_the_client_closes():
     """Closing the client under map(): each item yields an outcome; none vanish."""
     items = [f"p{i}" for i in range(40)]
-    async with FakeDashScope(time_scale=SCALE, durations={MODEL: (4000, 4000)}) as fake:
+    # No submission window at the emulator: at SCALE its second lasts a millisecond, loop jitter
+    # squeezed a third create into one now and then, and the 429 held the fourth create back
+    # until the first tasks had ended (the close then found two generations done).
+    unlimited = EmulatorLimits(models={MODEL: ModelQuota(submits=None)})
+    async with FakeDashScope(
+        time_scale=SCALE, durations={MODEL: (4000, 4000)}, limits=unlimited
+    ) as fake:
         client = make_client(fake, limits=q.Limits(models={MODEL: q.ModelLimits(in_flight=4)}))
         seen: list[q.Outcome] = []
 
