@@ -49,8 +49,12 @@ SKEW_SAMPLES: Final = 8
 SKEW_MARGIN: Final = 0.5
 # A creation time in the list further than this from ours is not a clock's skew but garbage.
 MAX_SKEW: Final = 300.0
-# Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway).
+# Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway). Each
+# such look that finds none of ours doubles the gap, up to `FAILED_EVERY_MAX`, and one that finds
+# some brings it back: with no failures a FAILED list was an eighth of all queries spent on
+# lists, queries the results of finished tasks wait for when the budget is scarce (B5).
 FAILED_EVERY: Final = 8
+FAILED_EVERY_MAX: Final = 64
 # Most finished tasks in a sweep's window are long known (the oldest live task was created among
 # many that ended since), and a second page costs a second query. So once the service's clock is
 # known, a sweep starts at the second from which the finished tasks the last sweeps read fill
@@ -114,6 +118,8 @@ class Sweeper:
         # The service's creation times of the finished tasks the last sweeps read (see `FIT`).
         self._finished: list[float] = []
         self._trimmed = 0  # sweeps since the last that reached back to the oldest live task
+        self._failed_every = FAILED_EVERY
+        self._until_failed = FAILED_EVERY  # sweeps until one also looks for FAILED tasks
 
     def trust(self) -> None:
         """A task's own answer confirmed what a sweep announced: sweeps work on this service."""
@@ -137,10 +143,16 @@ class Sweeper:
                 pages = 1
                 continue
             statuses = ["SUCCEEDED"]
-            if self.sweeps % FAILED_EVERY == FAILED_EVERY - 1:
+            self._until_failed -= 1
+            if self._until_failed <= 0:
                 statuses.append("FAILED")
             try:
-                pages = sum([await self.sweep(live, status) for status in statuses])
+                pages = 0
+                for status in statuses:
+                    announced = self.announced
+                    pages += await self.sweep(live, status)
+                    if status == "FAILED":
+                        self._looked_for_failed(found=self.announced > announced)
             except APIError as exc:
                 # A client error (not a throttle) will not mend by asking again.
                 if (
@@ -195,6 +207,13 @@ class Sweeper:
         if status == "SUCCEEDED":
             self._finished = finished
         return pages
+
+    def _looked_for_failed(self, *, found: bool) -> None:
+        """A sweep listed FAILED tasks: look again as often, or half as often (`FAILED_EVERY`)."""
+        self._failed_every = (
+            FAILED_EVERY if found else min(2 * self._failed_every, FAILED_EVERY_MAX)
+        )
+        self._until_failed = self._failed_every
 
     def _fit(self, start: float, live: list[float]) -> float:
         """

@@ -150,13 +150,35 @@ def test_few_live_tasks_are_not_swept_until_trusted():
     assert queries
 
 
-def test_failed_tasks_are_looked_for_every_fourth_sweep():
-    """Every fourth sweep also lists FAILED tasks."""
+def failed_sweeps(queries: list[Mapping[str, str]]) -> list[int]:
+    """The sweeps (numbered from 1 by their SUCCEEDED list) that also listed FAILED tasks."""
+    numbers, sweep = [], 0
+    for query in queries:
+        if query["status"] == "SUCCEEDED":
+            sweep += 1
+        else:
+            numbers.append(sweep)
+    return numbers
+
+
+def test_failed_tasks_are_looked_for_every_eighth_sweep_while_some_are_found():
+    """A FAILED list that finds one of ours keeps the next one eight sweeps away."""
+    page = {"data": [{"task_id": "a"}], "total_page": 1}
+    s, queries, _ = sweeper([page], {"a": 1.7e9, "b": 1.7e9})
+    run_virtual(lambda: sweep_for(s, 0.1))
+
+    assert [8, 16, 24, 32] == failed_sweeps(queries)[:4]
+
+
+def test_failed_tasks_are_looked_for_ever_less_often_while_none_are_found():
+    """
+    Each FAILED list that finds none of ours doubles the gap to the next, up to 64 sweeps (B5,
+    no failure in 2,000 tasks: a FAILED list every eighth sweep was 23 of 180 list queries).
+    """
     s, queries, _ = sweeper([{"data": [], "total_page": 1}], {"a": 1.7e9, "b": 1.7e9})
-    run_virtual(lambda: sweep_for(s, 0.05))
-    statuses = [query["status"] for query in queries]
-    assert "FAILED" in statuses
-    assert statuses.count("SUCCEEDED") >= 3 * statuses.count("FAILED")
+    run_virtual(lambda: sweep_for(s, 0.5))
+
+    assert [8, 24, 56, 120, 184, 248] == failed_sweeps(queries)[:6]
 
 
 def test_an_unexpected_error_in_a_sweep_is_logged_not_raised(caplog):
