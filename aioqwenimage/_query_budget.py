@@ -15,7 +15,7 @@ from typing import Final, Protocol
 
 import anyio
 
-from aioqwenimage._coordination import QUERIES, Coordinator, WindowSpec
+from aioqwenimage._coordination import QUERIES, QUERY_MARGIN, Coordinator, WindowSpec
 from aioqwenimage._limits import Clock, LocalCoordinator, Sleep, SlidingWindow
 from aioqwenimage._settings import DEFAULT_QUERIES_PER_SECOND
 
@@ -65,7 +65,7 @@ class QueryBudget:
         sleep: Sleep = anyio.sleep,
         coordinator: Coordinator | None = None,
     ) -> None:
-        spec = WindowSpec.from_rate(queries_per_second, scale=scale)
+        spec = WindowSpec.from_rate(queries_per_second, scale=scale, margin=QUERY_MARGIN)
         self._window = (coordinator or LocalCoordinator(clock, sleep)).window(QUERIES, spec)
         share, grain = BURST
         self._burst = (

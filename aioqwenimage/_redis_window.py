@@ -31,9 +31,11 @@ __all__ = ["SharedWindow"]
 BANK_ETA: Final = 0.005
 # A banked event may be spent this long after its time: a busy loop wakes the poll scheduler
 # late, and a grace shorter than that would give back every event before it is spent; later, it
-# is given back unused. Spending it late moves the event later than the log says, so the log
-# keeps its events this much further apart. The lateness is the event loop's, whatever the
-# window's length: a fixed time (as a part of a one-second window it cost 5 % of the rate).
+# is given back unused. Spending it late moves the event later than the log says: that is the
+# event loop's part of the arrival jitter the window's margin is held for (`QUERY_MARGIN`: 30 ms
+# of a one-second window), so the log keeps its events further apart only by what the margin
+# leaves uncovered. The lateness is real time whatever the window's length: in compressed time
+# (a margin of a millisecond or two) the log keeps nearly the whole grace.
 GRACE: Final = 0.025
 
 
@@ -172,7 +174,7 @@ class SharedWindow:
             lambda: link.scripts.reserve(
                 self._name,
                 limit=self._spec.limit,
-                length=self._spec.length + self._grace,
+                length=self._spec.length + max(0.0, self._grace - self._spec.margin),
                 count=count,
                 not_before=not_before,
                 prefix=link.process,

@@ -7,7 +7,7 @@ import random
 import anyio
 import pytest
 
-from aioqwenimage._coordination import RATE_MARGIN, WindowSpec
+from aioqwenimage._coordination import QUERY_MARGIN, RATE_MARGIN, WindowSpec
 from aioqwenimage._lane import SubmitLane
 from aioqwenimage._limits import LocalCoordinator
 from tests.virtual_time import run_virtual
@@ -28,10 +28,16 @@ def test_window_spec_from_rate_scales_once_and_adds_the_margin(count, per, scale
     assert (expected.limit, pytest.approx(expected.length)) == (spec.limit, spec.length)
 
 
+def test_window_spec_says_how_much_of_its_length_is_margin():
+    """The margin in seconds, scaled with the window: the shared log counts a grace within it."""
+    assert pytest.approx(0.05) == WindowSpec.from_rate(20).margin
+    assert pytest.approx(0.0003) == WindowSpec.from_rate(20, scale=0.01, margin=0.03).margin
+
+
 def test_window_spec_without_margin_is_exact():
     """margin=0 gives the exact window (the emulator's side)."""
     assert WindowSpec(2, 60.0) == WindowSpec.from_rate(2, 60, margin=0)
-    assert 0.05 == RATE_MARGIN
+    assert (0.05, 0.03) == (RATE_MARGIN, QUERY_MARGIN)
 
 
 @pytest.mark.parametrize(("count", "scale", "word"), [(0, 1.0, "rate"), (1, 0.0, "scale")])

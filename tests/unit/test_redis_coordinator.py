@@ -424,6 +424,33 @@ async def test_banked_query_events_spent_late_still_keep_the_window(redis_url):
         assert later - earlier >= 0.1 - 0.005
 
 
+@pytest.mark.parametrize(
+    ("length", "margin", "spacing"),
+    [
+        (0.13, 0.03, 0.13),  # a margin longer than the grace (a one-second window's 30 ms)
+        (0.105, 0.005, 0.125),  # compressed time: the margin leaves 20 ms of the grace
+    ],
+)
+async def test_the_log_holds_events_a_window_apart_plus_what_the_margin_leaves_of_the_grace(
+    redis_url, length, margin, spacing
+):
+    """
+    A banked event spent late is arrival jitter, which the window's margin is held for: the
+    shared log adds only the part of the grace the margin does not cover (it added all of it,
+    so B5's four processes shared 20 queries per 1.055 s where 1.03 s is held for jitter).
+    """
+    spec = WindowSpec(limit=1, length=length, margin=margin)
+    times: list[float] = []
+    async with running(redis_url, _namespace()) as (coordinator, _):
+        window = coordinator.window("queries", spec)
+        for _ in range(6):
+            await window.acquire()
+            times.append(anyio.current_time())
+
+    # Each event is reserved a spacing after the last in the log, however late we woke for it.
+    assert pytest.approx(spacing, abs=0.006) == (times[-1] - times[0]) / 5
+
+
 async def test_a_waiting_query_goes_before_the_events_banked_for_polls(redis_url):
     """
     A sweep or a cancel waiting for its token takes the next event this process reserved for

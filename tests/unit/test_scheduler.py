@@ -335,8 +335,8 @@ def test_queue_pop_respects_limit_and_budget():
     budget = QueryBudget(2)
     assert [3] == queue.pop_ready(0.0, budget)  # a burst: a quarter of the limit, at least 1
     assert [4] == queue.pop_ready(0.5, budget)
-    assert [] == queue.pop_ready(1.0, budget)  # the window is held 5% longer (RATE_MARGIN)
-    assert [5] == queue.pop_ready(1.05, budget)
+    assert [] == queue.pop_ready(1.0, budget)  # the window is held 3% longer (QUERY_MARGIN)
+    assert [5] == queue.pop_ready(1.03, budget)
     assert 4 == len(queue)
 
 
@@ -405,19 +405,19 @@ def test_queue_and_budget_invariants(qps, ops):
 def test_budget_pause_holds_every_query():
     """A pause refuses every token until it ends, and never shortens."""
     budget = QueryBudget(15)
-    assert (15, 1.05) == (budget.limit, budget.window)  # one second plus RATE_MARGIN
+    assert (15, 1.03) == (budget.limit, budget.window)  # one second plus QUERY_MARGIN
     assert budget.paused_until == -math.inf
     budget.pause_until(3.0)
     budget.pause_until(2.0)
     assert budget.try_acquire(2.9) is False
     assert 3.0 == budget.next_free(1.0)
     assert budget.try_acquire(3.0) is True
-    assert "<QueryBudget 15/1.05s spent=1>" == repr(budget)
+    assert "<QueryBudget 15/1.03s spent=1>" == repr(budget)
 
 
 def test_budget_scale_and_validation():
     """scale compresses the window; nonsense is refused."""
-    assert pytest.approx(0.00105) == QueryBudget(15, scale=0.001).window
+    assert pytest.approx(0.00103) == QueryBudget(15, scale=0.001).window
     with pytest.raises(ValueError, match="scale"):
         QueryBudget(15, scale=0)
     with pytest.raises(ValueError, match="rate"):
@@ -446,7 +446,7 @@ def test_budget_waiting_callers_go_before_later_polls():
         log.append(("poll", budget.next_free(anyio.current_time())))
 
     run_virtual(main)
-    assert [("cancel", pytest.approx(1.5)), ("poll", pytest.approx(2.55))] == log
+    assert [("cancel", pytest.approx(1.5)), ("poll", pytest.approx(2.53))] == log
 
 
 # --- outcomes ------------------------------------------------------------------------------------
@@ -642,7 +642,7 @@ def test_driver_keeps_the_query_budget_under_load():
     times = [t for _, t in service.polls]
     assert 300 == len(times)
     assert _admissible(times, 15, 1.0)
-    assert max(times) < 21.0  # 20 windows of 1.05 s, each spent in bursts over its first half
+    assert max(times) < 21.0  # 20 windows of 1.03 s, each spent in bursts over its first half
     assert 300 == scheduler.budget.spent
 
 
@@ -662,7 +662,7 @@ def test_a_burst_of_due_polls_leaves_in_small_bursts():
     _drive(service, body, budget=QueryBudget(15))
     times = sorted(t for _, t in service.polls)
     assert 40 == len(times)
-    assert _admissible(times, 4, 1.05 / 8 - 1e-9)  # ceil(15 / 4) in an eighth of 1.05 s
+    assert _admissible(times, 4, 1.03 / 8 - 1e-9)  # ceil(15 / 4) in an eighth of 1.03 s
     assert _admissible(times, 15, 1.0)
 
 
