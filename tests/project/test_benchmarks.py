@@ -310,6 +310,36 @@ def test_targets_from_results():
     assert found["zero errors and zero duplicate tasks in every workload"] is None
 
 
+def test_b5_targets_are_judged_at_real_time_when_measured_so():
+    """The 4-process run at x1 (the workload as specified) decides; the compressed one is shown."""
+
+    def run(ratio: float, creates: int) -> dict:
+        return {
+            "status": "ok",
+            "makespan": 110.0 * ratio,
+            "makespan_ratio": ratio,
+            "ideal_makespan": 110.0,
+            "create_429": creates,
+            "query_429": 0,
+            "peak_in_flight": 200,
+            "peak_task_calls_per_second": 20,
+            "lost": 0,
+            "duplicates": 0,
+        }
+
+    doc = {"time_scale": 0.25, "runs": {"4p-coordinated": run(1.157, 2)}}
+    targets = {t["target"]: t for t in evaluate_targets({"B5": doc})}
+    ratio = "B5: 4 coordinated processes: makespan <= 1.10 x the single-process ideal"
+    creates = "B5: 4 coordinated processes: 0 throttled creates"
+    assert (False, False) == (targets[ratio]["met"], targets[creates]["met"])
+
+    doc["runs"]["4p-coordinated-x1"] = run(1.094, 0)
+    targets = {t["target"]: t for t in evaluate_targets({"B5": doc})}
+    assert (True, True) == (targets[ratio]["met"], targets[creates]["met"])
+    assert "1.094 x ideal" in targets[ratio]["detail"]
+    assert "(x0.25: 1.157)" in targets[ratio]["detail"]
+
+
 def test_plot_and_page_from_synthetic_rows(tmp_path):
     """Timeline-shaped rows become a PNG and a page with a table per workload."""
     doc = {
