@@ -51,8 +51,8 @@ SKEW_MARGIN: Final = 0.5
 MAX_SKEW: Final = 300.0
 # Every this many sweeps, also look for FAILED tasks (rare; polls would find them anyway). Each
 # such look that finds none of ours doubles the gap, up to `FAILED_EVERY_MAX`, and one that finds
-# some brings it back: with no failures a FAILED list was an eighth of all queries spent on
-# lists, queries the results of finished tasks wait for when the budget is scarce (B5).
+# some brings it back: with no failures a FAILED list was about one list query in nine, queries
+# the results of finished tasks wait for when the budget is scarce (B5).
 FAILED_EVERY: Final = 8
 FAILED_EVERY_MAX: Final = 64
 # Most finished tasks in a sweep's window are long known (the oldest live task was created among

@@ -436,8 +436,8 @@ async def test_the_log_holds_events_a_window_apart_plus_what_the_margin_leaves_o
 ):
     """
     A banked event spent late is arrival jitter, which the window's margin is held for: the
-    shared log adds only the part of the grace the margin does not cover (it added all of it,
-    so B5's four processes shared 20 queries per 1.055 s where 1.03 s is held for jitter).
+    shared log adds only the part of the grace the margin does not cover (adding all of it, B5's
+    four processes would share 20 queries per 1.055 s where 1.03 s already holds 30 ms of it).
     """
     spec = WindowSpec(limit=1, length=length, margin=margin)
     times: list[float] = []
