@@ -110,7 +110,6 @@ class Sweeper:
         # Once a sweep's finding was confirmed (`trust`), per-task polls are stretched, so
         # sweeps must go on while any task is live, however few.
         self.trusted = False
-        self.sweeps = 0
         self.queries = 0
         self.announced = 0
         # The service's creation times less ours, of recently found tasks (see `SKEW_SAMPLES`).
@@ -166,7 +165,6 @@ class Sweeper:
                 logger.debug("sweep failed: %s", exc)
             except Exception:  # a sweep is an optimisation: it must never end the client
                 logger.exception("sweep failed unexpectedly; polling goes on")
-            self.sweeps += 1
 
     async def sweep(self, live: Mapping[str, float], status: str) -> int:
         """One sweep for `status` over the creation window of `live`; returns pages read."""
